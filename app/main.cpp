@@ -1,0 +1,50 @@
+// troupe: one executable, many subcommands (see `troupe --help`).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "app/command.hpp"
+
+namespace troupe::app {
+
+namespace {
+std::vector<command>& registry() {
+  static std::vector<command> r;
+  return r;
+}
+}  // namespace
+
+void register_command(command c) { registry().push_back(std::move(c)); }
+const std::vector<command>& commands() { return registry(); }
+
+}  // namespace troupe::app
+
+namespace {
+void print_help() {
+  std::printf(
+      "troupe - serve large language models from a cluster of machines\n\n"
+      "usage: troupe <command> [options]   (troupe <command> --help for its options)\n\n"
+      "commands:\n");
+  for (const auto& c : troupe::app::commands()) std::printf("  %-16s %s\n", c.name.c_str(), c.summary.c_str());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  // Longest match first: two words ("model info"), then one.
+  for (int words = 2; words >= 1; --words) {
+    if (argc < 1 + words) continue;
+    std::string name = argv[1];
+    if (words == 2) name += std::string(" ") + argv[2];
+    for (const auto& c : troupe::app::commands()) {
+      if (c.name == name) return c.run(argc - words, argv + words);
+    }
+  }
+  std::fprintf(stderr, "troupe: unknown command '%s' (see troupe --help)\n", argv[1]);
+  return 2;
+}

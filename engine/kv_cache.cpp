@@ -1,0 +1,44 @@
+#include "engine/kv_cache.hpp"
+
+#include "engine/error.hpp"
+
+namespace troupe::engine {
+
+kv_cache::kv_cache(int n_layers, int n_kv_heads, int head_dim, int block_size, int n_blocks)
+    : n_layers_(n_layers), kv_dim_(n_kv_heads * head_dim), block_size_(block_size), n_blocks_(n_blocks),
+      k_(size_t(n_layers) * n_blocks * block_size * n_kv_heads * head_dim),
+      v_(k_.size()) {
+  TROUPE_ASSERT(n_layers > 0 && block_size > 0 && n_blocks > 0 && kv_dim_ > 0);
+}
+
+block_allocator::block_allocator(int n_blocks) : n_total_(n_blocks) {
+  free_.reserve(n_blocks);
+  for (int i = n_blocks - 1; i >= 0; --i) free_.push_back(i);  // hand out 0, 1, 2, ... first
+}
+
+std::optional<int32_t> block_allocator::allocate() {
+  if (free_.empty()) return std::nullopt;
+  const int32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void block_allocator::release(int32_t block) {
+  TROUPE_ASSERT(block >= 0 && block < n_total_);
+  free_.push_back(block);
+}
+
+bool block_table::reserve(int n_positions, int block_size, block_allocator& alloc) {
+  const int need = blocks_for(n_positions, block_size) - int(blocks.size());
+  if (need <= 0) return true;
+  if (alloc.n_free() < need) return false;
+  for (int i = 0; i < need; ++i) blocks.push_back(*alloc.allocate());
+  return true;
+}
+
+void block_table::release(block_allocator& alloc) {
+  for (int32_t b : blocks) alloc.release(b);
+  blocks.clear();
+}
+
+}  // namespace troupe::engine
