@@ -36,19 +36,19 @@ void swiglu(float* gate, const float* up, int n);
 /// x[i] += y[i]
 void add(float* x, const float* y, int n);
 
-/// Causal attention of one query token over positions [0, n_ctx) of one sequence in the paged
-/// cache (its block table maps logical -> physical blocks). q and out are [n_heads][head_dim];
-/// query head h reads kv head h / (n_heads / n_kv_heads). scratch holds n_ctx floats.
-void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
-               int n_ctx, int n_heads, int n_kv_heads, int head_dim, float* scratch);
+/// Causal attention of one query head over positions [0, n_ctx) of one sequence in the paged
+/// cache (its block table maps logical -> physical blocks), reading kv head `kv_head`.
+/// q and out hold head_dim floats; scratch holds n_ctx floats.
+void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
+                    const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
 
 }  // namespace kernels
 
 namespace kernels::ref {
-/// Scalar reference: dequantize each row, dot in double-free plain float loops, one thread.
+/// Scalar references: dequantize each row and dot in plain loops, one thread.
 void matmul(float* out, const float* x, int n_tokens, const weight& w);
-void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
-               int n_ctx, int n_heads, int n_kv_heads, int head_dim, float* scratch);
+void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
+                    const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
 }  // namespace kernels::ref
 
 /// Quantizes `n` floats (a multiple of 32) into Q8_0 / Q4_0 blocks the way ggml does.

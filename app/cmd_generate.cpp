@@ -1,0 +1,116 @@
+// troupe generate: the engine alone, in one process. Prints the prompt and then the generated text
+// as it is produced (stdout), statistics on stderr. The reference every serving path must match.
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "app/args.hpp"
+#include "app/command.hpp"
+#include "engine/generator.hpp"
+#include "engine/model_weights.hpp"
+#include "engine/thread_pool.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace troupe::app {
+namespace {
+
+int run_generate(int argc, char** argv) {
+  arg_parser args("troupe generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [options]",
+                  "Generates text with the model in this process (no server). Greedy by default;\n"
+                  "with --temperature > 0 it samples, reproducibly for a given --seed.");
+  args.option("model", "PATH", "model: a .gguf file, a Hugging Face directory, or a llama2.c .bin", "", true)
+      .option("tokenizer", "PATH", "tokenizer file (needed for llama2.c checkpoints)")
+      .option("prompt", "TEXT", "the prompt", "", true)
+      .option("n", "N", "number of tokens to generate", "128")
+      .option("temperature", "T", "sampling temperature; 0 = greedy", "0")
+      .option("top-k", "K", "keep the K most likely tokens; 0 = all", "0")
+      .option("top-p", "P", "nucleus sampling mass", "1.0")
+      .option("repetition-penalty", "R", "penalty for tokens already in the context; 1 = off", "1.0")
+      .option("seed", "S", "random seed for sampling", "0")
+      .option("threads", "T", "worker threads", std::to_string(std::max(1u, std::thread::hardware_concurrency())))
+      .option("ctx", "N", "context size in tokens; default: the model's")
+      .flag("ignore-eos", "keep generating after the end-of-sequence token")
+      .flag("no-bos", "do not prepend the BOS token");
+  // Accept llama.cpp's short -n as well.
+  std::vector<char*> av(argv, argv + argc);
+  std::string dash_n = "--n";
+  for (auto& a : av) if (std::string_view(a) == "-n") a = dash_n.data();
+  if (int rc = args.handle(int(av.size()), av.data()); rc >= 0) return rc;
+
+  auto n = args.integer("n", 0, 1 << 24);
+  auto temperature = args.number("temperature", 0, 100);
+  auto top_k = args.integer("top-k", 0, 1 << 24);
+  auto top_p = args.number("top-p", 0, 1);
+  auto rep = args.number("repetition-penalty", 0, 100);
+  auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
+  auto threads = args.integer("threads", 1, 256);
+  std::optional<long long> ctx = 0;
+  if (args.given("ctx")) ctx = args.integer("ctx", 1, 1 << 24);
+  if (!n || !temperature || !top_k || !top_p || !rep || !seed || !threads || !ctx) {
+    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
+    return 2;
+  }
+
+  auto model = engine::load_model(args.str("model"));
+  if (!model) {
+    std::fprintf(stderr, "troupe: %s\n", model.error().message.c_str());
+    return 1;
+  }
+  auto tok = engine::load_tokenizer(args.str("model"), args.str("tokenizer"));
+  if (!tok) {
+    std::fprintf(stderr, "troupe: %s\n", tok.error().message.c_str());
+    return 1;
+  }
+  const std::string prompt = args.str("prompt");
+  const std::vector<int32_t> ids = (*tok)->encode(prompt, !args.flag_set("no-bos"));
+
+  engine::thread_pool pool{int(*threads)};
+  engine::generate_options opts;
+  opts.max_new_tokens = int(*n);
+  opts.sampling.temperature = float(*temperature);
+  opts.sampling.top_k = int(*top_k);
+  opts.sampling.top_p = float(*top_p);
+  opts.sampling.repetition_penalty = float(*rep);
+  opts.sampling.seed = uint64_t(*seed);
+  opts.stop_at_eos = !args.flag_set("ignore-eos");
+  opts.ctx_size = int(*ctx);
+  opts.pool = &pool;
+
+  std::fputs(prompt.c_str(), stdout);
+  std::fflush(stdout);
+  engine::incremental_decoder dec(**tok, ids.back());
+  const int32_t eos = model->config.eos_id;
+  auto stats = engine::generate(*model, ids, opts, [&](int32_t id) {
+    if (id == eos && opts.stop_at_eos) return true;  // the EOS marker itself is not shown
+    const std::string text = dec.push(id);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  const std::string tail = dec.flush();
+  std::fwrite(tail.data(), 1, tail.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!stats) {
+    std::fprintf(stderr, "troupe: %s\n", stats.error().message.c_str());
+    return 1;
+  }
+  if (stats->finish == engine::finish_reason::context_full) {
+    std::fprintf(stderr, "troupe: stopped: the context of %d tokens is full (raise --ctx)\n",
+                 opts.ctx_size > 0 ? opts.ctx_size : model->config.max_seq_len);
+  }
+  std::fprintf(stderr,
+               "\nprompt: %d tokens in %.3f s (%.1f tok/s) | generated: %d tokens in %.3f s (%.1f tok/s) | "
+               "finish: %s | threads: %d\n",
+               stats->prompt_tokens, stats->prefill_seconds,
+               stats->prefill_seconds > 0 ? stats->prompt_tokens / stats->prefill_seconds : 0.0,
+               stats->completion_tokens, stats->decode_seconds,
+               stats->decode_seconds > 0 ? stats->completion_tokens / stats->decode_seconds : 0.0,
+               engine::finish_reason_name(stats->finish), int(*threads));
+  return 0;
+}
+
+const command_registrar reg{{"generate", "generate text in this process (the reference path)", run_generate}};
+
+}  // namespace
+}  // namespace troupe::app

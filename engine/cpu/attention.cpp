@@ -1,0 +1,40 @@
+// Attention of one query head over a sequence's positions in the paged KV cache. Reads K/V rows
+// in place through the block table (no gathering copy).
+#include <cmath>
+
+#include "engine/cpu/kernels_cpu.hpp"
+
+namespace troupe::engine::cpu {
+
+void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
+                    const int32_t* block_table, int n_ctx, int head_dim, float* scratch) {
+  const int bs = kv.block_size();
+  const int off = kv_head * head_dim;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  // 1. scores = q . k_t / sqrt(d) for every visible position t
+  float max = -INFINITY;
+  for (int t = 0; t < n_ctx; ++t) {
+    const float* k = kv.k(layer, block_table[t / bs], t % bs) + off;
+    float s = 0.0f;
+    for (int i = 0; i < head_dim; ++i) s += q[i] * k[i];
+    s *= scale;
+    scratch[t] = s;
+    max = std::fmax(max, s);
+  }
+  // 2. softmax
+  float sum = 0.0f;
+  for (int t = 0; t < n_ctx; ++t) {
+    scratch[t] = std::exp(scratch[t] - max);
+    sum += scratch[t];
+  }
+  const float inv = 1.0f / sum;
+  // 3. out = sum_t p_t v_t
+  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
+  for (int t = 0; t < n_ctx; ++t) {
+    const float* v = kv.v(layer, block_table[t / bs], t % bs) + off;
+    const float p = scratch[t] * inv;
+    for (int i = 0; i < head_dim; ++i) out[i] += p * v[i];
+  }
+}
+
+}  // namespace troupe::engine::cpu

@@ -1,0 +1,88 @@
+#include "engine/generator.hpp"
+
+#include <chrono>
+#include <vector>
+
+#include "engine/kv_cache.hpp"
+#include "engine/transformer.hpp"
+
+namespace troupe::engine {
+
+const char* finish_reason_name(finish_reason r) {
+  switch (r) {
+    case finish_reason::eos: return "eos";
+    case finish_reason::length: return "length";
+    case finish_reason::context_full: return "context_full";
+    case finish_reason::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+result<generate_stats> generate(const model_weights& model, std::span<const int32_t> prompt,
+                                const generate_options& opts,
+                                const std::function<bool(int32_t)>& on_token) {
+  using clock = std::chrono::steady_clock;
+  const model_config& c = model.config;
+  if (!model.is_first() || !model.is_last()) return fail(errc::invalid_argument, "generate needs the whole model");
+  if (prompt.empty()) return fail(errc::invalid_argument, "the prompt has no tokens");
+  if (auto bad = validate(opts.sampling); !bad.empty()) return fail(errc::invalid_argument, "{}", bad);
+  const int ctx = opts.ctx_size > 0 ? opts.ctx_size : c.max_seq_len;
+  if (int(prompt.size()) >= ctx) {
+    return fail(errc::invalid_argument, "prompt of {} tokens does not fit the context of {}", prompt.size(), ctx);
+  }
+
+  // One sequence: a cache just big enough for the context, all blocks in its table.
+  const int n_blocks = blocks_for(ctx, opts.block_size);
+  kv_cache kv(model.n_local_layers(), c.n_kv_heads, c.head_dim, opts.block_size, n_blocks);
+  std::vector<int32_t> table(n_blocks);
+  for (int i = 0; i < n_blocks; ++i) table[i] = i;
+  transformer tf(model, kv, opts.pool);
+
+  generate_stats stats;
+  stats.prompt_tokens = int(prompt.size());
+  std::vector<int32_t> history(prompt.begin(), prompt.end());
+  std::vector<float> logits;
+
+  // Prefill in chunks; logits of the last prompt token come out of the last chunk.
+  const auto t0 = clock::now();
+  for (int pos = 0; pos < int(prompt.size());) {
+    const int len = std::min<int>(opts.prefill_chunk, int(prompt.size()) - pos);
+    forward_batch b;
+    b.seqs.push_back(seq_slice{len, pos, table});
+    b.tokens.assign(prompt.begin() + pos, prompt.begin() + pos + len);
+    if (auto r = tf.forward(b, output_mode::last_logits, logits); !r) return std::unexpected(r.error());
+    pos += len;
+  }
+  const auto t1 = clock::now();
+  stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+  stats.finish = finish_reason::length;
+  for (int i = 0; i < opts.max_new_tokens; ++i) {
+    const int32_t next = sample(logits, opts.sampling, uint64_t(i), history);
+    ++stats.completion_tokens;
+    history.push_back(next);
+    const bool go_on = on_token(next);
+    if (opts.stop_at_eos && next == c.eos_id) {
+      stats.finish = finish_reason::eos;
+      break;
+    }
+    if (!go_on) {
+      stats.finish = finish_reason::stopped;
+      break;
+    }
+    if (i + 1 == opts.max_new_tokens) break;
+    const int pos = int(history.size()) - 1;
+    if (pos >= ctx) {
+      stats.finish = finish_reason::context_full;
+      break;
+    }
+    forward_batch b;
+    b.seqs.push_back(seq_slice{1, pos, table});
+    b.tokens.push_back(next);
+    if (auto r = tf.forward(b, output_mode::last_logits, logits); !r) return std::unexpected(r.error());
+  }
+  stats.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  return stats;
+}
+
+}  // namespace troupe::engine

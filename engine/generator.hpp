@@ -1,0 +1,44 @@
+#pragma once
+// The reference path every other path must match token for token: one sequence, the whole model,
+// in this process. `troupe generate` and the tests run it.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "engine/error.hpp"
+#include "engine/model_weights.hpp"
+#include "engine/sampling.hpp"
+
+namespace troupe::engine {
+
+class thread_pool;
+
+struct generate_options {
+  int max_new_tokens = 128;
+  sampling_params sampling;
+  bool stop_at_eos = true;
+  int ctx_size = 0;        // 0: the model's max_seq_len
+  int block_size = 16;     // KV cache block size (positions)
+  int prefill_chunk = 512; // prompt tokens per forward call
+  thread_pool* pool = nullptr;
+};
+
+enum class finish_reason { eos, length, context_full, stopped };
+const char* finish_reason_name(finish_reason r);
+
+struct generate_stats {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  finish_reason finish = finish_reason::length;
+};
+
+/// Runs prompt + up to max_new_tokens. on_token is called for each new token (EOS included when
+/// it ends the sequence); returning false stops generation.
+result<generate_stats> generate(const model_weights& model, std::span<const int32_t> prompt,
+                                const generate_options& opts,
+                                const std::function<bool(int32_t)>& on_token);
+
+}  // namespace troupe::engine

@@ -1,0 +1,145 @@
+// The forward pass, llama2.c-style: read top to bottom, one comment per step. All tokens of the
+// batch go through each weight matrix together (one matmul per projection per layer).
+#include "engine/transformer.hpp"
+
+#include <algorithm>
+
+#include "engine/kernels.hpp"
+#include "engine/thread_pool.hpp"
+
+namespace troupe::engine {
+
+transformer::transformer(const model_weights& weights, kv_cache& kv, thread_pool* pool)
+    : w_(weights), kv_(kv), pool_(pool) {
+  TROUPE_ASSERT(kv.n_layers() == weights.n_local_layers());
+  TROUPE_ASSERT(kv.kv_dim() == weights.config.kv_dim());
+}
+
+result<void> transformer::forward(const forward_batch& batch, output_mode mode, std::vector<float>& out) {
+  const model_config& c = w_.config;
+  const int dim = c.dim;
+  const int hd = c.head_dim;
+  const int q_dim = c.n_heads * hd;
+  const int kv_dim = c.kv_dim();
+  const int group = c.n_heads / c.n_kv_heads;
+  const int bs = kv_.block_size();
+  const int n = batch.total_tokens();
+
+  // 0. Check the batch against the model and the cache before touching memory.
+  if (n <= 0) return fail(errc::invalid_argument, "forward: empty batch");
+  if (mode != output_mode::hidden_states && !w_.is_last()) {
+    return fail(errc::invalid_argument, "forward: logits requested from a stage without the output head");
+  }
+  std::vector<int> tok_seq(n), tok_pos(n);  // sequence index and position of every token
+  int max_ctx = 0;
+  for (int s = 0, t = 0; s < int(batch.seqs.size()); ++s) {
+    const seq_slice& q = batch.seqs[s];
+    if (q.n_tokens <= 0 || q.start_pos < 0) return fail(errc::invalid_argument, "forward: sequence {} is empty", s);
+    const int end = q.start_pos + q.n_tokens;
+    if (int(q.block_table.size()) < blocks_for(end, bs)) {
+      return fail(errc::invalid_argument, "forward: sequence {} block table covers {} positions, needs {}", s,
+                  int(q.block_table.size()) * bs, end);
+    }
+    for (int32_t b : q.block_table) {
+      if (b < 0 || b >= kv_.n_blocks()) return fail(errc::invalid_argument, "forward: block {} out of range", b);
+    }
+    for (int i = 0; i < q.n_tokens; ++i, ++t) {
+      tok_seq[t] = s;
+      tok_pos[t] = q.start_pos + i;
+    }
+    max_ctx = std::max(max_ctx, end);
+  }
+
+  // 1. Input: embed the tokens (first stage) or take the previous stage's hidden states.
+  x_.resize(size_t(n) * dim);
+  if (w_.is_first()) {
+    if (int(batch.tokens.size()) != n) return fail(errc::invalid_argument, "forward: {} tokens for {} slots", batch.tokens.size(), n);
+    for (int t = 0; t < n; ++t) {
+      const int32_t id = batch.tokens[t];
+      if (id < 0 || id >= c.vocab_size) return fail(errc::invalid_argument, "forward: token id {} outside vocabulary of {}", id, c.vocab_size);
+      kernels::dequantize_row(w_.token_embedding, id, x_.data() + size_t(t) * dim);
+    }
+  } else {
+    if (batch.hidden.size() != size_t(n) * dim) {
+      return fail(errc::invalid_argument, "forward: hidden input has {} floats, expected {}", batch.hidden.size(), size_t(n) * dim);
+    }
+    std::copy(batch.hidden.begin(), batch.hidden.end(), x_.begin());
+  }
+
+  xb_.resize(size_t(n) * dim);
+  q_.resize(size_t(n) * q_dim);
+  k_.resize(size_t(n) * kv_dim);
+  v_.resize(size_t(n) * kv_dim);
+  att_out_.resize(size_t(n) * q_dim);
+  hb_.resize(size_t(n) * c.hidden_dim);
+  hb2_.resize(size_t(n) * c.hidden_dim);
+  const int n_threads = pool_ ? pool_->size() : 1;
+  scores_.resize(size_t(n_threads) * max_ctx);
+
+  for (int l = 0; l < w_.n_local_layers(); ++l) {
+    const layer_weights& L = w_.layers[l];
+
+    // 2. Attention RMSNorm, then the q, k, v projections for all tokens at once.
+    for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.rms_eps);
+    kernels::matmul(q_.data(), xb_.data(), n, L.wq, pool_);
+    kernels::matmul(k_.data(), xb_.data(), n, L.wk, pool_);
+    kernels::matmul(v_.data(), xb_.data(), n, L.wv, pool_);
+
+    // 3. RoPE on q and k at each token's position; write k and v into the sequence's cache slots.
+    for (int t = 0; t < n; ++t) {
+      const int pos = tok_pos[t];
+      kernels::rope(&q_[size_t(t) * q_dim], c.n_heads, hd, pos, c.rope_theta, c.rope);
+      kernels::rope(&k_[size_t(t) * kv_dim], c.n_kv_heads, hd, pos, c.rope_theta, c.rope);
+      const int32_t block = batch.seqs[tok_seq[t]].block_table[pos / bs];
+      std::copy_n(&k_[size_t(t) * kv_dim], kv_dim, kv_.k(l, block, pos % bs));
+      std::copy_n(&v_[size_t(t) * kv_dim], kv_dim, kv_.v(l, block, pos % bs));
+    }
+
+    // 4. Causal attention: token at position p sees positions [0, p]; threads over (token, head).
+    parallel_for(pool_, int64_t(n) * c.n_heads, [&](int64_t begin, int64_t end, int thread) {
+      float* scratch = &scores_[size_t(thread) * max_ctx];
+      for (int64_t i = begin; i < end; ++i) {
+        const int t = int(i / c.n_heads);
+        const int h = int(i % c.n_heads);
+        kernels::attention_head(&att_out_[size_t(t) * q_dim + h * hd], &q_[size_t(t) * q_dim + h * hd], kv_, l,
+                                h / group, batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, scratch);
+      }
+    });
+
+    // 5. Output projection and residual.
+    kernels::matmul(xb_.data(), att_out_.data(), n, L.wo, pool_);
+    kernels::add(x_.data(), xb_.data(), n * dim);
+
+    // 6. Feed-forward: RMSNorm, SwiGLU(gate, up), down projection, residual.
+    for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.ffn_norm.f32(), dim, c.rms_eps);
+    kernels::matmul(hb_.data(), xb_.data(), n, L.w_gate, pool_);
+    kernels::matmul(hb2_.data(), xb_.data(), n, L.w_up, pool_);
+    kernels::swiglu(hb_.data(), hb2_.data(), n * c.hidden_dim);
+    kernels::matmul(xb_.data(), hb_.data(), n, L.w_down, pool_);
+    kernels::add(x_.data(), xb_.data(), n * dim);
+  }
+
+  // 7. Output: hidden states for the next stage, or final norm + output head for logits.
+  if (mode == output_mode::hidden_states) {
+    out.assign(x_.begin(), x_.end());
+    return {};
+  }
+  std::vector<int> rows;  // which tokens need logits
+  if (mode == output_mode::all_logits) {
+    for (int t = 0; t < n; ++t) rows.push_back(t);
+  } else {
+    for (int s = 0, t = 0; s < int(batch.seqs.size()); ++s) {
+      t += batch.seqs[s].n_tokens;
+      rows.push_back(t - 1);
+    }
+  }
+  const int m = int(rows.size());
+  for (int i = 0; i < m; ++i) {
+    kernels::rmsnorm(&xb_[size_t(i) * dim], &x_[size_t(rows[i]) * dim], w_.final_norm.f32(), dim, c.rms_eps);
+  }
+  out.resize(size_t(m) * c.vocab_size);
+  kernels::matmul(out.data(), xb_.data(), m, w_.output, pool_);
+  return {};
+}
+
+}  // namespace troupe::engine
