@@ -8,6 +8,7 @@
 #include "app/command.hpp"
 #include "engine/generator.hpp"
 #include "engine/model_weights.hpp"
+#include "engine/text_stream.hpp"
 #include "engine/thread_pool.hpp"
 #include "engine/tokenizer.hpp"
 
@@ -73,21 +74,32 @@ int run_generate(int argc, char** argv) {
   opts.sampling.repetition_penalty = float(*rep);
   opts.sampling.seed = uint64_t(*seed);
   opts.stop_at_eos = !args.flag_set("ignore-eos");
-  opts.ctx_size = int(*ctx);
+  // Default context: the model's, or longer when the request needs it (RoPE models run past their
+  // trained context; say so).
+  const int needed = int(ids.size()) + opts.max_new_tokens;
+  opts.ctx_size = *ctx > 0 ? int(*ctx) : std::max(model->config.max_seq_len, needed);
+  if (!args.given("ctx") && needed > model->config.max_seq_len) {
+    std::fprintf(stderr, "troupe: note: %d tokens exceed the model's trained context of %d\n", needed,
+                 model->config.max_seq_len);
+  }
   opts.pool = &pool;
 
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
-  engine::incremental_decoder dec(**tok, ids.back());
+  // The EOS marker is not shown, neither as the EOS token nor spelled out in text.
+  engine::text_stream stream(**tok, ids.back(),
+                             opts.stop_at_eos ? engine::implicit_stop_strings(**tok) : std::vector<std::string>{});
   const int32_t eos = model->config.eos_id;
+  bool stopped_by_text = false;
   auto stats = engine::generate(*model, ids, opts, [&](int32_t id) {
-    if (id == eos && opts.stop_at_eos) return true;  // the EOS marker itself is not shown
-    const std::string text = dec.push(id);
-    std::fwrite(text.data(), 1, text.size(), stdout);
+    if (id == eos && opts.stop_at_eos) return true;
+    const auto out = stream.push(id);
+    std::fwrite(out.text.data(), 1, out.text.size(), stdout);
     std::fflush(stdout);
-    return true;
+    stopped_by_text = out.stopped;
+    return !out.stopped;
   });
-  const std::string tail = dec.flush();
+  const std::string tail = stream.finish();
   std::fwrite(tail.data(), 1, tail.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -106,7 +118,7 @@ int run_generate(int argc, char** argv) {
                stats->prefill_seconds > 0 ? stats->prompt_tokens / stats->prefill_seconds : 0.0,
                stats->completion_tokens, stats->decode_seconds,
                stats->decode_seconds > 0 ? stats->completion_tokens / stats->decode_seconds : 0.0,
-               engine::finish_reason_name(stats->finish), int(*threads));
+               stopped_by_text ? "eos" : engine::finish_reason_name(stats->finish), int(*threads));
   return 0;
 }
 

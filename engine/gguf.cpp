@@ -24,6 +24,12 @@ constexpr uint32_t max_dims = 4;        // GGML_MAX_DIMS
 constexpr int max_array_depth = 4;      // arrays of arrays of ... (ggml itself allows none)
 constexpr uint64_t max_alignment = 1u << 30;
 constexpr uint64_t default_alignment = 32;
+// Limits far above any real model, so that a corrupt count in a multi-GiB file cannot make the
+// reader allocate many times the file's size (a decoded value takes ~48 bytes).
+constexpr uint64_t max_tensors = 1u << 20;
+constexpr uint64_t max_kv = 1u << 20;
+constexpr uint64_t max_array_elems = 1u << 23;  // all arrays of the file together
+constexpr uint64_t max_string_bytes = 1u << 26;
 
 /// Block geometry of the ggml tensor types, so that the directory of any GGUF file can be
 /// validated (and listed) even where troupe cannot compute with the type.
@@ -138,6 +144,9 @@ class reader {
       return err(errc::truncated, "{}: string length {} exceeds the {} bytes left at offset {}", what, *n,
                  remaining(), pos_);
     }
+    if (*n > max_string_bytes) {
+      return err(errc::bad_format, "{}: string length {} is over the limit of {}", what, *n, max_string_bytes);
+    }
     std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(*n));
     pos_ += *n;
     return s;
@@ -200,6 +209,11 @@ class reader {
           return err(errc::truncated, "{}: array of {} {} values does not fit in the {} bytes left", what,
                      *count, value_type_name(*elem), remaining());
         }
+        if (*count > max_array_elems - array_elems_) {
+          return err(errc::bad_format, "{}: array of {} values: more than {} array elements in the file", what,
+                     *count, max_array_elems);
+        }
+        array_elems_ += *count;
         std::vector<value> items;
         items.reserve(static_cast<size_t>(*count));
         for (uint64_t i = 0; i < *count; ++i) {
@@ -217,6 +231,7 @@ class reader {
   const std::byte* data_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  uint64_t array_elems_ = 0;
   std::string file_;
 };
 
@@ -269,6 +284,10 @@ result<file> file::open(const std::filesystem::path& path) {
   }
   if (*n_kv > r.remaining() / 13) {
     return r.err(errc::truncated, "metadata count {} cannot fit in the {} bytes left", *n_kv, r.remaining());
+  }
+  if (*n_tensors > max_tensors || *n_kv > max_kv) {
+    return r.err(errc::bad_format, "{} tensors and {} metadata keys: over the limits of {} and {}", *n_tensors,
+                 *n_kv, max_tensors, max_kv);
   }
 
   // Metadata.
@@ -474,9 +493,9 @@ result<std::vector<int64_t>> file::get_int_array(const std::string& key) const {
 namespace {
 template <class V>
 void set_kv(V& kvs, const std::string& key, value v) {
-  for (auto& kv : kvs) {
-    if (kv.key == key) {
-      kv.val = std::move(v);
+  for (auto& entry : kvs) {
+    if (entry.key == key) {
+      entry.val = std::move(v);
       return;
     }
   }
@@ -595,16 +614,16 @@ result<void> writer::write(const std::filesystem::path& path) const {
   h.put<uint32_t>(3);
   h.put<uint64_t>(tensors_.size());
   h.put<uint64_t>(kvs_.size());
-  for (const auto& kv : kvs_) {
-    h.put_string(kv.key);
-    if (const auto* items = std::get_if<std::vector<value>>(&kv.val.data)) {
+  for (const auto& entry : kvs_) {
+    h.put_string(entry.key);
+    if (const auto* items = std::get_if<std::vector<value>>(&entry.val.data)) {
       h.put<uint32_t>(static_cast<uint32_t>(value_type::array));
-      h.put<uint32_t>(static_cast<uint32_t>(kv.val.type));
+      h.put<uint32_t>(static_cast<uint32_t>(entry.val.type));
       h.put<uint64_t>(items->size());
-      for (const auto& item : *items) h.put_scalar(kv.val.type, item);
+      for (const auto& item : *items) h.put_scalar(entry.val.type, item);
     } else {
-      h.put<uint32_t>(static_cast<uint32_t>(kv.val.type));
-      h.put_scalar(kv.val.type, kv.val);
+      h.put<uint32_t>(static_cast<uint32_t>(entry.val.type));
+      h.put_scalar(entry.val.type, entry.val);
     }
   }
   for (size_t i = 0; i < tensors_.size(); ++i) {

@@ -1,5 +1,8 @@
-// The one place that knows which backends exist: every op in kernels.hpp dispatches here.
+// The one place that knows which backends exist: every op in kernels.hpp dispatches here, and
+// the CPU fast paths are picked here (AVX2 when the CPU has it, OpenBLAS for float batches).
 #include "engine/kernels.hpp"
+
+#include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
 #include "engine/thread_pool.hpp"
@@ -15,16 +18,68 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
 }
 void dequantize_row(const weight& w, int64_t row, float* out) { cpu::dequantize_row(w, row, out); }
 
+namespace {
+
+bool integer_path(const weight& w, activations act) {
+  return act == activations::q8 && (w.type == dtype::q8_0 || w.type == dtype::q4_0);
+}
+
+}  // namespace
+
+void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens, activations act, thread_pool* pool) {
+  if (outs.empty() || n_tokens <= 0) return;
+  const int64_t cols = outs[0].w->cols;
+  int64_t total_rows = 0;
+  bool any_integer = false, any_blas = false;
+  for (const auto& o : outs) {
+    TROUPE_ASSERT(o.w->cols == cols);
+    total_rows += o.w->rows;
+    any_integer |= integer_path(*o.w, act);
+    any_blas |= !integer_path(*o.w, act) && n_tokens > 1;
+  }
+
+  // 1. Quantize the activations once for every integer-path weight (per token, so each token's
+  //    blocks are the same whatever else is in the batch).
+  thread_local std::vector<block_q8_0> xq_buffer;
+  const block_q8_0* xq = nullptr;
+  if (any_integer) {
+    const int64_t nb = cols / 32;
+    xq_buffer.resize(size_t(n_tokens * nb));
+    block_q8_0* dst = xq_buffer.data();
+    parallel_for(pool, n_tokens, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, dst + t * nb, cols);
+    }, 16);
+    xq = dst;
+  }
+
+  // 2. One parallel pass over the rows of all products; a chunk may span two of them.
+  //    OpenBLAS calls want bigger chunks (each packs the activations again).
+  const int64_t grain = any_blas ? 64 : 16;
+  parallel_for(pool, total_rows, [&](int64_t begin, int64_t end, int) {
+    int64_t first = 0;
+    for (const auto& o : outs) {
+      const int64_t b = std::max(begin, first) - first;
+      const int64_t e = std::min(end, first + o.w->rows) - first;
+      if (b < e) {
+        if (integer_path(*o.w, act)) {
+          cpu::matmul_q8_rows(o.out, xq, n_tokens, *o.w, b, e);
+        } else {
+          cpu::matmul_f32_rows(o.out, x, n_tokens, *o.w, b, e);
+        }
+      }
+      first += o.w->rows;
+    }
+  }, grain);
+}
+
 void matmul(float* out, const float* x, int n_tokens, const weight& w, thread_pool* pool) {
-  // Work split by output rows; each thread handles whole rows for every token.
-  parallel_for(pool, w.rows, [&](int64_t begin, int64_t end, int) {
-    cpu::matmul_ref_rows(out, x, n_tokens, w, begin, end);
-  }, 16);
+  const matmul_out o{out, &w};
+  matmul_many({&o, 1}, x, n_tokens, activations::f32, pool);
 }
 
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch) {
-  cpu::attention_head(out, q, kv, layer, kv_head, block_table, n_ctx, head_dim, scratch);
+  cpu::attention_head_fast(out, q, kv, layer, kv_head, block_table, n_ctx, head_dim, scratch);
 }
 
 }  // namespace troupe::engine::kernels

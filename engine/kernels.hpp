@@ -3,6 +3,7 @@
 // the fast path (cpu/ AVX2, OpenBLAS; cuda/ later); kernels::ref holds the plain, readable
 // reference versions the tests compare the fast paths against.
 #include <cstdint>
+#include <span>
 
 #include "engine/kv_cache.hpp"
 #include "engine/model_config.hpp"
@@ -20,6 +21,26 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 /// out[t][r] = sum_c x[t][c] * W[r][c] for t in [0, n_tokens), r in [0, W.rows).
 /// x is [n_tokens][W.cols] f32; W is f32, f16, bf16, q8_0 or q4_0.
 void matmul(float* out, const float* x, int n_tokens, const weight& w, thread_pool* pool);
+
+/// How activations meet Q8_0 / Q4_0 weights in matmul_many (float weights ignore it).
+enum class activations {
+  f32,  // dequantized weights times float activations: the reference numbers
+  q8,   // each token's activations quantized to Q8_0 blocks, integer dot products per block
+        // (llama.cpp's CPU scheme): about twice as fast, relative error ~1e-3 against f32
+};
+
+/// One product of matmul_many: out ([n_tokens][w->rows]) = x . W^T.
+struct matmul_out {
+  float* out;
+  const weight* w;
+};
+
+/// Several matmuls that read the same x (q/k/v; gate/up): one pass over the pool, x quantized
+/// once. Every output element is computed by the same operations whatever the batch, the other
+/// products in the call and the thread count, except that f32 weights take a GEMV for one token
+/// and OpenBLAS for more (the same numbers up to summation order).
+void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens, activations act,
+                 thread_pool* pool);
 
 /// Row `row` of W as floats (W.cols values).
 void dequantize_row(const weight& w, int64_t row, float* out);

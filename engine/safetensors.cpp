@@ -243,24 +243,23 @@ result<model_config> read_hf_config(const std::filesystem::path& dir) {
   model_config c;
   c.arch = "llama";
   c.rope = rope_style::half;  // HF q/k rows are in rotate-half order; the kernels handle it
-  // Sizes in file order; a bound may depend on a value read before it.
-  const auto set_int = [&](int& field, const char* key, std::optional<int> def, int64_t lo,
-                           int64_t hi) -> result<void> {
+  // Sizes in file order; a bound may depend on a value read before it. The first error sticks.
+  std::optional<error> err;
+  const auto set_int = [&](int& field, const char* key, std::optional<int> def, int64_t lo, int64_t hi) {
+    if (err) return;
     auto v = r.get_int(key, def, lo, hi);
-    if (!v) return std::unexpected(v.error());
-    field = *v;
-    return {};
+    if (v) field = *v;
+    else err = v.error();
   };
-  const auto ok =
-      set_int(c.dim, "hidden_size", std::nullopt, 1, 1 << 17)
-          .and_then([&] { return set_int(c.hidden_dim, "intermediate_size", std::nullopt, 1, 1 << 20); })
-          .and_then([&] { return set_int(c.n_layers, "num_hidden_layers", std::nullopt, 1, 1024); })
-          .and_then([&] { return set_int(c.n_heads, "num_attention_heads", std::nullopt, 1, c.dim); })
-          .and_then([&] { return set_int(c.n_kv_heads, "num_key_value_heads", c.n_heads, 1, c.n_heads); })
-          .and_then([&] { return set_int(c.vocab_size, "vocab_size", std::nullopt, 1, 1 << 24); })
-          .and_then([&] { return set_int(c.max_seq_len, "max_position_embeddings", 2048, 1, 1 << 24); })
-          .and_then([&] { return set_int(c.bos_id, "bos_token_id", 1, 0, c.vocab_size - 1); });
-  if (!ok) return std::unexpected(ok.error());
+  set_int(c.dim, "hidden_size", std::nullopt, 1, 1 << 17);
+  set_int(c.hidden_dim, "intermediate_size", std::nullopt, 1, 1 << 20);
+  set_int(c.n_layers, "num_hidden_layers", std::nullopt, 1, 1024);
+  set_int(c.n_heads, "num_attention_heads", std::nullopt, 1, c.dim);
+  set_int(c.n_kv_heads, "num_key_value_heads", c.n_heads, 1, c.n_heads);
+  set_int(c.vocab_size, "vocab_size", std::nullopt, 1, 1 << 24);
+  set_int(c.max_seq_len, "max_position_embeddings", 2048, 1, 1 << 24);
+  set_int(c.bos_id, "bos_token_id", 1, 0, c.vocab_size - 1);
+  if (err) return std::unexpected(std::move(*err));
   // eos_token_id may be one id or a list of them (the first is the one we stop on).
   if (const json* eos = r.find("eos_token_id")) {
     const json* first = eos;

@@ -1,21 +1,44 @@
 #include "engine/thread_pool.hpp"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROUPE_CPU_RELAX() _mm_pause()
+#else
+#define TROUPE_CPU_RELAX() ((void)0)
+#endif
 
 namespace troupe::engine {
 
 namespace {
-// Chunk i of n_chunks over [0, n), aligned to grain.
-std::pair<int64_t, int64_t> chunk(int64_t n, int64_t grain, int i, int n_chunks) {
-  const int64_t units = (n + grain - 1) / grain;
-  const int64_t per = units / n_chunks;
-  const int64_t extra = units % n_chunks;
-  const int64_t first_unit = i * per + std::min<int64_t>(i, extra);
-  const int64_t n_units = per + (i < extra ? 1 : 0);
-  const int64_t begin = std::min(n, first_unit * grain);
-  const int64_t end = std::min(n, (first_unit + n_units) * grain);
-  return {begin, end};
+
+// How long a thread waits actively for a value before it sleeps in the kernel. Ops of one
+// forward pass follow each other within microseconds; a decode step's sampling takes a few
+// hundred. After the first few microseconds the waiting thread yields between checks, so a
+// thread it waits for that shares its core (more threads than cores, other processes) can run.
+constexpr auto spin_for = std::chrono::microseconds(20);
+constexpr auto yield_for = std::chrono::microseconds(300);
+
+// Chunks per thread: enough that a thread preempted by another process delays little.
+constexpr int64_t chunks_per_thread = 4;
+
+// Waits actively until pred() or the time is up; returns pred().
+template <class Pred>
+bool spin_until(Pred pred) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (pred()) return true;
+      TROUPE_CPU_RELAX();
+    }
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (waited >= yield_for) return pred();
+    if (waited >= spin_for) std::this_thread::yield();
+  }
 }
+
 }  // namespace
 
 thread_pool::thread_pool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -23,55 +46,57 @@ thread_pool::thread_pool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 }
 
 thread_pool::~thread_pool() {
-  {
-    std::lock_guard lock(mutex_);
-    stop_ = true;
-  }
-  wake_.notify_all();
+  stop_.store(true, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                               int64_t grain) {
+void thread_pool::run_chunks(int index) {
+  for (;;) {
+    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (begin >= n_) return;
+    (*job_)(begin, std::min(n_, begin + chunk_), index);
+  }
+}
+
+void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  {
-    std::lock_guard lock(mutex_);
-    job_ = &fn;
-    n_ = n;
-    grain_ = grain;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+  const int64_t units = (n + grain - 1) / grain;
+  const int64_t n_chunks = std::min<int64_t>(units, int64_t(n_threads_) * chunks_per_thread);
+  if (n_threads_ == 1 || n_chunks <= 1) {
+    fn(0, n, 0);
+    return;
   }
-  wake_.notify_all();
-  const auto [b, e] = chunk(n, grain, 0, n_threads_);
-  if (b < e) fn(b, e, 0);
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [this] { return pending_ == 0; });
+  job_ = &fn;
+  n_ = n;
+  chunk_ = (units + n_chunks - 1) / n_chunks * grain;
+  next_.store(0, std::memory_order_relaxed);
+  busy_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
+  run_chunks(0);
+  // Wait for the workers: spin first, then sleep until the last one wakes us.
+  if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
+    for (int b = busy_.load(std::memory_order_acquire); b != 0; b = busy_.load(std::memory_order_acquire)) {
+      busy_.wait(b, std::memory_order_acquire);
+    }
+  }
   job_ = nullptr;
 }
 
 void thread_pool::worker(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;  // the value before the first job, whenever this thread gets to run
   for (;;) {
-    const std::function<void(int64_t, int64_t, int)>* job = nullptr;
-    int64_t n = 0;
-    int64_t grain = 1;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = n_;
-      grain = grain_;
+    if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+      generation_.wait(seen, std::memory_order_acquire);
+      continue;  // re-check (wait may return spuriously)
     }
-    const auto [b, e] = chunk(n, grain, index, n_threads_);
-    if (b < e) (*job)(b, e, index);
-    {
-      std::lock_guard lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
-    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load(std::memory_order_relaxed)) return;
+    run_chunks(index);
+    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) busy_.notify_one();
   }
 }
 

@@ -1,10 +1,12 @@
 #pragma once
 // The engine's own worker threads: created once, reused by every op (no per-op thread creation).
-// parallel_for splits [0, n) into contiguous chunks, one per thread; the caller's thread works too.
-#include <condition_variable>
+// parallel_for splits [0, n) into chunks that the threads claim one by one (a thread slowed down
+// by another process on its core just takes fewer); the caller's thread works too. Between jobs
+// the workers spin briefly (a forward pass issues a job every few microseconds), then sleep on
+// a futex, so an idle pool costs no CPU.
+#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -21,23 +23,25 @@ class thread_pool {
   int size() const { return n_threads_; }
 
   /// Calls fn(begin, end, thread_index) on disjoint chunks covering [0, n); returns when all ran.
-  /// Chunks are multiples of `grain` (except the last). Not reentrant.
+  /// Chunks are multiples of `grain` (except the last); thread_index in [0, size()) names the
+  /// thread running the chunk (for per-thread scratch). Which thread runs which chunk varies from
+  /// call to call. Not reentrant; call from one thread at a time.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
 
  private:
   void worker(int index);
+  void run_chunks(int index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
+  // The current job, published by the release increment of generation_.
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t n_ = 0;
-  int64_t grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  int64_t chunk_ = 1;
+  alignas(64) std::atomic<int64_t> next_{0};      // start of the next unclaimed chunk
+  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job; workers wait on it
+  alignas(64) std::atomic<int> busy_{0};          // workers not yet done with the current job
+  std::atomic<bool> stop_{false};
 };
 
 /// Runs fn over [0, n) on the pool, or inline when pool is null.

@@ -74,6 +74,9 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
   hb_.resize(size_t(n) * c.hidden_dim);
   hb2_.resize(size_t(n) * c.hidden_dim);
   const int n_threads = pool_ ? pool_->size() : 1;
+  // Q8_0/Q4_0 weights multiply 8-bit activations (integer dot products, as llama.cpp does);
+  // each token is quantized on its own, so batching does not change its numbers.
+  const kernels::activations act = kernels::activations::q8;
   scores_.resize(size_t(n_threads) * max_ctx);
 
   for (int l = 0; l < w_.n_local_layers(); ++l) {
@@ -81,9 +84,10 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
 
     // 2. Attention RMSNorm, then the q, k, v projections for all tokens at once.
     for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.rms_eps);
-    kernels::matmul(q_.data(), xb_.data(), n, L.wq, pool_);
-    kernels::matmul(k_.data(), xb_.data(), n, L.wk, pool_);
-    kernels::matmul(v_.data(), xb_.data(), n, L.wv, pool_);
+    {
+      const kernels::matmul_out qkv[] = {{q_.data(), &L.wq}, {k_.data(), &L.wk}, {v_.data(), &L.wv}};
+      kernels::matmul_many(qkv, xb_.data(), n, act, pool_);
+    }
 
     // 3. RoPE on q and k at each token's position; write k and v into the sequence's cache slots.
     for (int t = 0; t < n; ++t) {
@@ -107,15 +111,23 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
     });
 
     // 5. Output projection and residual.
-    kernels::matmul(xb_.data(), att_out_.data(), n, L.wo, pool_);
+    {
+      const kernels::matmul_out o[] = {{xb_.data(), &L.wo}};
+      kernels::matmul_many(o, att_out_.data(), n, act, pool_);
+    }
     kernels::add(x_.data(), xb_.data(), n * dim);
 
     // 6. Feed-forward: RMSNorm, SwiGLU(gate, up), down projection, residual.
     for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.ffn_norm.f32(), dim, c.rms_eps);
-    kernels::matmul(hb_.data(), xb_.data(), n, L.w_gate, pool_);
-    kernels::matmul(hb2_.data(), xb_.data(), n, L.w_up, pool_);
+    {
+      const kernels::matmul_out gate_up[] = {{hb_.data(), &L.w_gate}, {hb2_.data(), &L.w_up}};
+      kernels::matmul_many(gate_up, xb_.data(), n, act, pool_);
+    }
     kernels::swiglu(hb_.data(), hb2_.data(), n * c.hidden_dim);
-    kernels::matmul(xb_.data(), hb_.data(), n, L.w_down, pool_);
+    {
+      const kernels::matmul_out down[] = {{xb_.data(), &L.w_down}};
+      kernels::matmul_many(down, hb_.data(), n, act, pool_);
+    }
     kernels::add(x_.data(), xb_.data(), n * dim);
   }
 
@@ -138,7 +150,8 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
     kernels::rmsnorm(&xb_[size_t(i) * dim], &x_[size_t(rows[i]) * dim], w_.final_norm.f32(), dim, c.rms_eps);
   }
   out.resize(size_t(m) * c.vocab_size);
-  kernels::matmul(out.data(), xb_.data(), m, w_.output, pool_);
+  const kernels::matmul_out head[] = {{out.data(), &w_.output}};
+  kernels::matmul_many(head, xb_.data(), m, act, pool_);
   return {};
 }
 

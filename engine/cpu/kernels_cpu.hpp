@@ -1,12 +1,29 @@
 #pragma once
 // CPU kernels (reference and fast paths). Only engine/kernels.cpp and tests include this.
+//
+// Three families: the plain references (matmul_ref_rows, attention_head), portable fast paths
+// (OpenBLAS sgemm, scalar integer dot products) and the AVX2/FMA/F16C ones in cpu::avx2, which
+// live in *_avx2.cpp files compiled with -mavx2 -mfma -mf16c and are only called when
+// has_avx2() says the CPU has them.
 #include <cstdint>
 
+#include "engine/error.hpp"
 #include "engine/kv_cache.hpp"
 #include "engine/model_config.hpp"
 #include "engine/tensor.hpp"
 
 namespace troupe::engine::cpu {
+
+// ---- CPU features -------------------------------------------------------------------------------
+
+/// True when the CPU has AVX2, FMA and F16C and TROUPE_NO_AVX2 is not set in the environment
+/// (set it to run the portable fallbacks). Checked once.
+bool has_avx2();
+/// Overrides the detection (tests use it to run both paths); returns the previous value.
+/// Forcing true on a CPU without AVX2 is refused (returns false, changes nothing).
+bool set_avx2(bool on);
+
+// ---- element-wise (references; small next to the matmuls) ---------------------------------------
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 void softmax(float* x, int n);
@@ -14,12 +31,70 @@ void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style);
 
+// ---- matmul -------------------------------------------------------------------------------------
+
 void dequantize_row(const weight& w, int64_t row, float* out);
 /// Rows [row_begin, row_end) of out = x . W^T, reference algorithm (dequantize row, dot).
 void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
                      int64_t row_end);
 
+/// Rows [row_begin, row_end) of out = x . W^T with float activations, fastest path for the dtype:
+/// f32 weights: a GEMV for one token, OpenBLAS sgemm (single-threaded, on these rows) for more;
+/// other dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows].
+void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
+                     int64_t row_end);
+
+/// Quantizes n floats (a multiple of 32) of activations to Q8_0 blocks exactly as ggml's
+/// quantize_row_q8_0 does (scale = amax / 127 stored as f16, values rounded to nearest even).
+void quantize_activations_q8_0(const float* x, block_q8_0* out, int64_t n);
+
+/// Rows [row_begin, row_end) of out = xq . W^T for Q8_0 or Q4_0 weights and activations already
+/// quantized to Q8_0 ([n_tokens][w.cols / 32] blocks): integer dot products per block, scaled by
+/// both block scales (llama.cpp's CPU scheme). Every output element is computed by the same
+/// sequence of operations whatever n_tokens and the row range are.
+void matmul_q8_rows(float* out, const block_q8_0* xq, int n_tokens, const weight& w, int64_t row_begin,
+                    int64_t row_end);
+
+/// Sets OpenBLAS to one thread per call (our pool splits the rows); idempotent.
+void init_blas();
+
+// ---- attention ----------------------------------------------------------------------------------
+
+/// Reference: scores, softmax, weighted sum, in plain loops over the paged cache.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
+/// Same result, AVX2 when available (head_dim a multiple of 8), reading blocks in place.
+void attention_head_fast(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
+                         const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
+
+// ---- AVX2 kernels (call only when has_avx2()) ---------------------------------------------------
+// Plain pointers and integers only: these files are compiled with -mavx2, so they must not
+// instantiate inline functions or templates that other (baseline) files also use.
+namespace avx2 {
+
+/// out[r] = dot(w row r, x) for r in [row_begin, row_end); w is [rows][cols] f32, cols % 8 == 0.
+void gemv_f32(float* out, const float* x, const float* w, int64_t cols, int64_t row_begin, int64_t row_end);
+/// Same for f16 weights (F16C conversion on the fly).
+void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end);
+
+void quantize_q8_0(const float* x, block_q8_0* out, int64_t n);
+
+/// out[t * ldo + r] for t in [0, n_tokens), r in [row_begin, row_end): integer dot products of
+/// Q8_0 / Q4_0 weight rows (row_stride bytes apart) with Q8_0 activations (nb blocks per token).
+void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q8_0* w,
+                 int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q4_0* w,
+                 int64_t nb, int64_t row_begin, int64_t row_end);
+
+/// sum_i a[i] * b[i], n % 8 == 0.
+float dot(const float* a, const float* b, int n);
+
+/// attention_head on raw cache pointers: position t's key is k0 + block_table[t / block_size] *
+/// block_stride + (t % block_size) * slot_stride (values likewise from v0); head_dim % 8 == 0.
+void attention(float* out, const float* q, const float* k0, const float* v0, int64_t block_stride,
+               int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
+               float* scratch);
+
+}  // namespace avx2
 
 }  // namespace troupe::engine::cpu

@@ -32,34 +32,34 @@ BOOST_AUTO_TEST_SUITE(golden)
 BOOST_AUTO_TEST_CASE(stories260k_llama2c_matches_reference) {
   if (!have_models()) return;
   const std::string tok = "--tokenizer '" + model_path("tok512.bin").string() + "'";
-  BOOST_TEST(generate("stories260K.bin", tok) == std::string(golden::stories260k) + "\n");
+  BOOST_TEST(generate("stories260K.bin", tok) == std::string(reference::stories260k) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(stories260k_gguf_matches_reference) {
   if (!have_models()) return;
-  BOOST_TEST(generate("derived/stories260K.gguf") == std::string(golden::stories260k) + "\n");
+  BOOST_TEST(generate("derived/stories260K.gguf") == std::string(reference::stories260k) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(tinystories656k_q8_0_gguf_matches_reference) {
   if (!have_models()) return;
-  BOOST_TEST(generate("TinyStories-656K-Q8_0.gguf") == std::string(golden::tinystories656k_q8_0) + "\n");
+  BOOST_TEST(generate("TinyStories-656K-Q8_0.gguf") == std::string(reference::tinystories656k_q8_0) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(tinystories656k_hf_directory_matches_reference) {
   if (!have_models()) return;
-  BOOST_TEST(generate("TinyStories-656K") == std::string(golden::tinystories656k) + "\n");
+  BOOST_TEST(generate("TinyStories-656K") == std::string(reference::tinystories656k) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(tinystories656k_llama2c_matches_reference) {
   if (!have_models()) return;
   const std::string tok = "--tokenizer '" + model_path("derived/tok2048-656K.bin").string() + "'";
-  BOOST_TEST(generate("derived/TinyStories-656K.llama2c.bin", tok) == std::string(golden::tinystories656k) + "\n");
+  BOOST_TEST(generate("derived/TinyStories-656K.llama2c.bin", tok) == std::string(reference::tinystories656k) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(tinystories656k_f32_gguf_matches_reference) {
   if (!have_models()) return;
   // Its metadata says context 128; the story is longer, so give it the model's real context.
-  BOOST_TEST(generate("derived/TinyStories-656K-F32.gguf", "--ctx 512") == std::string(golden::tinystories656k) + "\n");
+  BOOST_TEST(generate("derived/TinyStories-656K-F32.gguf", "--ctx 512") == std::string(reference::tinystories656k) + "\n");
 }
 
 BOOST_AUTO_TEST_CASE(formats_of_one_model_agree_on_other_prompts) {

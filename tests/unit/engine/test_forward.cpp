@@ -41,7 +41,7 @@ std::vector<float> single_run(const model_weights& m, const std::vector<int32_t>
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(transformer)
+BOOST_AUTO_TEST_SUITE(forward)
 
 BOOST_AUTO_TEST_CASE(decode_one_token_at_a_time_equals_prefill) {
   auto m = test::make_random_model({});

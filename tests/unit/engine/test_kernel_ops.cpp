@@ -20,7 +20,7 @@ std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
 }
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(kernels)
+BOOST_AUTO_TEST_SUITE(kernel_ops)
 
 BOOST_AUTO_TEST_CASE(rmsnorm_matches_definition) {
   auto x = randv(96, 1), w = randv(96, 2);
@@ -120,7 +120,8 @@ BOOST_AUTO_TEST_CASE(quantized_weights_stay_close_to_the_floats) {
   kernels::dequantize_row(weight{dtype::q4_0, 1, 256, reinterpret_cast<const std::byte*>(q4.data())}, 0, d4.data());
   for (int i = 0; i < 256; ++i) {
     BOOST_TEST(std::fabs(d8[i] - f[i]) <= 1.0f / 127 * 0.51f + 1e-3f);
-    BOOST_TEST(std::fabs(d4[i] - f[i]) <= 1.0f / 8 * 0.6f + 1e-3f);
+    // q4_0 step is amax/8; values rounding past +7 steps clamp, so the error bound is one step.
+    BOOST_TEST(std::fabs(d4[i] - f[i]) <= 1.0f / 8 + 1e-3f);
   }
 }
 

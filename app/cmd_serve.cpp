@@ -1,0 +1,160 @@
+// troupe serve: all actors of a cluster config in this process (ROUTER, SCHEDULERs, REPLICAs,
+// PIPELINE STAGEs), behind the client protocol's TCP server. From a cluster file (--config) or
+// from flags (--model, --stages, --replicas: layers split evenly).
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include "actors/spawn_node.hpp"
+#include "actors/tcp_gateway.hpp"
+#include "app/args.hpp"
+#include "app/command.hpp"
+#include "cluster-config/cluster_config.hpp"
+#include "engine/model_weights.hpp"
+#include "engine/tokenizer.hpp"
+#include "transport/tcp_server.hpp"
+
+namespace troupe::app {
+namespace {
+
+int run_serve(int argc, char** argv) {
+  arg_parser args(
+    "troupe serve --config FILE | --model PATH [--tokenizer PATH] [--stages N] [--replicas R] [--threads T] "
+    "[--port P]",
+    "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
+    "with continuous batching over the paged KV cache, behind the client protocol (TCP).\n"
+    "Flags given with --config override the file's values.");
+  args.option("config", "FILE", "cluster file (TOML); see cluster-config/examples/local.toml")
+    .option("model", "PATH", "model: a .gguf file, a Hugging Face directory, or a llama2.c .bin")
+    .option("tokenizer", "PATH", "tokenizer file (needed for llama2.c checkpoints)")
+    .option("stages", "N", "pipeline stages per replica (layers split evenly)")
+    .option("replicas", "R", "replicas of the model")
+    .option("threads", "T", "engine threads per stage")
+    .option("host", "ADDR", "address to listen on")
+    .option("port", "P", "port to listen on (0: ephemeral)")
+    .option("kv-blocks", "N", "KV cache blocks per stage")
+    .option("block-size", "N", "positions per KV block")
+    .option("max-waiting", "N", "queued requests before refusing with overloaded")
+    .option("api-key", "KEY", "require this API key from clients");
+  if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  auto fail = [](const std::string& msg) {
+    std::fprintf(stderr, "troupe: %s\n", msg.c_str());
+    return 1;
+  };
+  auto bad_flag = [&] {
+    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
+    return 2;
+  };
+
+  // 1. The cluster config: from the file, then flags on top.
+  config::cluster_config cluster;
+  if (args.given("config")) {
+    auto c = config::parse_cluster_file(args.str("config"));
+    if (!c) return fail(c.error().message);
+    cluster = std::move(*c);
+  } else if (!args.given("model")) {
+    std::fprintf(stderr, "troupe: give --config FILE or --model PATH (see troupe serve --help)\n");
+    return 2;
+  }
+  if (args.given("model")) cluster.model.path = args.str("model");
+  if (args.given("tokenizer")) cluster.model.tokenizer = args.str("tokenizer");
+  if (args.given("host")) cluster.listen.host = args.str("host");
+  if (args.given("port")) {
+    auto p = args.integer("port", 0, 65535);
+    if (!p) return bad_flag();
+    cluster.listen.port = int(*p);
+  }
+  if (args.given("replicas")) {
+    auto r = args.integer("replicas", 1, 1024);
+    if (!r) return bad_flag();
+    cluster.replicas = int(*r);
+  }
+  if (args.given("kv-blocks")) {
+    auto n = args.integer("kv-blocks", 1, 1 << 24);
+    if (!n) return bad_flag();
+    cluster.batching.n_blocks = int(*n);
+  }
+  if (args.given("block-size")) {
+    auto n = args.integer("block-size", 1, 4096);
+    if (!n) return bad_flag();
+    cluster.batching.block_size = int(*n);
+  }
+  if (args.given("max-waiting")) {
+    auto n = args.integer("max-waiting", 0, 1 << 24);
+    if (!n) return bad_flag();
+    cluster.batching.max_waiting = int(*n);
+  }
+  std::optional<long long> threads;
+  if (args.given("threads")) {
+    threads = args.integer("threads", 1, 256);
+    if (!threads) return bad_flag();
+  }
+  if (!args.given("config") || args.given("stages")) {
+    long long n_stages = 1;
+    if (args.given("stages")) {
+      auto s = args.integer("stages", 1, 1024);
+      if (!s) return bad_flag();
+      n_stages = *s;
+    }
+    auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}});
+    if (!probe) return fail(probe.error().message);
+    auto stages = config::split_layers_evenly(probe->config.n_layers, int(n_stages), threads ? int(*threads) : 1);
+    if (!stages) return fail(stages.error().message);
+    cluster.stages = std::move(*stages);
+  }
+  if (threads) {
+    for (auto& s : cluster.stages) s.threads = int(*threads);
+  }
+
+  auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
+  if (!tok) return fail(tok.error().message);
+  std::shared_ptr<const engine::tokenizer> tokenizer(std::move(*tok));
+
+  // 2. Signals are taken by sigwait below: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // 3. Actors, then the TCP server in front of the ROUTER.
+  caf::actor_system_config cfg;
+  actors::configure_actor_system(cfg);
+  caf::actor_system sys{cfg};
+  auto node = actors::spawn_serve(sys, cluster, tokenizer);
+  if (!node) return fail(node.error());
+  int rc = 0;
+  {
+    actors::tcp_gateway gateway(sys, node->router);
+    transport::server_options so;
+    so.host = node->cluster.listen.host;
+    so.port = uint16_t(node->cluster.listen.port);
+    so.model = node->cluster.model.path;
+    so.limits.max_tokens = uint32_t(node->cluster.limits.max_new_tokens);
+    if (args.given("api-key")) so.api_keys.push_back(args.str("api-key"));
+    transport::tcp_server server(so, gateway);
+    if (auto s = server.start(); !s) {
+      std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());
+      rc = 1;
+    } else {
+      std::printf("troupe serve: listening on %s:%u (model %s, %d replica(s) x %zu stage(s))\n", so.host.c_str(),
+                  unsigned(server.port()), node->cluster.model.path.c_str(), node->cluster.replicas,
+                  node->cluster.stages.size());
+      std::fflush(stdout);
+      int sig = 0;
+      sigwait(&signals, &sig);
+      std::fprintf(stderr, "troupe serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
+    server.stop();
+  }
+  node->shutdown();
+  return rc;
+}
+
+const command_registrar reg{{"serve", "serve a model on this machine (actors + client protocol over TCP)", run_serve}};
+
+}  // namespace
+}  // namespace troupe::app

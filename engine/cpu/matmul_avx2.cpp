@@ -1,0 +1,186 @@
+// AVX2/FMA/F16C matmul kernels (this file alone is compiled with -mavx2 -mfma -mf16c; callers
+// check cpu::has_avx2() first). Plain pointers only, helpers in an anonymous namespace: nothing
+// here may be shared with baseline code through an inline function or template.
+//
+// Q8_0/Q4_0 weights meet activations quantized to Q8_0 (ggml's scheme): per block of 32, the
+// weights' absolute values times the activations carrying the weights' signs (maddubs), pairs
+// summed to int32 (madd), converted to float and scaled by both block scales. Every (row, token)
+// pair runs the same operations in the same order in every kernel variant below, so the result
+// does not depend on how many tokens or rows a call covers.
+#include <immintrin.h>
+
+#include "engine/cpu/kernels_cpu.hpp"
+
+namespace troupe::engine::cpu::avx2 {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Signed int8 weights w (|w| <= 127) times signed int8 activations y: 8 int32 lanes as floats.
+inline __m256 dot_i8(__m256i abs_w, __m256i w, __m256i y) {
+  const __m256i sy = _mm256_sign_epi8(y, w);
+  const __m256i pairs = _mm256_maddubs_epi16(abs_w, sy);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+// The 32 weights of a Q4_0 block as signed int8 in [-8, 7]: low nibbles first, then high.
+inline __m256i unpack_q4(const uint8_t* qs) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
+  return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+
+inline __m256i load_q8(const int8_t* qs) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)); }
+
+// One weight row against T tokens (T in 1..4). Blocks alternate between two accumulators per
+// token (even, odd) so consecutive FMAs do not wait on each other; the final sum is
+// hsum(acc_even + acc_odd) for every T.
+template <int T, class Block>
+inline void row_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, int64_t nb, const Block* w) {
+  __m256 acc[2][T];
+  for (int p = 0; p < 2; ++p)
+    for (int t = 0; t < T; ++t) acc[p][t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i q;
+    if constexpr (sizeof(Block) == sizeof(block_q4_0)) {
+      q = unpack_q4(reinterpret_cast<const block_q4_0*>(w)[b].qs);
+    } else {
+      q = load_q8(reinterpret_cast<const block_q8_0*>(w)[b].qs);
+    }
+    const __m256i abs_q = _mm256_sign_epi8(q, q);
+    const float dw = f16(w[b].d);
+    const int p = int(b & 1);
+    for (int t = 0; t < T; ++t) {
+      const block_q8_0& y = xq[t * nb + b];
+      const __m256 scale = _mm256_set1_ps(dw * f16(y.d));
+      acc[p][t] = _mm256_fmadd_ps(scale, dot_i8(abs_q, q, load_q8(y.qs)), acc[p][t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t * ldo] = hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
+}
+
+template <class Block>
+void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const Block* w, int64_t nb,
+                   int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const Block* wr = w + r * nb;
+    int t = 0;
+    for (; t + 4 <= n_tokens; t += 4) row_times_tokens<4>(out + t * ldo + r, ldo, xq + t * nb, nb, wr);
+    switch (n_tokens - t) {
+      case 3: row_times_tokens<3>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
+      case 2: row_times_tokens<2>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
+      case 1: row_times_tokens<1>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q8_0* w, int64_t nb,
+                 int64_t row_begin, int64_t row_end) {
+  matmul_blocks(out, ldo, xq, n_tokens, w, nb, row_begin, row_end);
+}
+
+void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q4_0* w, int64_t nb,
+                 int64_t row_begin, int64_t row_end) {
+  matmul_blocks(out, ldo, xq, n_tokens, w, nb, row_begin, row_end);
+}
+
+void quantize_q8_0(const float* x, block_q8_0* out, int64_t n) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const float* p = x + i * 32;
+    __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8), v2 = _mm256_loadu_ps(p + 16),
+           v3 = _mm256_loadu_ps(p + 24);
+    __m256 m = _mm256_andnot_ps(sign_bit, v0);
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v1));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v2));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v3));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float d = amax / 127.0f;
+    out[i].d = _cvtss_sh(d, 0);  // round to nearest even
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), nearest));
+    const __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), nearest));
+    const __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), nearest));
+    const __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), nearest));
+    // packs work per 128-bit lane; the permute puts the 32 bytes back in order.
+    const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    const __m256i q = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), q);
+  }
+}
+
+void gemv_f32(float* out, const float* x, const float* w, int64_t cols, int64_t row_begin, int64_t row_end) {
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    const float* w0 = w + r * cols;
+    const float* w1 = w0 + cols;
+    const float* w2 = w1 + cols;
+    const float* w3 = w2 + cols;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < cols; c += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + c);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), xv, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), xv, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), xv, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xv, a3);
+    }
+    out[r] = hsum(a0);
+    out[r + 1] = hsum(a1);
+    out[r + 2] = hsum(a2);
+    out[r + 3] = hsum(a3);
+  }
+  for (; r < row_end; ++r) out[r] = dot(w + r * cols, x, int(cols));
+}
+
+void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint16_t* wr = w + r * cols;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c))),
+                           _mm256_loadu_ps(x + c), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c + 8))),
+                           _mm256_loadu_ps(x + c + 8), a1);
+    }
+    for (; c < cols; c += 8) {
+      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c))),
+                           _mm256_loadu_ps(x + c), a0);
+    }
+    out[r] = hsum(_mm256_add_ps(a0, a1));
+  }
+}
+
+float dot(const float* a, const float* b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i < n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  return hsum(_mm256_add_ps(s0, s1));
+}
+
+void axpy(float* y, float a, const float* x, int n) {
+  const __m256 av = _mm256_set1_ps(a);
+  for (int i = 0; i < n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  }
+}
+
+}  // namespace troupe::engine::cpu::avx2

@@ -1,0 +1,138 @@
+// Fast matmul paths on a range of output rows (the caller's thread pool splits the rows):
+// OpenBLAS sgemm for several tokens, AVX2 GEMVs for one, integer dot products for Q8_0/Q4_0
+// weights against Q8_0 activations, and portable fallbacks for CPUs without AVX2.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "engine/cpu/kernels_cpu.hpp"
+#include "engine/fp16.hpp"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace troupe::engine::cpu {
+namespace {
+
+// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows): one single-threaded sgemm.
+void sgemm_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, int(n_rows), int(cols), 1.0f, x, int(cols), w,
+              int(cols), 0.0f, out, int(ldo));
+}
+
+// One token against f32 rows [0, n_rows) of w.
+void gemv_rows(float* out, const float* x, const float* w, int64_t n_rows, int64_t cols) {
+  if (has_avx2() && cols % 8 == 0) {
+    avx2::gemv_f32(out, x, w, cols, 0, n_rows);
+  } else {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n_rows), int(cols), 1.0f, w, int(cols), x, 1, 0.0f, out, 1);
+  }
+}
+
+// Dequantizes rows [first, first + n) of w into tile ([n][cols] floats).
+void dequantize_rows(const weight& w, int64_t first, int64_t n, float* tile) {
+  for (int64_t i = 0; i < n; ++i) dequantize_row(w, first + i, tile + i * w.cols);
+}
+
+// Per-block integer dot product, portable: the fallback for matmul_q8_rows without AVX2.
+template <class Block>
+float dot_q8_scalar(const Block* w, const block_q8_0* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t acc = 0;
+    if constexpr (sizeof(Block) == sizeof(block_q4_0)) {
+      const block_q4_0& q = reinterpret_cast<const block_q4_0*>(w)[b];
+      for (int j = 0; j < 16; ++j) {
+        acc += (int(q.qs[j] & 0x0f) - 8) * x[b].qs[j];
+        acc += (int(q.qs[j] >> 4) - 8) * x[b].qs[j + 16];
+      }
+    } else {
+      const block_q8_0& q = reinterpret_cast<const block_q8_0*>(w)[b];
+      for (int j = 0; j < 32; ++j) acc += int(q.qs[j]) * x[b].qs[j];
+    }
+    sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * float(acc);
+  }
+  return sum;
+}
+
+}  // namespace
+
+void init_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin, int64_t row_end) {
+  const int64_t cols = w.cols;
+  const int64_t n_rows = row_end - row_begin;
+  if (n_rows <= 0) return;
+  init_blas();
+  if (w.type == dtype::f32) {
+    const float* wr = w.f32() + row_begin * cols;
+    if (n_tokens == 1) {
+      gemv_rows(out + row_begin, x, wr, n_rows, cols);
+    } else {
+      sgemm_rows(out + row_begin, w.rows, x, n_tokens, wr, n_rows, cols);
+    }
+    return;
+  }
+  if (w.type == dtype::f16 && n_tokens == 1 && has_avx2() && cols % 8 == 0) {
+    avx2::gemv_f16(out, x, reinterpret_cast<const uint16_t*>(w.data), cols, row_begin, row_end);
+    return;
+  }
+  // Other dtypes: dequantize a tile of rows (small enough to stay in cache), then as for f32.
+  thread_local std::vector<float> tile;
+  const int64_t tile_rows = std::max<int64_t>(4, (n_tokens == 1 ? (32 << 10) : (512 << 10)) / (cols * 4));
+  tile.resize(size_t(std::min(tile_rows, n_rows) * cols));
+  for (int64_t r = row_begin; r < row_end; r += tile_rows) {
+    const int64_t n = std::min(tile_rows, row_end - r);
+    dequantize_rows(w, r, n, tile.data());
+    if (n_tokens == 1) {
+      gemv_rows(out + r, x, tile.data(), n, cols);
+    } else {
+      sgemm_rows(out + r, w.rows, x, n_tokens, tile.data(), n, cols);
+    }
+  }
+}
+
+void quantize_activations_q8_0(const float* x, block_q8_0* out, int64_t n) {
+  if (has_avx2()) {
+    avx2::quantize_q8_0(x, out, n);
+    return;
+  }
+  // The same arithmetic as the AVX2 version (and ggml): id = 127 / amax, round half to even.
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const float* p = x + i * 32;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
+    out[i].d = f32_to_f16(amax / 127.0f);
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; ++j) out[i].qs[j] = int8_t(std::nearbyint(p[j] * id));
+  }
+}
+
+void matmul_q8_rows(float* out, const block_q8_0* xq, int n_tokens, const weight& w, int64_t row_begin,
+                    int64_t row_end) {
+  TROUPE_ASSERT(w.type == dtype::q8_0 || w.type == dtype::q4_0);
+  const int64_t nb = w.cols / 32;
+  if (has_avx2()) {
+    if (w.type == dtype::q8_0) {
+      avx2::matmul_q8_0(out, w.rows, xq, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
+    } else {
+      avx2::matmul_q4_0(out, w.rows, xq, n_tokens, reinterpret_cast<const block_q4_0*>(w.data), nb, row_begin, row_end);
+    }
+    return;
+  }
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int t = 0; t < n_tokens; ++t) {
+      const block_q8_0* xt = xq + t * nb;
+      out[t * w.rows + r] = w.type == dtype::q8_0
+                                ? dot_q8_scalar(reinterpret_cast<const block_q8_0*>(w.row(r)), xt, nb)
+                                : dot_q8_scalar(reinterpret_cast<const block_q4_0*>(w.row(r)), xt, nb);
+    }
+  }
+}
+
+}  // namespace troupe::engine::cpu

@@ -1,0 +1,54 @@
+#include "engine/text_stream.hpp"
+
+#include <algorithm>
+
+namespace troupe::engine {
+
+text_stream::text_stream(const tokenizer& tok, int32_t prev, std::vector<std::string> stop_strings)
+    : dec_(tok, prev), stops_(std::move(stop_strings)) {
+  std::erase_if(stops_, [](const std::string& s) { return s.empty(); });
+}
+
+text_stream::output text_stream::push(int32_t id) {
+  output out;
+  if (stopped_) return out;
+  held_ += dec_.push(id);
+  // 1. A complete stop string: release the text before the earliest one and stop.
+  size_t first = std::string::npos;
+  for (const auto& s : stops_) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    out.text = held_.substr(0, first);
+    out.stopped = stopped_ = true;
+    held_.clear();
+    return out;
+  }
+  // 2. Hold back the longest tail that is a prefix of some stop string; release the rest.
+  size_t keep = 0;
+  for (const auto& s : stops_) {
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n) {
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  out.text = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string text_stream::finish() {
+  if (stopped_) return {};
+  std::string out = std::move(held_) + dec_.flush();
+  held_.clear();
+  return out;
+}
+
+std::vector<std::string> implicit_stop_strings(const tokenizer& tok) {
+  const std::string eos = tok.token_text(tok.eos_id());
+  // Only marker-like texts (e.g. "<|end_story|>", "</s>"): never plain words or whitespace.
+  if (eos.size() >= 3 && eos.front() == '<' && eos.back() == '>') return {eos};
+  return {};
+}
+
+}  // namespace troupe::engine

@@ -1,0 +1,457 @@
+// Score-merging (SentencePiece-style) tokenizers:
+//   - llama2.c tokenizer .bin files, encoded exactly as karpathy/llama2.c run.c encode() does;
+//   - GGUF "llama" vocabularies, encoded as llama.cpp's SPM tokenizer does.
+// Both repeatedly merge the adjacent pair whose concatenation is a piece with the highest score
+// (ties: leftmost). run.c rescans the whole sequence per merge (quadratic); here a priority
+// queue of candidate pairs over a linked list of symbols gives the same merges in n log n.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <queue>
+
+#include "engine/gguf.hpp"
+#include "engine/tokenizer_formats.hpp"
+
+namespace troupe::engine {
+
+using tokenizer_detail::find_piece;
+using tokenizer_detail::parse_byte_piece;
+using tokenizer_detail::piece_index;
+using tokenizer_detail::space_marker;
+
+namespace {
+
+// ---- llama2.c ---------------------------------------------------------------------------
+
+class llama2c_tokenizer final : public tokenizer {
+ public:
+  static constexpr int32_t bos = 1;
+  static constexpr int32_t eos = 2;
+
+  llama2c_tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
+      : pieces_(std::move(pieces)), scores_(std::move(scores)) {
+    for (int32_t id = 0; id < int32_t(pieces_.size()); ++id) index_.emplace(pieces_[id], id);
+    for (int b = 0; b < 256; ++b) {
+      // run.c uses id = byte + 3, which is right for vocabularies with the 256 byte pieces at
+      // 3..258 (every Llama 2 sentencepiece export); elsewhere the "<0xNN>" piece, else <unk>.
+      const std::string piece = tokenizer_detail::byte_piece(uint8_t(b));
+      const int32_t at = b + 3;
+      if (at < int32_t(pieces_.size()) && pieces_[at] == piece) {
+        byte_ids_[b] = at;
+      } else {
+        const int32_t id = find_piece(index_, piece);
+        byte_ids_[b] = id >= 0 ? id : 0;
+      }
+    }
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() + 2);
+    if (add_bos) ids.push_back(bos);
+    // The dummy prefix: the piece for " " when the text is not empty.
+    if (!text.empty()) append_piece_or_bytes(" ", ids);
+    // One piece per UTF-8 codepoint (a lead byte and up to three continuation bytes), else
+    // its bytes' tokens.
+    std::string cp;
+    for (size_t i = 0; i < text.size(); ++i) {
+      if ((uint8_t(text[i]) & 0xC0) != 0x80) cp.clear();
+      cp.push_back(text[i]);
+      const bool next_continues = i + 1 < text.size() && (uint8_t(text[i + 1]) & 0xC0) == 0x80;
+      if (next_continues && cp.size() < 4) continue;
+      append_piece_or_bytes(cp, ids);
+      cp.clear();
+    }
+    merge(ids);
+    return ids;
+  }
+
+  std::string decode_piece(int32_t prev, int32_t id) const override {
+    if (id < 0 || id >= int32_t(pieces_.size()) || id == bos || id == eos) return {};
+    std::string_view piece = pieces_[id];
+    if (prev == bos && piece.starts_with(' ')) piece.remove_prefix(1);
+    if (auto b = parse_byte_piece(piece)) return std::string(1, char(*b));
+    return std::string(piece);
+  }
+
+  std::string token_text(int32_t id) const override {
+    return id >= 0 && id < int32_t(pieces_.size()) ? pieces_[id] : std::string();
+  }
+  int vocab_size() const override { return int(pieces_.size()); }
+  int32_t bos_id() const override { return bos; }
+  int32_t eos_id() const override { return eos; }
+
+ private:
+  void append_piece_or_bytes(std::string_view s, std::vector<int32_t>& ids) const {
+    const int32_t id = find_piece(index_, s);
+    if (id >= 0) {
+      ids.push_back(id);
+      return;
+    }
+    for (const char c : s) ids.push_back(byte_ids_[uint8_t(c)]);
+  }
+
+  /// run.c's merge loop: while some adjacent pair concatenates to a piece, replace the pair with
+  /// the highest-scoring such piece (the first pair on ties; scores must beat -1e10).
+  void merge(std::vector<int32_t>& ids) const {
+    const int32_t n = int32_t(ids.size());
+    if (n < 2) return;
+    struct candidate {
+      float score;
+      int32_t left;  // position of the left symbol (positions keep their order)
+      int32_t left_id, right_id, merged_id;
+    };
+    auto worse = [](const candidate& a, const candidate& b) {
+      return a.score < b.score || (a.score == b.score && a.left > b.left);
+    };
+    std::priority_queue<candidate, std::vector<candidate>, decltype(worse)> queue(worse);
+    std::vector<int32_t> next(n), prev(n);
+    for (int32_t i = 0; i < n; ++i) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    std::string joined;
+    auto consider = [&](int32_t left) {
+      if (left < 0 || next[left] < 0) return;
+      const int32_t a = ids[left], b = ids[next[left]];
+      joined.assign(pieces_[a]);
+      joined.append(pieces_[b]);
+      const int32_t id = find_piece(index_, joined);
+      if (id < 0 || !(scores_[id] > -1e10f)) return;
+      queue.push({scores_[id], left, a, b, id});
+    };
+    for (int32_t i = 0; i + 1 < n; ++i) consider(i);
+    while (!queue.empty()) {
+      const candidate c = queue.top();
+      queue.pop();
+      const int32_t right = next[c.left];
+      // Stale when the left symbol was absorbed (its next link was cut) or either side changed.
+      if (right < 0 || ids[c.left] != c.left_id || ids[right] != c.right_id) continue;
+      ids[c.left] = c.merged_id;
+      ids[right] = -1;
+      next[c.left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = c.left;
+      next[right] = -1;
+      consider(prev[c.left]);
+      consider(c.left);
+    }
+    std::erase(ids, -1);
+  }
+
+  std::vector<std::string> pieces_;
+  std::vector<float> scores_;
+  piece_index index_;
+  std::array<int32_t, 256> byte_ids_{};
+};
+
+// ---- GGUF (llama.cpp SPM) -----------------------------------------------------------------
+
+class spm_tokenizer final : public tokenizer {
+ public:
+  explicit spm_tokenizer(spm_vocab v) : v_(std::move(v)) {
+    const int32_t n = int32_t(v_.tokens.size());
+    for (int32_t id = 0; id < n; ++id) index_[v_.tokens[id]] = id;  // later ids win, as in llama.cpp
+    for (int b = 0; b < 256; ++b) {
+      int32_t id = find_piece(index_, tokenizer_detail::byte_piece(uint8_t(b)));
+      if (id < 0) id = find_piece(index_, std::string(1, char(b)));
+      byte_ids_[b] = id;
+    }
+    for (int32_t id = 0; id < n; ++id) {
+      if (v_.types[id] == spm_vocab::user_defined && !v_.tokens[id].empty()) {
+        user_defined_.push_back(id);
+      }
+    }
+    std::stable_sort(user_defined_.begin(), user_defined_.end(), [&](int32_t a, int32_t b) {
+      return v_.tokens[a].size() > v_.tokens[b].size();
+    });
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() + 2);
+    if (add_bos && v_.add_bos && v_.bos_id >= 0) ids.push_back(v_.bos_id);
+    if (text.empty()) return ids;
+    // User-defined tokens are cut out of the text first (longest first); the raw fragments in
+    // between are tokenized on their own, with a space prefix at the start and after a token.
+    struct fragment {
+      int32_t token;  // -1: raw text
+      std::string_view text;
+    };
+    std::vector<fragment> fragments{{-1, text}};
+    for (const int32_t special : user_defined_) {
+      const std::string_view needle = v_.tokens[special];
+      std::vector<fragment> split;
+      for (const fragment& f : fragments) {
+        if (f.token >= 0) {
+          split.push_back(f);
+          continue;
+        }
+        size_t pos = 0;
+        for (size_t hit; (hit = f.text.find(needle, pos)) != std::string_view::npos;) {
+          if (hit > pos) split.push_back({-1, f.text.substr(pos, hit - pos)});
+          split.push_back({special, needle});
+          pos = hit + needle.size();
+        }
+        if (pos < f.text.size()) split.push_back({-1, f.text.substr(pos)});
+      }
+      fragments = std::move(split);
+    }
+    bool prev_special = true;
+    for (const fragment& f : fragments) {
+      if (f.token >= 0) {
+        ids.push_back(f.token);
+        prev_special = true;
+        continue;
+      }
+      std::string escaped;
+      if (v_.add_space_prefix && prev_special) escaped.assign(space_marker);
+      escaped += tokenizer_detail::replace_all(f.text, " ", space_marker);
+      tokenize_fragment(escaped, ids);
+      prev_special = false;
+    }
+    return ids;
+  }
+
+  std::string decode_piece(int32_t prev, int32_t id) const override {
+    if (id < 0 || id >= int32_t(v_.tokens.size())) return {};
+    const std::string& text = v_.tokens[id];
+    switch (v_.types[id]) {
+      case spm_vocab::normal: {
+        std::string out = tokenizer_detail::replace_all(text, space_marker, " ");
+        if (prev == v_.bos_id && v_.add_space_prefix && out.starts_with(' ')) out.erase(0, 1);
+        return out;
+      }
+      case spm_vocab::user_defined: return text;
+      case spm_vocab::byte: {
+        const auto b = parse_byte_piece(text);
+        return b ? std::string(1, char(*b)) : std::string();
+      }
+      default: return {};  // control, unknown, unused, undefined: nothing, as llama.cpp
+    }
+  }
+
+  std::string token_text(int32_t id) const override {
+    return id >= 0 && id < int32_t(v_.tokens.size()) ? v_.tokens[id] : std::string();
+  }
+  int vocab_size() const override { return int(v_.tokens.size()); }
+  int32_t bos_id() const override { return v_.bos_id; }
+  int32_t eos_id() const override { return v_.eos_id; }
+
+ private:
+  /// llama.cpp llm_tokenizer_spm_session::tokenize: UTF-8 characters, merged by bigram score
+  /// (ties: leftmost), then each symbol's piece, or its bytes' tokens.
+  void tokenize_fragment(std::string_view text, std::vector<int32_t>& out) const {
+    struct symbol {
+      uint32_t offset, n;  // bytes of text; n == 0 once merged into its left neighbour
+      int32_t prev, next;
+    };
+    std::vector<symbol> symbols;
+    symbols.reserve(text.size());
+    for (size_t offs = 0; offs < text.size();) {
+      const size_t len = std::min(tokenizer_detail::utf8_len(uint8_t(text[offs])), text.size() - offs);
+      const int32_t i = int32_t(symbols.size());
+      symbols.push_back({uint32_t(offs), uint32_t(len), i - 1, -1});
+      offs += len;
+    }
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) symbols[i].next = int32_t(i + 1);
+
+    struct bigram {
+      float score;
+      int32_t left, right;
+      uint32_t size;
+    };
+    auto worse = [](const bigram& a, const bigram& b) {
+      return a.score < b.score || (a.score == b.score && a.left > b.left);
+    };
+    std::priority_queue<bigram, std::vector<bigram>, decltype(worse)> queue(worse);
+    auto try_add = [&](int32_t left, int32_t right) {
+      if (left < 0 || right < 0) return;
+      const uint32_t size = symbols[left].n + symbols[right].n;
+      const int32_t id = find_piece(index_, text.substr(symbols[left].offset, size));
+      if (id < 0) return;
+      queue.push({v_.scores[id], left, right, size});
+    };
+    for (size_t i = 1; i < symbols.size(); ++i) try_add(int32_t(i - 1), int32_t(i));
+
+    while (!queue.empty()) {
+      const bigram b = queue.top();
+      queue.pop();
+      symbol& left = symbols[b.left];
+      symbol& right = symbols[b.right];
+      // Symbols only grow, so unchanged lengths mean the pair is still as it was queued.
+      if (left.n == 0 || right.n == 0 || left.n + right.n != b.size) continue;
+      left.n += right.n;
+      right.n = 0;
+      left.next = right.next;
+      if (right.next >= 0) symbols[right.next].prev = b.left;
+      try_add(left.prev, b.left);
+      try_add(b.left, left.next);
+    }
+
+    for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) {
+      const std::string_view piece = text.substr(symbols[i].offset, symbols[i].n);
+      const int32_t id = find_piece(index_, piece);
+      if (id >= 0) {
+        out.push_back(id);
+        continue;
+      }
+      // Only single characters can miss (merged symbols are pieces): their bytes' tokens, or
+      // one <unk> when the vocabulary cannot spell a byte.
+      const bool spellable =
+          std::ranges::all_of(piece, [&](char c) { return byte_ids_[uint8_t(c)] >= 0; });
+      if (!spellable) {
+        out.push_back(v_.unk_id);
+        continue;
+      }
+      for (const char c : piece) out.push_back(byte_ids_[uint8_t(c)]);
+    }
+  }
+
+  spm_vocab v_;
+  piece_index index_;
+  std::array<int32_t, 256> byte_ids_{};
+  std::vector<int32_t> user_defined_;  // longest text first
+};
+
+bool read_bool(const gguf::file& f, const std::string& key, bool fallback) {
+  const gguf::value* v = f.find(key);
+  if (v == nullptr) return fallback;
+  if (const bool* b = std::get_if<bool>(&v->data)) return *b;
+  if (const uint64_t* u = std::get_if<uint64_t>(&v->data)) return *u != 0;
+  if (const int64_t* i = std::get_if<int64_t>(&v->data)) return *i != 0;
+  return fallback;
+}
+
+}  // namespace
+
+std::unique_ptr<tokenizer> make_spm_tokenizer(spm_vocab vocab) {
+  TROUPE_ASSERT(vocab.scores.size() == vocab.tokens.size());
+  TROUPE_ASSERT(vocab.types.size() == vocab.tokens.size());
+  for (float& s : vocab.scores) {
+    if (std::isnan(s)) s = -std::numeric_limits<float>::infinity();  // keeps the queue's order strict
+  }
+  return std::make_unique<spm_tokenizer>(std::move(vocab));
+}
+
+result<std::unique_ptr<tokenizer>> load_llama2c_tokenizer(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(errc::io_error, "tokenizer: {}: cannot open", path.string());
+  const std::vector<char> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) return fail(errc::io_error, "tokenizer: {}: read failed", path.string());
+
+  size_t pos = 0;
+  auto read_i32 = [&](int32_t& v) {
+    std::memcpy(&v, bytes.data() + pos, 4);
+    pos += 4;
+  };
+  if (bytes.size() < 4) {
+    return fail(errc::truncated, "tokenizer: {}: {} bytes, too short for a llama2.c tokenizer",
+                path.string(), bytes.size());
+  }
+  int32_t max_token_length = 0;
+  read_i32(max_token_length);
+  if (max_token_length <= 0) {
+    return fail(errc::bad_format, "tokenizer: {}: max_token_length {} is not positive",
+                path.string(), max_token_length);
+  }
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  while (pos < bytes.size()) {
+    const size_t id = pieces.size();
+    if (bytes.size() - pos < 8) {
+      return fail(errc::truncated, "tokenizer: {}: token {} header at byte {} runs past the end",
+                  path.string(), id, pos);
+    }
+    float score = 0;
+    std::memcpy(&score, bytes.data() + pos, 4);
+    pos += 4;
+    int32_t len = 0;
+    read_i32(len);
+    if (len < 0) {
+      return fail(errc::bad_format, "tokenizer: {}: token {} has negative length {}",
+                  path.string(), id, len);
+    }
+    if (size_t(len) > bytes.size() - pos) {
+      return fail(errc::truncated, "tokenizer: {}: token {} ({} bytes at byte {}) runs past the end",
+                  path.string(), id, len, pos);
+    }
+    pieces.emplace_back(bytes.data() + pos, size_t(len));
+    scores.push_back(score);
+    pos += size_t(len);
+  }
+  if (pieces.size() <= size_t(llama2c_tokenizer::eos)) {
+    return fail(errc::bad_format, "tokenizer: {}: {} tokens; need at least <unk>, BOS and EOS",
+                path.string(), pieces.size());
+  }
+  return std::make_unique<llama2c_tokenizer>(std::move(pieces), std::move(scores));
+}
+
+result<std::unique_ptr<tokenizer>> load_gguf_tokenizer(const std::filesystem::path& path) {
+  auto f = gguf::file::open(path);
+  if (!f) {
+    const std::string& why = f.error().message;  // the reader's message may already name the file
+    if (why.find(path.string()) != std::string::npos) return fail(f.error().code, "tokenizer: {}", why);
+    return fail(f.error().code, "tokenizer: {}: {}", path.string(), why);
+  }
+  auto bad = [&](const std::string& what) {
+    return fail(errc::bad_format, "tokenizer: {}: {}", path.string(), what);
+  };
+
+  auto model = f->get_string("tokenizer.ggml.model");
+  if (!model) return bad("no vocabulary: " + model.error().message);
+  if (*model != "llama") {
+    return fail(errc::unsupported, "tokenizer: {}: tokenizer.ggml.model \"{}\" (only \"llama\")",
+                path.string(), *model);
+  }
+  spm_vocab v;
+  auto tokens = f->get_string_array("tokenizer.ggml.tokens");
+  if (!tokens) return bad(tokens.error().message);
+  v.tokens = std::move(*tokens);
+  const size_t n = v.tokens.size();
+  if (n == 0 || n > size_t(INT32_MAX)) return bad(fmt::format("{} tokens", n));
+
+  // Scores and token types are optional (0 and "normal" then), as llama.cpp reads them.
+  if (f->find("tokenizer.ggml.scores") != nullptr) {
+    auto scores = f->get_float_array("tokenizer.ggml.scores");
+    if (!scores) return bad(scores.error().message);
+    if (scores->size() != n) return bad(fmt::format("{} scores for {} tokens", scores->size(), n));
+    v.scores = std::move(*scores);
+  } else {
+    v.scores.assign(n, 0.0f);
+  }
+  if (f->find("tokenizer.ggml.token_type") != nullptr) {
+    auto types = f->get_int_array("tokenizer.ggml.token_type");
+    if (!types) return bad(types.error().message);
+    if (types->size() != n) return bad(fmt::format("{} token types for {} tokens", types->size(), n));
+    v.types.reserve(n);
+    for (const int64_t t : *types) {
+      v.types.push_back(t >= 0 && t <= spm_vocab::byte ? int32_t(t) : spm_vocab::undefined);
+    }
+  } else {
+    v.types.assign(n, spm_vocab::normal);
+  }
+
+  // Special ids: llama.cpp's SPM defaults (unk 0, BOS 1, EOS 2) unless the file names one
+  // inside the vocabulary.
+  for (auto [key, id] : {std::pair{"tokenizer.ggml.bos_token_id", &v.bos_id},
+                         std::pair{"tokenizer.ggml.eos_token_id", &v.eos_id},
+                         std::pair{"tokenizer.ggml.unknown_token_id", &v.unk_id}}) {
+    if (f->find(key) == nullptr) continue;
+    auto u = f->get_uint(key);
+    if (!u) return bad(u.error().message);
+    if (*u < n) *id = int32_t(*u);
+  }
+  for (int32_t* id : {&v.bos_id, &v.eos_id, &v.unk_id}) {
+    if (*id >= int32_t(n)) *id = -1;
+  }
+  if (v.unk_id < 0) v.unk_id = 0;
+  v.add_space_prefix = read_bool(*f, "tokenizer.ggml.add_space_prefix", true);
+  v.add_bos = read_bool(*f, "tokenizer.ggml.add_bos_token", true);
+  return make_spm_tokenizer(std::move(v));
+}
+
+}  // namespace troupe::engine

@@ -1,0 +1,55 @@
+// Pipelines of 2 and 3 stages (several micro-batches in flight): same text as the engine.
+#include "tests/integration/serve/serve_harness.hpp"
+
+using namespace troupe;
+using namespace troupe::test;
+
+namespace {
+
+void run_mix(serve_harness& h, int max_tokens) {
+  std::map<actors::request_id, actors::serve_request> reqs;
+  uint64_t seed = 100;
+  int i = 0;
+  for (const auto& p : story_prompts()) {
+    auto r = (i++ % 2 == 0) ? greedy(p, max_tokens) : seeded(p, max_tokens, seed++);
+    auto id = h.submit(r);
+    BOOST_REQUIRE_MESSAGE(id, caf::to_string(id.error()));
+    reqs[*id] = r;
+  }
+  h.wait_all();
+  h.check_all_against_engine(reqs);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(pipeline)
+
+BOOST_AUTO_TEST_CASE(two_stages_match_the_engine) {
+  serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2));
+  BOOST_TEST(h.node().cluster.stages[0].last_layer == 3);
+  run_mix(h, 96);
+}
+
+BOOST_AUTO_TEST_CASE(three_stages_match_the_engine) {
+  serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 3));
+  BOOST_TEST(h.node().stages[0].size() == 3u);
+  run_mix(h, 96);
+  const auto st = h.stats();
+  BOOST_REQUIRE_EQUAL(st.size(), 1u);
+  BOOST_TEST(st[0].n_free_blocks == st[0].n_blocks);  // everything finished gave its blocks back
+}
+
+BOOST_AUTO_TEST_CASE(five_single_layer_stages_with_small_chunks_match_the_engine) {
+  auto c = make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 5);
+  c.batching.prefill_chunk = 5;  // prompts prefilled over several steps
+  c.batching.max_step_tokens = 12;
+  serve_harness h(c);
+  run_mix(h, 48);
+}
+
+BOOST_AUTO_TEST_CASE(two_stages_of_the_q8_gguf_model_match_the_engine) {
+  serve_harness h(make_cluster(model_path("TinyStories-656K-Q8_0.gguf"), "", 2, 2));
+  run_mix(h, 96);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

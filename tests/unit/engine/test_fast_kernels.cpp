@@ -1,0 +1,300 @@
+// The fast CPU paths (AVX2, OpenBLAS, integer dot products, the thread pool) against the plain
+// references in kernels::ref and cpu::, on both sides of the run-time CPU dispatch.
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <vector>
+
+#include "engine/cpu/kernels_cpu.hpp"
+#include "engine/fp16.hpp"
+#include "engine/kernels.hpp"
+#include "engine/thread_pool.hpp"
+#include "random_model.hpp"
+
+using namespace troupe;
+using namespace troupe::engine;
+
+namespace {
+
+std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = test::rand_weight(seed, scale);
+  return v;
+}
+
+// Runs the body once with the AVX2 kernels (where the CPU has them) and once with the portable
+// fallbacks, restoring the detected setting afterwards.
+template <class Body>
+void on_both_paths(Body body) {
+  const bool detected = cpu::has_avx2();
+  for (bool avx2 : {true, false}) {
+    cpu::set_avx2(avx2);
+    if (cpu::has_avx2() != avx2) {
+      BOOST_TEST_MESSAGE("no AVX2 on this CPU: testing the portable path only");
+      continue;
+    }
+    BOOST_TEST_CONTEXT("avx2=" << avx2) { body(); }
+  }
+  cpu::set_avx2(detected);
+}
+
+// Weight rows dequantized to floats.
+std::vector<float> dequantized(const weight& w) {
+  std::vector<float> f(size_t(w.rows * w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) kernels::dequantize_row(w, r, &f[size_t(r * w.cols)]);
+  return f;
+}
+
+// |a - b| <= tol * scale, where scale is the sum of |w| |x| of that output element: summation
+// order may change the result by a few ulp of the terms, not of the (possibly tiny) result.
+void check_close(const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& wf,
+                 const std::vector<float>& x, int n_tokens, int64_t rows, int64_t cols, double tol) {
+  BOOST_REQUIRE_EQUAL(got.size(), want.size());
+  int bad = 0;
+  for (int t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double scale = 0;
+      for (int64_t c = 0; c < cols; ++c) scale += std::fabs(double(wf[size_t(r * cols + c)]) * x[size_t(t * cols + c)]);
+      const size_t i = size_t(t * rows + r);
+      if (std::fabs(double(got[i]) - want[i]) > tol * scale + 1e-30 && bad++ < 5) {
+        BOOST_ERROR("token " << t << " row " << r << ": " << got[i] << " vs " << want[i] << " (scale " << scale << ")");
+      }
+    }
+  BOOST_TEST(bad == 0);
+}
+
+// The float result of Q8_0 activations times the weights, computed from their dequantized values.
+std::vector<float> integer_reference(const std::vector<float>& wf, const std::vector<block_q8_0>& xq, int n_tokens,
+                                     int64_t rows, int64_t cols) {
+  std::vector<float> out(size_t(n_tokens * rows));
+  const int64_t nb = cols / 32;
+  for (int t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const block_q8_0& b = xq[size_t(t * nb + c / 32)];
+        s += double(wf[size_t(r * cols + c)]) * f16_to_f32(b.d) * b.qs[c % 32];
+      }
+      out[size_t(t * rows + r)] = float(s);
+    }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(fast_kernels)
+
+BOOST_AUTO_TEST_CASE(float_matmul_matches_reference_for_every_dtype_batch_and_thread_count) {
+  // cols 100 is not a multiple of 8 (portable GEMV); 67 rows leave remainders everywhere.
+  for (int cols : {128, 100, 768}) {
+    for (auto t : {dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0}) {
+      if (block_elems(t) > 1 && cols % 32 != 0) continue;
+      if ((t == dtype::f16 || t == dtype::bf16) && cols != 128) continue;
+      model_weights keep;
+      uint64_t st = 11;
+      weight w;
+      if (t == dtype::f16 || t == dtype::bf16) {
+        // make_weight has no half types: build them from rounded floats.
+        const int64_t rows = 67;
+        std::vector<std::byte> bytes(size_t(rows * cols * 2));
+        auto* h = reinterpret_cast<uint16_t*>(bytes.data());
+        for (int64_t i = 0; i < rows * cols; ++i) {
+          const float f = test::rand_weight(st, 0.5f);
+          h[i] = t == dtype::f16 ? f32_to_f16(f) : uint16_t(std::bit_cast<uint32_t>(f) >> 16);
+        }
+        w = weight{t, rows, cols, keep.keep(std::move(bytes))};
+      } else {
+        w = test::make_weight(keep, t, 67, cols, st, 0.5f);
+      }
+      const auto wf = dequantized(w);
+      for (int n_tokens : {1, 2, 5, 33}) {
+        const auto x = randv(size_t(n_tokens * cols), 7);
+        std::vector<float> want(size_t(n_tokens * w.rows));
+        kernels::ref::matmul(want.data(), x.data(), n_tokens, w);
+        on_both_paths([&] {
+          for (int threads : {1, 2, 3}) {
+            BOOST_TEST_CONTEXT("dtype " << dtype_name(t) << " cols " << cols << " tokens " << n_tokens << " threads " << threads) {
+              thread_pool pool(threads);
+              std::vector<float> got(want.size(), NAN);
+              kernels::matmul(got.data(), x.data(), n_tokens, w, &pool);
+              check_close(got, want, wf, x, n_tokens, w.rows, cols, 1e-5);
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(activation_quantization_is_ggml_q8_0_on_both_paths) {
+  auto x = randv(32 * 40, 3, 3.0f);
+  for (int i = 0; i < 32; ++i) x[i] = 0.0f;            // an all-zero block: scale 0, values 0
+  // Block 1 has amax 127, so values are scaled by exactly 1: halves must round to even.
+  x[32] = 127.0f;
+  x[33] = 2.5f;
+  x[34] = 3.5f;
+  x[35] = -2.5f;
+  std::vector<block_q8_0> avx(40), portable(40);
+  on_both_paths([&] {
+    auto& dst = cpu::has_avx2() ? avx : portable;
+    cpu::quantize_activations_q8_0(x.data(), dst.data(), int64_t(x.size()));
+  });
+  for (int b = 0; b < 40; ++b) {
+    const float* p = &x[size_t(b) * 32];
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    BOOST_TEST(portable[b].d == f32_to_f16(amax / 127.0f));
+    if (b == 1) BOOST_TEST((portable[b].qs[1] == 2 && portable[b].qs[2] == 4 && portable[b].qs[3] == -2));
+    for (int j = 0; j < 32; ++j) BOOST_TEST(portable[b].qs[j] == int8_t(std::nearbyint(p[j] * id)));
+    if (cpu::has_avx2()) {
+      BOOST_TEST(avx[b].d == portable[b].d);
+      BOOST_TEST(std::equal(avx[b].qs, avx[b].qs + 32, portable[b].qs), "block " << b);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(integer_matmul_matches_the_dequantized_product_of_quantized_activations) {
+  for (auto t : {dtype::q8_0, dtype::q4_0}) {
+    for (int cols : {64, 96, 768}) {
+      model_weights keep;
+      uint64_t st = 5;
+      const weight w = test::make_weight(keep, t, 37, cols, st, 0.5f);
+      const auto wf = dequantized(w);
+      for (int n_tokens : {1, 3, 4, 9}) {
+        const auto x = randv(size_t(n_tokens * cols), 17);
+        std::vector<block_q8_0> xq(size_t(n_tokens * cols / 32));
+        cpu::quantize_activations_q8_0(x.data(), xq.data(), int64_t(x.size()));
+        const auto want = integer_reference(wf, xq, n_tokens, w.rows, cols);
+        std::vector<float> exact(want.size());
+        kernels::ref::matmul(exact.data(), x.data(), n_tokens, w);
+        on_both_paths([&] {
+          for (int threads : {1, 2}) {
+            BOOST_TEST_CONTEXT(dtype_name(t) << " cols " << cols << " tokens " << n_tokens << " threads " << threads) {
+              thread_pool pool(threads);
+              std::vector<float> got(want.size(), NAN);
+              const kernels::matmul_out o{got.data(), &w};
+              kernels::matmul_many({&o, 1}, x.data(), n_tokens, kernels::activations::q8, &pool);
+              check_close(got, want, wf, x, n_tokens, w.rows, cols, 1e-5);
+              // And close to the float product: 8-bit activations lose about 1/254 per value.
+              check_close(got, exact, wf, x, n_tokens, w.rows, cols, 1.0 / 128);
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(integer_matmul_gives_each_token_the_same_bits_in_any_batch_and_thread_count) {
+  for (auto t : {dtype::q8_0, dtype::q4_0}) {
+    model_weights keep;
+    uint64_t st = 8;
+    const int cols = 256;
+    const weight w = test::make_weight(keep, t, 70, cols, st, 0.5f);
+    const int n_tokens = 11;
+    const auto x = randv(size_t(n_tokens * cols), 4);
+    on_both_paths([&] {
+      thread_pool pool(3);
+      std::vector<float> batch(size_t(n_tokens * w.rows));
+      const kernels::matmul_out o{batch.data(), &w};
+      kernels::matmul_many({&o, 1}, x.data(), n_tokens, kernels::activations::q8, &pool);
+      for (int tk = 0; tk < n_tokens; ++tk) {
+        std::vector<float> alone(size_t(w.rows));
+        const kernels::matmul_out a{alone.data(), &w};
+        kernels::matmul_many({&a, 1}, &x[size_t(tk * cols)], 1, kernels::activations::q8, nullptr);
+        BOOST_TEST(std::equal(alone.begin(), alone.end(), batch.begin() + tk * w.rows), dtype_name(t) << " token " << tk);
+      }
+    });
+  }
+}
+
+BOOST_AUTO_TEST_CASE(matmul_many_equals_separate_matmuls) {
+  model_weights keep;
+  uint64_t st = 9;
+  const int cols = 128;
+  const weight a = test::make_weight(keep, dtype::q4_0, 40, cols, st, 0.5f);
+  const weight b = test::make_weight(keep, dtype::q8_0, 24, cols, st, 0.5f);
+  const weight c = test::make_weight(keep, dtype::f32, 50, cols, st, 0.5f);
+  for (int n_tokens : {1, 6}) {
+    const auto x = randv(size_t(n_tokens * cols), 2);
+    thread_pool pool(2);
+    for (auto act : {kernels::activations::f32, kernels::activations::q8}) {
+      std::vector<float> oa(size_t(n_tokens * 40)), ob(size_t(n_tokens * 24)), oc(size_t(n_tokens * 50));
+      const kernels::matmul_out all[] = {{oa.data(), &a}, {ob.data(), &b}, {oc.data(), &c}};
+      kernels::matmul_many(all, x.data(), n_tokens, act, &pool);
+      for (const auto& one : all) {
+        std::vector<float> alone(size_t(n_tokens * one.w->rows));
+        const kernels::matmul_out o{alone.data(), one.w};
+        kernels::matmul_many({&o, 1}, x.data(), n_tokens, act, nullptr);
+        BOOST_TEST(std::equal(alone.begin(), alone.end(), one.out), dtype_name(one.w->type) << " tokens " << n_tokens);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_blocks) {
+  for (int hd : {8, 64, 72}) {
+    const int n_kv = 3, bs = 4, n_blocks = 16;
+    kv_cache kv(2, n_kv, hd, bs, n_blocks);
+    const std::vector<int32_t> table = {9, 2, 14, 0, 5, 11, 3, 7, 1, 12};  // scattered physical blocks
+    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 31), vvals = randv(kvals.size(), 32);
+    for (int b = 0; b < n_blocks; ++b)
+      for (int s = 0; s < bs; ++s) {
+        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(1, b, s));
+        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(1, b, s));
+      }
+    const auto q = randv(size_t(hd), 33, 3.0f);
+    for (int n_ctx : {1, 7, 8, 37, 40}) {
+      for (int h = 0; h < n_kv; ++h) {
+        std::vector<float> want(static_cast<size_t>(hd)), scratch(static_cast<size_t>(n_ctx));
+        kernels::ref::attention_head(want.data(), q.data(), kv, 1, h, table.data(), n_ctx, hd, scratch.data());
+        on_both_paths([&] {
+          std::vector<float> got(static_cast<size_t>(hd), NAN), scratch2(static_cast<size_t>(n_ctx));
+          kernels::attention_head(got.data(), q.data(), kv, 1, h, table.data(), n_ctx, hd, scratch2.data());
+          for (int i = 0; i < hd; ++i) {
+            BOOST_TEST(std::fabs(got[i] - want[i]) <= 2e-6f + 1e-5f * std::fabs(want[i]),
+                       "hd " << hd << " n_ctx " << n_ctx << " head " << h << " i " << i << ": " << got[i] << " vs " << want[i]);
+          }
+        });
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(thread_pool_runs_every_index_once_across_many_jobs) {
+  for (int threads : {1, 2, 3, 5}) {
+    thread_pool pool(threads);
+    std::vector<std::atomic<int>> hits(5000);
+    std::atomic<int> bad_index{0};
+    int64_t expected_total = 0;
+    for (int job = 0; job < 2000; ++job) {
+      const int64_t n = 1 + (job * 7919) % 5000;
+      const int64_t grain = 1 + job % 17;
+      expected_total += n;
+      pool.parallel_for(n, [&](int64_t b, int64_t e, int thread) {
+        if (thread < 0 || thread >= threads || b % grain != 0) bad_index.fetch_add(1);
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1, std::memory_order_relaxed);
+      }, grain);
+    }
+    int64_t total = 0;
+    for (auto& h : hits) total += h.load();
+    BOOST_TEST(total == expected_total, "threads " << threads);
+    BOOST_TEST(bad_index.load() == 0);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(thread_pool_works_right_after_construction_and_destructs_when_idle) {
+  for (int i = 0; i < 50; ++i) {
+    thread_pool pool(3);  // the first job may be posted before the workers have started
+    std::atomic<int> sum{0};
+    pool.parallel_for(64, [&](int64_t b, int64_t e, int) { sum.fetch_add(int(e - b)); });
+    BOOST_TEST(sum.load() == 64);
+  }
+  thread_pool unused(4);  // destroyed without ever running a job
+}
+
+BOOST_AUTO_TEST_SUITE_END()
