@@ -51,13 +51,15 @@ class layout {
 
 }  // namespace
 
-result<model_weights> load_llama2c_model(const std::filesystem::path& path, const load_options& opts) {
+result<model_weights> load_llama2c_model(const std::filesystem::path& path,
+                                         const load_options& opts) {
   const std::string name = path.string();
   auto opened = mapped_file::open(path);
   if (!opened) return std::unexpected(opened.error());
   const std::shared_ptr<mapped_file> file = std::move(*opened);
   if (!file->contains(0, header_bytes)) {
-    return fail(errc::truncated, "llama2c: {}: {} bytes, shorter than the 28-byte header", name, file->size());
+    return fail(errc::truncated, "llama2c: {}: {} bytes, shorter than the 28-byte header", name,
+                file->size());
   }
 
   // ---- header ----
@@ -70,30 +72,36 @@ result<model_weights> load_llama2c_model(const std::filesystem::path& path, cons
     int32_t value;
     int32_t max;
   };
-  for (const field& f : {field{"dim", dim, max_dim}, field{"hidden_dim", hidden, max_hidden},
-                         field{"n_layers", n_layers, max_layers}, field{"n_heads", n_heads, dim},
-                         field{"n_kv_heads", n_kv_heads, n_heads}, field{"seq_len", seq_len, max_seq_len}}) {
+  for (const field& f :
+       {field{"dim", dim, max_dim}, field{"hidden_dim", hidden, max_hidden},
+        field{"n_layers", n_layers, max_layers}, field{"n_heads", n_heads, dim},
+        field{"n_kv_heads", n_kv_heads, n_heads}, field{"seq_len", seq_len, max_seq_len}}) {
     if (f.value <= 0 || f.value > f.max) {
-      return fail(errc::bad_format, "llama2c: {}: header {} = {} is not in [1, {}] (not a llama2.c checkpoint?)",
+      return fail(errc::bad_format,
+                  "llama2c: {}: header {} = {} is not in [1, {}] (not a llama2.c checkpoint?)",
                   name, f.key, f.value, f.max);
     }
   }
   // BOS = 1 and EOS = 2 must be tokens; INT32_MIN has no positive counterpart.
   if (vocab_raw == 0 || vocab_raw < -max_vocab || vocab_raw > max_vocab ||
       (vocab_raw > -3 && vocab_raw < 3)) {
-    return fail(errc::bad_format, "llama2c: {}: header vocab_size = {} is not in [3, {}] (negated: separate classifier)",
-                name, vocab_raw, max_vocab);
+    return fail(
+        errc::bad_format,
+        "llama2c: {}: header vocab_size = {} is not in [3, {}] (negated: separate classifier)",
+        name, vocab_raw, max_vocab);
   }
   if (dim % n_heads != 0) {
-    return fail(errc::bad_format, "llama2c: {}: dim {} is not a multiple of n_heads {}", name, dim, n_heads);
+    return fail(errc::bad_format, "llama2c: {}: dim {} is not a multiple of n_heads {}", name, dim,
+                n_heads);
   }
   if (n_heads % n_kv_heads != 0) {
-    return fail(errc::bad_format, "llama2c: {}: n_heads {} is not a multiple of n_kv_heads {}", name, n_heads,
-                n_kv_heads);
+    return fail(errc::bad_format, "llama2c: {}: n_heads {} is not a multiple of n_kv_heads {}",
+                name, n_heads, n_kv_heads);
   }
   const int32_t head_size = dim / n_heads;
   if (head_size % 2 != 0) {
-    return fail(errc::bad_format, "llama2c: {}: head size {} is odd (RoPE rotates pairs)", name, head_size);
+    return fail(errc::bad_format, "llama2c: {}: head size {} is odd (RoPE rotates pairs)", name,
+                head_size);
   }
   const bool shared = vocab_raw > 0;
   const int32_t vocab = shared ? vocab_raw : -vocab_raw;
@@ -139,10 +147,12 @@ result<model_weights> load_llama2c_model(const std::filesystem::path& path, cons
     return fail(errc::bad_format, "llama2c: {}: header sizes overflow a 64-bit file size", name);
   }
   if (file->size() < lay.end()) {
-    return fail(errc::truncated,
-                "llama2c: {}: file is {} bytes but its header (dim={} hidden_dim={} n_layers={} n_heads={} "
-                "n_kv_heads={} vocab_size={} seq_len={}) needs {}",
-                name, file->size(), dim, hidden, n_layers, n_heads, n_kv_heads, vocab_raw, seq_len, lay.end());
+    return fail(
+        errc::truncated,
+        "llama2c: {}: file is {} bytes but its header (dim={} hidden_dim={} n_layers={} n_heads={} "
+        "n_kv_heads={} vocab_size={} seq_len={}) needs {}",
+        name, file->size(), dim, hidden, n_layers, n_heads, n_kv_heads, vocab_raw, seq_len,
+        lay.end());
   }
 
   // ---- views for the requested layers ----

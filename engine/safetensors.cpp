@@ -51,26 +51,31 @@ result<safetensors::tensor_desc> parse_entry(const std::shared_ptr<mapped_file>&
                                              uint64_t data_start) {
   const std::string path = file->path().string();
   if (!entry.is_object()) {
-    return fail(errc::bad_format, "safetensors: {}: tensor {}: entry is not a JSON object", path, name);
+    return fail(errc::bad_format, "safetensors: {}: tensor {}: entry is not a JSON object", path,
+                name);
   }
   const auto dt = entry.find("dtype");
   const auto sh = entry.find("shape");
   const auto off = entry.find("data_offsets");
   if (dt == entry.end() || !dt->is_string()) {
-    return fail(errc::bad_format, "safetensors: {}: tensor {}: missing or non-string dtype", path, name);
+    return fail(errc::bad_format, "safetensors: {}: tensor {}: missing or non-string dtype", path,
+                name);
   }
   if (sh == entry.end() || !sh->is_array() || sh->size() > max_rank) {
-    return fail(errc::bad_format, "safetensors: {}: tensor {}: shape is not an array of at most {} sizes",
-                path, name, max_rank);
+    return fail(errc::bad_format,
+                "safetensors: {}: tensor {}: shape is not an array of at most {} sizes", path, name,
+                max_rank);
   }
   if (off == entry.end() || !off->is_array() || off->size() != 2) {
-    return fail(errc::bad_format, "safetensors: {}: tensor {}: data_offsets is not [begin, end]", path, name);
+    return fail(errc::bad_format, "safetensors: {}: tensor {}: data_offsets is not [begin, end]",
+                path, name);
   }
   const std::string& dtype_text = dt->get_ref<const std::string&>();
   const auto type = parse_st_dtype(dtype_text);
   if (!type) {
-    return fail(errc::unsupported, "safetensors: {}: tensor {} has dtype {} (supported: F32, F16, BF16)",
-                path, name, dtype_text);
+    return fail(errc::unsupported,
+                "safetensors: {}: tensor {} has dtype {} (supported: F32, F16, BF16)", path, name,
+                dtype_text);
   }
 
   safetensors::tensor_desc t;
@@ -80,8 +85,8 @@ result<safetensors::tensor_desc> parse_entry(const std::shared_ptr<mapped_file>&
   for (const auto& d : *sh) {
     const auto v = as_index(d);
     if (!v) {
-      return fail(errc::bad_format, "safetensors: {}: tensor {}: shape holds a value that is not a size",
-                  path, name);
+      return fail(errc::bad_format,
+                  "safetensors: {}: tensor {}: shape holds a value that is not a size", path, name);
     }
     t.shape.push_back(int64_t(*v));
     if (__builtin_mul_overflow(n_elems, *v, &n_elems)) {
@@ -97,18 +102,21 @@ result<safetensors::tensor_desc> parse_entry(const std::shared_ptr<mapped_file>&
   const auto begin = as_index((*off)[0]);
   const auto end = as_index((*off)[1]);
   if (!begin || !end || *begin > *end) {
-    return fail(errc::bad_format, "safetensors: {}: tensor {}: data_offsets are not a range [begin, end)",
-                path, name);
+    return fail(errc::bad_format,
+                "safetensors: {}: tensor {}: data_offsets are not a range [begin, end)", path,
+                name);
   }
   const uint64_t data_size = file->size() - data_start;
   if (*end > data_size) {
-    return fail(errc::truncated,
-                "safetensors: {}: tensor {}: data_offsets [{}, {}) run past the end of the data ({} bytes)",
-                path, name, *begin, *end, data_size);
+    return fail(
+        errc::truncated,
+        "safetensors: {}: tensor {}: data_offsets [{}, {}) run past the end of the data ({} bytes)",
+        path, name, *begin, *end, data_size);
   }
   if (*end - *begin != n_bytes) {
     return fail(errc::bad_format,
-                "safetensors: {}: tensor {}: data_offsets [{}, {}) hold {} bytes but shape {} of {} needs {}",
+                "safetensors: {}: tensor {}: data_offsets [{}, {}) hold {} bytes but shape {} of "
+                "{} needs {}",
                 path, name, *begin, *end, *end - *begin, shape_str(t.shape), dtype_text, n_bytes);
   }
   t.offset = data_start + *begin;
@@ -122,7 +130,8 @@ result<safetensors::tensor_desc> parse_entry(const std::shared_ptr<mapped_file>&
 result<json> read_json_file(const std::filesystem::path& path) {
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return fail(errc::io_error, "safetensors: cannot read {}: {}", path.string(), ec.message());
+  if (ec)
+    return fail(errc::io_error, "safetensors: cannot read {}: {}", path.string(), ec.message());
   if (size > max_config_bytes) {
     return fail(errc::bad_format, "safetensors: {} is {} bytes, more than a config file should be",
                 path.string(), size);
@@ -178,10 +187,12 @@ class config_reader {
   result<float> get_positive_float(const char* key, float def) const {
     const json* v = find(key);
     if (v == nullptr) return def;
-    if (!v->is_number()) return fail(errc::bad_format, "safetensors: {}: {} is not a number", path_, key);
+    if (!v->is_number())
+      return fail(errc::bad_format, "safetensors: {}: {} is not a number", path_, key);
     const double x = v->get<double>();
     if (!std::isfinite(x) || x <= 0 || x > 1e30) {
-      return fail(errc::bad_format, "safetensors: {}: {} = {} is not a positive number", path_, key, x);
+      return fail(errc::bad_format, "safetensors: {}: {} = {} is not a positive number", path_, key,
+                  x);
     }
     return float(x);
   }
@@ -189,7 +200,8 @@ class config_reader {
   result<bool> get_bool(const char* key, bool def) const {
     const json* v = find(key);
     if (v == nullptr) return def;
-    if (!v->is_boolean()) return fail(errc::bad_format, "safetensors: {}: {} is not a boolean", path_, key);
+    if (!v->is_boolean())
+      return fail(errc::bad_format, "safetensors: {}: {} is not a boolean", path_, key);
     return v->get<bool>();
   }
 
@@ -217,19 +229,24 @@ result<model_config> read_hf_config(const std::filesystem::path& dir) {
   bool is_llama = false;
   if (const std::string* mt = r.get_string("model_type")) {
     if (*mt != "llama") {
-      return fail(errc::unsupported, "safetensors: {}: model_type {} is not supported (llama only)", p, *mt);
+      return fail(errc::unsupported, "safetensors: {}: model_type {} is not supported (llama only)",
+                  p, *mt);
     }
     is_llama = true;
   }
   if (const json* arch = r.find("architectures"); arch != nullptr && arch->is_array()) {
-    for (const auto& a : *arch) is_llama = is_llama || (a.is_string() && a.get_ref<const std::string&>() == "LlamaForCausalLM");
+    for (const auto& a : *arch)
+      is_llama =
+          is_llama || (a.is_string() && a.get_ref<const std::string&>() == "LlamaForCausalLM");
   }
   if (!is_llama) {
-    return fail(errc::unsupported, "safetensors: {}: neither model_type llama nor LlamaForCausalLM", p);
+    return fail(errc::unsupported, "safetensors: {}: neither model_type llama nor LlamaForCausalLM",
+                p);
   }
   // Variants whose extra tensors or maths the transformer does not implement.
   if (const std::string* act = r.get_string("hidden_act"); act != nullptr && *act != "silu") {
-    return fail(errc::unsupported, "safetensors: {}: hidden_act {} is not supported (silu only)", p, *act);
+    return fail(errc::unsupported, "safetensors: {}: hidden_act {} is not supported (silu only)", p,
+                *act);
   }
   for (const char* key : {"attention_bias", "mlp_bias"}) {
     auto b = r.get_bool(key, false);
@@ -245,11 +262,14 @@ result<model_config> read_hf_config(const std::filesystem::path& dir) {
   c.rope = rope_style::half;  // HF q/k rows are in rotate-half order; the kernels handle it
   // Sizes in file order; a bound may depend on a value read before it. The first error sticks.
   std::optional<error> err;
-  const auto set_int = [&](int& field, const char* key, std::optional<int> def, int64_t lo, int64_t hi) {
+  const auto set_int = [&](int& field, const char* key, std::optional<int> def, int64_t lo,
+                           int64_t hi) {
     if (err) return;
     auto v = r.get_int(key, def, lo, hi);
-    if (v) field = *v;
-    else err = v.error();
+    if (v)
+      field = *v;
+    else
+      err = v.error();
   };
   set_int(c.dim, "hidden_size", std::nullopt, 1, 1 << 17);
   set_int(c.hidden_dim, "intermediate_size", std::nullopt, 1, 1 << 20);
@@ -264,7 +284,8 @@ result<model_config> read_hf_config(const std::filesystem::path& dir) {
   if (const json* eos = r.find("eos_token_id")) {
     const json* first = eos;
     if (eos->is_array()) {
-      if (eos->empty()) return fail(errc::bad_format, "safetensors: {}: eos_token_id is an empty list", p);
+      if (eos->empty())
+        return fail(errc::bad_format, "safetensors: {}: eos_token_id is an empty list", p);
       first = &(*eos)[0];
     }
     auto v = r.int_value("eos_token_id", *first, 0, c.vocab_size - 1);
@@ -273,29 +294,34 @@ result<model_config> read_hf_config(const std::filesystem::path& dir) {
   } else if (c.vocab_size > 2) {
     c.eos_id = 2;
   } else {
-    return fail(errc::bad_format, "safetensors: {}: no eos_token_id and the default 2 is not below vocab_size {}",
-                p, c.vocab_size);
+    return fail(errc::bad_format,
+                "safetensors: {}: no eos_token_id and the default 2 is not below vocab_size {}", p,
+                c.vocab_size);
   }
   if (c.dim % c.n_heads != 0) {
-    return fail(errc::bad_format, "safetensors: {}: hidden_size {} is not a multiple of num_attention_heads {}",
-                p, c.dim, c.n_heads);
+    return fail(errc::bad_format,
+                "safetensors: {}: hidden_size {} is not a multiple of num_attention_heads {}", p,
+                c.dim, c.n_heads);
   }
   if (c.n_heads % c.n_kv_heads != 0) {
-    return fail(errc::bad_format,
-                "safetensors: {}: num_attention_heads {} is not a multiple of num_key_value_heads {}", p,
-                c.n_heads, c.n_kv_heads);
+    return fail(
+        errc::bad_format,
+        "safetensors: {}: num_attention_heads {} is not a multiple of num_key_value_heads {}", p,
+        c.n_heads, c.n_kv_heads);
   }
   c.head_dim = c.dim / c.n_heads;
   if (const json* hd = r.find("head_dim")) {
     auto v = r.int_value("head_dim", *hd, 1, 1 << 17);
     if (!v) return std::unexpected(v.error());
     if (*v != c.head_dim) {
-      return fail(errc::unsupported, "safetensors: {}: head_dim {} differs from hidden_size / heads = {}", p,
-                  *v, c.head_dim);
+      return fail(errc::unsupported,
+                  "safetensors: {}: head_dim {} differs from hidden_size / heads = {}", p, *v,
+                  c.head_dim);
     }
   }
   if (c.head_dim % 2 != 0) {
-    return fail(errc::bad_format, "safetensors: {}: head_dim {} is odd (RoPE rotates pairs)", p, c.head_dim);
+    return fail(errc::bad_format, "safetensors: {}: head_dim {} is odd (RoPE rotates pairs)", p,
+                c.head_dim);
   }
   auto eps = r.get_positive_float("rms_norm_eps", 1e-6f);
   if (!eps) return std::unexpected(eps.error());
@@ -361,12 +387,15 @@ class tensor_mapper {
   }
 
  private:
-  result<const safetensors::tensor_desc*> require(const std::string& name, const std::vector<int64_t>& shape) {
+  result<const safetensors::tensor_desc*> require(const std::string& name,
+                                                  const std::vector<int64_t>& shape) {
     const auto* d = find(name);
-    if (d == nullptr) return fail(errc::bad_format, "safetensors: {}: missing tensor {}", dir_, name);
+    if (d == nullptr)
+      return fail(errc::bad_format, "safetensors: {}: missing tensor {}", dir_, name);
     if (d->shape != shape) {
-      return fail(errc::bad_format, "safetensors: {}: tensor {} has shape {}, config.json implies {}", dir_,
-                  name, shape_str(d->shape), shape_str(shape));
+      return fail(errc::bad_format,
+                  "safetensors: {}: tensor {} has shape {}, config.json implies {}", dir_, name,
+                  shape_str(d->shape), shape_str(shape));
     }
     return d;
   }
@@ -392,13 +421,15 @@ result<std::map<std::string, tensor_desc>> read_index(const std::shared_ptr<mapp
                 file->size());
   }
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | uint64_t(std::to_integer<uint8_t>(file->data()[i]));
+  for (int i = 7; i >= 0; --i)
+    header_len = (header_len << 8) | uint64_t(std::to_integer<uint8_t>(file->data()[i]));
   if (header_len < 2 || header_len > max_header_bytes) {
-    return fail(errc::bad_format, "safetensors: {}: header length {} is not in [2, {}]", path, header_len,
-                max_header_bytes);
+    return fail(errc::bad_format, "safetensors: {}: header length {} is not in [2, {}]", path,
+                header_len, max_header_bytes);
   }
   if (!file->contains(8, header_len)) {
-    return fail(errc::truncated, "safetensors: {}: header of {} bytes runs past the end of the file ({} bytes)",
+    return fail(errc::truncated,
+                "safetensors: {}: header of {} bytes runs past the end of the file ({} bytes)",
                 path, header_len, file->size());
   }
   const uint64_t data_start = 8 + header_len;
@@ -432,10 +463,12 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
   std::vector<std::filesystem::path> shard_paths;
   std::error_code ec;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().extension() == ".safetensors" && it->is_regular_file(ec)) shard_paths.push_back(it->path());
+    if (it->path().extension() == ".safetensors" && it->is_regular_file(ec))
+      shard_paths.push_back(it->path());
   }
   if (ec) return fail(errc::io_error, "safetensors: cannot list {}: {}", dir_name, ec.message());
-  if (shard_paths.empty()) return fail(errc::io_error, "safetensors: {}: no *.safetensors files", dir_name);
+  if (shard_paths.empty())
+    return fail(errc::io_error, "safetensors: {}: no *.safetensors files", dir_name);
   std::sort(shard_paths.begin(), shard_paths.end());
 
   model_weights m;
@@ -451,7 +484,8 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
     for (auto& [name, desc] : *part) {
       m.tensors.push_back(tensor_info{name, desc.type, desc.shape, desc.offset});
       if (!index.emplace(name, std::move(desc)).second) {
-        return fail(errc::bad_format, "safetensors: {}: tensor {} appears in more than one file", dir_name, name);
+        return fail(errc::bad_format, "safetensors: {}: tensor {} appears in more than one file",
+                    dir_name, name);
       }
     }
     shards.push_back(std::move(*file));
@@ -471,8 +505,9 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
   const bool has_head = map.find("lm_head.weight") != nullptr;
   const bool has_embed = map.find("model.embed_tokens.weight") != nullptr;
   m.config.tied_output = c.tied_output || !has_head;
-  const std::string embed_name =
-      (!has_embed && has_head && m.config.tied_output) ? "lm_head.weight" : "model.embed_tokens.weight";
+  const std::string embed_name = (!has_embed && has_head && m.config.tied_output)
+                                     ? "lm_head.weight"
+                                     : "model.embed_tokens.weight";
   const bool need_embed = m.is_first() || (m.is_last() && m.config.tied_output);
   weight embed;
   if (need_embed) {
@@ -491,8 +526,10 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
       int64_t rows, cols;
     };
     const mat mats[] = {
-        {&lw.wq, "self_attn.q_proj.weight", q_dim, dim},   {&lw.wk, "self_attn.k_proj.weight", kv_dim, dim},
-        {&lw.wv, "self_attn.v_proj.weight", kv_dim, dim},  {&lw.wo, "self_attn.o_proj.weight", dim, q_dim},
+        {&lw.wq, "self_attn.q_proj.weight", q_dim, dim},
+        {&lw.wk, "self_attn.k_proj.weight", kv_dim, dim},
+        {&lw.wv, "self_attn.v_proj.weight", kv_dim, dim},
+        {&lw.wo, "self_attn.o_proj.weight", dim, q_dim},
         {&lw.w_gate, "mlp.gate_proj.weight", c.hidden_dim, dim},
         {&lw.w_down, "mlp.down_proj.weight", dim, c.hidden_dim},
         {&lw.w_up, "mlp.up_proj.weight", c.hidden_dim, dim},
@@ -526,9 +563,11 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
 
   // Keep only the shards this stage's views point into.
   for (auto& f : shards) {
-    bool used = points_into(*f, m.token_embedding) || points_into(*f, m.final_norm) || points_into(*f, m.output);
+    bool used = points_into(*f, m.token_embedding) || points_into(*f, m.final_norm) ||
+                points_into(*f, m.output);
     for (const auto& l : m.layers) {
-      for (const weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up}) {
+      for (const weight* w :
+           {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up}) {
         used = used || points_into(*f, *w);
       }
     }

@@ -8,13 +8,15 @@
 // followed by an inaccessible page and the zero fill after the end of the file is poisoned, so
 // ASan reports a read even one byte past the end of a file, which a plain mapping would hide.
 //
-// Usage: fuzz_loaders [--seed N] [--only SUBSTRING] [--load PATH [TOKENIZER]] [--check-harness FILE]
+// Usage: fuzz_loaders [--seed N] [--only SUBSTRING] [--verbose] [--load PATH [TOKENIZER]]
+// [--check-harness FILE]
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -121,10 +123,11 @@ void set_current_case(const std::string& s) {
 }
 
 void on_death() {
-  std::fprintf(stderr,
-               "\nfuzz_loaders: the process died while loading:\n  %s\n"
-               "The corrupted input was left in place; reproduce with: fuzz_loaders --load <loaded path>\n",
-               current_case);
+  std::fprintf(
+      stderr,
+      "\nfuzz_loaders: the process died while loading:\n  %s\n"
+      "The corrupted input was left in place; reproduce with: fuzz_loaders --load <loaded path>\n",
+      current_case);
 }
 
 // ---- what a loaded model must satisfy ------------------------------------------------------
@@ -144,7 +147,8 @@ struct checker {
       }
     }
     for (const auto& b : m.owned) {
-      if (lo >= b.data() && uint64_t(lo - b.data()) <= b.size() && n <= b.size() - uint64_t(lo - b.data())) {
+      if (lo >= b.data() && uint64_t(lo - b.data()) <= b.size() &&
+          n <= b.size() - uint64_t(lo - b.data())) {
         return true;
       }
     }
@@ -152,45 +156,55 @@ struct checker {
   }
 
   /// A view of the expected shape that lies wholly inside the model's files or owned buffers.
-  std::string check_view(const model_weights& m, const weight& w, const char* name, int64_t rows, int64_t cols,
-                         bool must_be_f32) {
+  std::string check_view(const model_weights& m, const weight& w, const char* name, int64_t rows,
+                         int64_t cols, bool must_be_f32) {
     if (w.empty()) return fmt::format("{} is missing", name);
     if (w.rows != rows || w.cols != cols) {
-      return fmt::format("{} is [{}][{}], config implies [{}][{}]", name, w.rows, w.cols, rows, cols);
+      return fmt::format("{} is [{}][{}], config implies [{}][{}]", name, w.rows, w.cols, rows,
+                         cols);
     }
-    if (must_be_f32 && w.type != dtype::f32) return fmt::format("{} is {}, not f32", name, int(w.type));
+    if (must_be_f32 && w.type != dtype::f32)
+      return fmt::format("{} is {}, not f32", name, int(w.type));
     const auto rb = row_bytes(w.type, w.cols);
     if (!rb) return fmt::format("{}: {} columns are not whole blocks", name, w.cols);
     uint64_t n = 0;
-    if (__builtin_mul_overflow(uint64_t(w.rows), uint64_t(*rb), &n)) return fmt::format("{}: size overflows", name);
-    if (!inside_storage(m, w.data, n)) return fmt::format("{}: {} bytes do not lie inside the model's storage", name, n);
+    if (__builtin_mul_overflow(uint64_t(w.rows), uint64_t(*rb), &n))
+      return fmt::format("{}: size overflows", name);
+    if (!inside_storage(m, w.data, n))
+      return fmt::format("{}: {} bytes do not lie inside the model's storage", name, n);
     const uintptr_t align = w.type == dtype::f32 ? 4 : 2;
-    if (reinterpret_cast<uintptr_t>(w.data) % align != 0) return fmt::format("{} is misaligned", name);
+    if (reinterpret_cast<uintptr_t>(w.data) % align != 0)
+      return fmt::format("{} is misaligned", name);
     return {};
   }
 
   void check_model(const std::string& where, const model_weights& m) {
     const model_config& c = m.config;
     if (c.dim <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
-        c.vocab_size <= 0 || c.n_layers <= 0 || c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0) {
-      fail_case(where, fmt::format("implausible config dim={} heads={} kv_heads={} head_dim={} hidden={} vocab={} "
-                                   "layers={}",
-                                   c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
-                                   c.n_layers));
+        c.vocab_size <= 0 || c.n_layers <= 0 || c.n_heads % c.n_kv_heads != 0 ||
+        c.head_dim % 2 != 0) {
+      fail_case(
+          where,
+          fmt::format(
+              "implausible config dim={} heads={} kv_heads={} head_dim={} hidden={} vocab={} "
+              "layers={}",
+              c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size, c.n_layers));
       return;
     }
     if (c.bos_id < 0 || c.bos_id >= c.vocab_size || c.eos_id < 0 || c.eos_id >= c.vocab_size) {
-      fail_case(where, fmt::format("bos {} / eos {} outside the vocabulary of {}", c.bos_id, c.eos_id, c.vocab_size));
+      fail_case(where, fmt::format("bos {} / eos {} outside the vocabulary of {}", c.bos_id,
+                                   c.eos_id, c.vocab_size));
     }
     if (m.first_layer < 0 || m.first_layer >= m.last_layer || m.last_layer > c.n_layers ||
         int(m.layers.size()) != m.last_layer - m.first_layer) {
-      fail_case(where, fmt::format("layers [{}, {}) with {} layer entries of {}", m.first_layer, m.last_layer,
-                                   m.layers.size(), c.n_layers));
+      fail_case(where, fmt::format("layers [{}, {}) with {} layer entries of {}", m.first_layer,
+                                   m.last_layer, m.layers.size(), c.n_layers));
       return;
     }
     const int64_t dim = c.dim, q_dim = int64_t(c.n_heads) * c.head_dim, kv_dim = c.kv_dim();
     std::vector<std::string> bad;
-    const auto view = [&](const weight& w, const std::string& name, int64_t rows, int64_t cols, bool f32) {
+    const auto view = [&](const weight& w, const std::string& name, int64_t rows, int64_t cols,
+                          bool f32) {
       auto e = check_view(m, w, name.c_str(), rows, cols, f32);
       if (!e.empty()) bad.push_back(std::move(e));
     };
@@ -234,7 +248,8 @@ struct checker {
         incremental_decoder dec(tok);
         for (int32_t id : ids) {
           if (id < 0 || id >= n) {
-            fail_case(where, fmt::format("encode gave token {} outside the vocabulary of {}", id, n));
+            fail_case(where,
+                      fmt::format("encode gave token {} outside the vocabulary of {}", id, n));
             return;
           }
           (void)dec.push(id);
@@ -261,29 +276,34 @@ enum class load_kind {
 
 struct target {
   std::string name;
-  fs::path source;         // pristine file
-  fs::path work;           // the copy that gets corrupted in place
-  fs::path load_path;      // the file or directory handed to the loader
+  fs::path source;     // pristine file
+  fs::path work;       // the copy that gets corrupted in place
+  fs::path load_path;  // the file or directory handed to the loader
   load_kind kind = load_kind::model;
   bool with_tokenizer = false;
-  fs::path tokenizer_model;     // for tokenizer_file
+  fs::path tokenizer_model;      // for tokenizer_file
   uint64_t must_fail_below = 0;  // a truncation to fewer bytes must be an error
   uint64_t header_bytes = 0;     // where most flips go
+  bool text = false;             // JSON: replace bytes with printable ASCII instead of XOR-ing them
+  int n_truncations = 200;
+  int n_flips = 300;
 };
 
 struct outcome {
   bool loaded = false;
-  std::string error;  // when not loaded
+  std::string error;            // when not loaded
+  std::string tokenizer_error;  // when a model's own tokenizer did not load
 };
 
 class fuzzer {
  public:
-  explicit fuzzer(uint64_t seed) : seed_(seed) {}
+  fuzzer(uint64_t seed, bool verbose) : seed_(seed), verbose_(verbose) {}
 
   /// Loads the target's current state and checks what comes back.
   outcome run_one(const target& t, const std::string& what) {
     const std::string where = fmt::format("{} [{}]", t.name, what);
-    set_current_case(fmt::format("{} (loading {}, corrupted file {})", where, t.load_path.string(), t.work.string()));
+    set_current_case(fmt::format("{} (loading {}, corrupted file {})", where, t.load_path.string(),
+                                 t.work.string()));
     ++loads_;
     const size_t failures_before = check_.failures.size();
     outcome o;
@@ -299,13 +319,19 @@ class fuzzer {
           const int n = m->config.n_layers;
           if (n > 1 && check_.failures.size() == failures_before) {
             auto tail = load_model(t.load_path, load_options{layer_range{n - 1, -1}});
-            if (!tail) check_.fail_case(where, "full load worked, last layer alone failed: " + tail.error().message);
-            else check_.check_model(where + " last layer", *tail);
+            if (!tail)
+              check_.fail_case(
+                  where, "full load worked, last layer alone failed: " + tail.error().message);
+            else
+              check_.check_model(where + " last layer", *tail);
           }
         }
         if (t.with_tokenizer) {
           auto tok = load_tokenizer(t.load_path);
-          if (tok) check_.exercise_tokenizer(where + " tokenizer", **tok);
+          if (tok)
+            check_.exercise_tokenizer(where + " tokenizer", **tok);
+          else
+            o.tokenizer_error = tok.error().message;
         }
         break;
       }
@@ -314,17 +340,23 @@ class fuzzer {
         auto tok = t.kind == load_kind::tokenizer_file ? load_tokenizer(t.tokenizer_model, t.work)
                                                        : load_tokenizer(t.load_path);
         o.loaded = tok.has_value();
-        if (!tok) o.error = tok.error().message;
-        else check_.exercise_tokenizer(where, **tok);
+        if (!tok)
+          o.error = tok.error().message;
+        else
+          check_.exercise_tokenizer(where, **tok);
         break;
       }
     }
     set_current_case("(between cases)");
+    if (verbose_) {
+      std::printf("    %s: %s%s%s\n", where.c_str(), o.loaded ? "loaded" : o.error.c_str(),
+                  o.tokenizer_error.empty() ? "" : "; tokenizer: ", o.tokenizer_error.c_str());
+    }
     return o;
   }
 
   /// Baseline, truncations, flips (a target whose loader is still a placeholder is skipped).
-  void fuzz(const target& t, int n_truncations, int n_flips) {
+  void fuzz(const target& t) {
     const auto start = std::chrono::steady_clock::now();
     const std::vector<char> pristine = read_all(t.source);
     std::error_code ec;
@@ -333,7 +365,8 @@ class fuzzer {
       check_.fail_case(t.name, "cannot copy: " + ec.message());
       return;
     }
-    fs::permissions(t.work, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
+    fs::permissions(t.work, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add,
+                    ec);
 
     const auto base = run_one(t, "pristine");
     if (!base.loaded) {
@@ -358,26 +391,43 @@ class fuzzer {
     std::set<uint64_t> cuts;
     for (uint64_t n = 0; n < std::min<uint64_t>(16, size); ++n) cuts.insert(n);
     const uint64_t head = std::max<uint64_t>(1, std::min(t.header_bytes, size));
-    for (int i = 0; i < n_truncations; ++i) cuts.insert(rng() % (i % 2 == 0 ? head : size));
+    for (int i = 0; i < t.n_truncations; ++i) cuts.insert(rng() % (i % 2 == 0 ? head : size));
     if (t.must_fail_below > 0) cuts.insert(t.must_fail_below - 1);
     for (auto it = cuts.rbegin(); it != cuts.rend(); ++it) {
       if (::ftruncate(fd, off_t(*it)) != 0) continue;
       const auto o = run_one(t, fmt::format("truncated to {} of {} bytes", *it, size));
       (o.loaded ? n_loaded : n_errors)++;
       if (o.loaded && *it < t.must_fail_below) {
-        check_.fail_case(t.name, fmt::format("truncated to {} of {} bytes (needs {}) and it still loaded", *it,
-                                             size, t.must_fail_below));
+        check_.fail_case(
+            t.name, fmt::format("truncated to {} of {} bytes (needs {}) and it still loaded", *it,
+                                size, t.must_fail_below));
       }
     }
     restore(fd, pristine);
 
     // Flips: 1-4 bytes each, 3 in 4 inside the header region (at most the first 64 KiB).
-    for (int i = 0; i < n_flips; ++i) {
+    for (int i = 0; i < t.n_flips; ++i) {
       const int k = 1 + int(rng() % 4);
       std::vector<std::pair<uint64_t, uint8_t>> flips;  // offset, xor mask
       for (int j = 0; j < k; ++j) {
         const uint64_t span = rng() % 4 != 0 ? head : std::min<uint64_t>(size, 64 * 1024);
-        flips.emplace_back(rng() % span, uint8_t(1 + rng() % 255));
+        uint64_t off = rng() % span;
+        uint8_t mask = uint8_t(1 + rng() % 255);
+        if (t.text) {  // JSON: a digit for a digit, a letter for a letter: values change, syntax
+                       // holds
+          const auto is_alnum = [](char ch) {
+            return std::isalnum(static_cast<unsigned char>(ch)) != 0;
+          };
+          for (int step = 0; step < 64 && off + 1 < size && !is_alnum(pristine[off]); ++step) ++off;
+          const char old_c = pristine[off];
+          const char new_c = std::isdigit(static_cast<unsigned char>(old_c))
+                                 ? char('0' + rng() % 10)
+                             : is_alnum(old_c) ? char('a' + rng() % 26)
+                                               : char(0x20 + rng() % 95);
+          mask = uint8_t(uint8_t(old_c) ^ uint8_t(new_c));
+          if (mask == 0) mask = 0x01;
+        }
+        flips.emplace_back(off, mask);
       }
       std::string what = "flipped";
       for (const auto& [off, mask] : flips) {
@@ -388,13 +438,15 @@ class fuzzer {
       const auto o = run_one(t, what);
       (o.loaded ? n_loaded : n_errors)++;
       for (const auto& f : flips) {
-        if (::pwrite(fd, &pristine[f.first], 1, off_t(f.first)) != 1) check_.fail_case(t.name, "pwrite failed");
+        if (::pwrite(fd, &pristine[f.first], 1, off_t(f.first)) != 1)
+          check_.fail_case(t.name, "pwrite failed");
       }
     }
     ::close(fd);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("  %-40s %4d variants: %4d errors, %4d loaded, %.1f s\n", t.name.c_str(), n_errors + n_loaded,
-                n_errors, n_loaded, seconds);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("  %-40s %4d variants: %4d errors, %4d loaded, %.1f s\n", t.name.c_str(),
+                n_errors + n_loaded, n_errors, n_loaded, seconds);
     std::fflush(stdout);
   }
 
@@ -408,12 +460,14 @@ class fuzzer {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
   void restore(int fd, const std::vector<char>& bytes) {
-    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, bytes.data(), bytes.size(), 0) != ssize_t(bytes.size())) {
+    if (::ftruncate(fd, 0) != 0 ||
+        ::pwrite(fd, bytes.data(), bytes.size(), 0) != ssize_t(bytes.size())) {
       check_.fail_case("restore", "cannot rewrite the work copy");
     }
   }
 
   uint64_t seed_;
+  bool verbose_;
   checker check_;
   int loads_ = 0;
 };
@@ -423,7 +477,8 @@ uint64_t gguf_data_end(const fs::path& p) {
   auto f = gguf::file::open(p);
   if (!f) return 0;
   uint64_t end = f->data_offset();
-  for (const auto& t : f->tensors()) end = std::max(end, f->data_offset() + t.offset + t.size_bytes);
+  for (const auto& t : f->tensors())
+    end = std::max(end, f->data_offset() + t.offset + t.size_bytes);
   return end;
 }
 
@@ -456,10 +511,13 @@ int main(int argc, char** argv) {
 #endif
   uint64_t seed = 20240611;
   std::string only;
+  bool verbose = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seed" && i + 1 < argc) {
       seed = std::strtoull(argv[++i], nullptr, 10);
+    } else if (a == "--verbose") {
+      verbose = true;
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else if (a == "--check-harness" && i + 1 < argc) {
@@ -470,7 +528,7 @@ int main(int argc, char** argv) {
       std::printf("read past the end: %d (not caught)\n", int(std::to_integer<int>(*end)));
       return 0;
     } else if (a == "--load" && i + 1 < argc) {  // reproduce one case
-      fuzzer f(seed);
+      fuzzer f(seed, verbose);
       target t;
       t.name = "replay";
       t.source = t.work = t.load_path = argv[i + 1];
@@ -483,17 +541,22 @@ int main(int argc, char** argv) {
       }
       const auto o = f.run_one(t, "replay");
       std::printf("%s\n", o.loaded ? "loaded" : ("error: " + o.error).c_str());
+      if (!o.tokenizer_error.empty())
+        std::printf("tokenizer error: %s\n", o.tokenizer_error.c_str());
       for (const auto& s : f.failures()) std::printf("FAIL %s\n", s.c_str());
       return f.failures().empty() ? 0 : 1;
     } else {
-      std::fprintf(stderr, "usage: fuzz_loaders [--seed N] [--only SUBSTRING] [--load PATH [TOKENIZER]]\n");
+      std::fprintf(stderr,
+                   "usage: fuzz_loaders [--seed N] [--only SUBSTRING] [--verbose] [--load PATH "
+                   "[TOKENIZER]]\n");
       return 2;
     }
   }
 
   const char* env = std::getenv("TROUPE_MODELS_DIR");
   const fs::path models = env != nullptr ? fs::path(env) : fs::path(TROUPE_MODELS_DIR);
-  const fs::path tmp = fs::temp_directory_path() / fmt::format("troupe-fuzz-loaders-{}", ::getpid());
+  const fs::path tmp =
+      fs::temp_directory_path() / fmt::format("troupe-fuzz-loaders-{}", ::getpid());
   fs::create_directories(tmp);
 
   // The HF directory is copied whole: its files are corrupted one at a time.
@@ -506,8 +569,8 @@ int main(int argc, char** argv) {
   }
 
   std::vector<target> targets;
-  const auto add = [&](std::string name, fs::path source, fs::path work, fs::path load_path, load_kind kind,
-                       uint64_t must_fail_below, uint64_t header_bytes) -> target& {
+  const auto add = [&](std::string name, fs::path source, fs::path work, fs::path load_path,
+                       load_kind kind, uint64_t must_fail_below, uint64_t header_bytes) -> target& {
     target t;
     t.name = std::move(name);
     t.source = std::move(source);
@@ -519,27 +582,35 @@ int main(int argc, char** argv) {
     return targets.emplace_back(std::move(t));
   };
   // GGUF (the tokenizer is inside): a cut before the end of the last tensor's data must fail.
-  for (const char* rel : {"TinyStories-656K-Q8_0.gguf", "derived/stories260K.gguf", "derived/TinyStories-656K-F32.gguf"}) {
+  for (const char* rel : {"TinyStories-656K-Q8_0.gguf", "derived/stories260K.gguf",
+                          "derived/TinyStories-656K-F32.gguf"}) {
     const fs::path src = models / rel;
-    add(rel, src, tmp / src.filename(), tmp / src.filename(), load_kind::model, gguf_data_end(src), 64 * 1024)
+    add(rel, src, tmp / src.filename(), tmp / src.filename(), load_kind::model, gguf_data_end(src),
+        64 * 1024)
         .with_tokenizer = true;
   }
   // llama2.c checkpoints: the header is 28 bytes; every byte of a shared-classifier file is needed.
   for (const char* rel : {"stories260K.bin", "derived/TinyStories-656K.llama2c.bin"}) {
     const fs::path src = models / rel;
-    add(rel, src, tmp / src.filename(), tmp / src.filename(), load_kind::model, file_size_or_zero(src), 28);
+    add(rel, src, tmp / src.filename(), tmp / src.filename(), load_kind::model,
+        file_size_or_zero(src), 28);
   }
   // The HF directory, one file at a time.
   const fs::path st = hf_src / "model.safetensors";
-  add("TinyStories-656K/model.safetensors", st, hf_dir / "model.safetensors", hf_dir, load_kind::model,
-      file_size_or_zero(st), safetensors_header_end(st));
+  add("TinyStories-656K/model.safetensors", st, hf_dir / "model.safetensors", hf_dir,
+      load_kind::model, file_size_or_zero(st), safetensors_header_end(st));
   const fs::path cfg = hf_src / "config.json";
-  add("TinyStories-656K/config.json", cfg, hf_dir / "config.json", hf_dir, load_kind::model, json_end(cfg),
-      file_size_or_zero(cfg))
-      .with_tokenizer = true;  // the HF tokenizer reads BOS/EOS from config.json
+  target& c = add("TinyStories-656K/config.json", cfg, hf_dir / "config.json", hf_dir,
+                  load_kind::model, json_end(cfg), file_size_or_zero(cfg));
+  c.with_tokenizer =
+      true;  // the HF tokenizer reads BOS/EOS from config.json (and is slow under ASan)
+  c.text = true;
+  c.n_truncations = 80;
+  c.n_flips = 200;
   const fs::path tj = hf_src / "tokenizer.json";
-  add("TinyStories-656K/tokenizer.json", tj, hf_dir / "tokenizer.json", hf_dir, load_kind::tokenizer_model,
-      json_end(tj), 64 * 1024);
+  add("TinyStories-656K/tokenizer.json", tj, hf_dir / "tokenizer.json", hf_dir,
+      load_kind::tokenizer_model, json_end(tj), 64 * 1024)
+      .text = true;
   // llama2.c tokenizer files, given explicitly next to a checkpoint; a shorter file may be valid.
   for (const char* rel : {"tok512.bin", "derived/tok2048-656K.bin"}) {
     const fs::path src = models / rel;
@@ -547,8 +618,9 @@ int main(int argc, char** argv) {
         models / "stories260K.bin";
   }
 
-  std::printf("fuzz_loaders: seed %llu, models in %s\n", (unsigned long long)seed, models.string().c_str());
-  fuzzer f(seed);
+  std::printf("fuzz_loaders: seed %llu, models in %s\n", (unsigned long long)seed,
+              models.string().c_str());
+  fuzzer f(seed, verbose);
   for (const auto& t : targets) {
     if (!only.empty() && t.name.find(only) == std::string::npos) continue;
     std::error_code ec;
@@ -556,12 +628,13 @@ int main(int argc, char** argv) {
       f.check().fail_case(t.name, "missing model file " + t.source.string());
       continue;
     }
-    f.fuzz(t, /*n_truncations=*/200, /*n_flips=*/300);
+    f.fuzz(t);
   }
 
   std::error_code ec;
   fs::remove_all(tmp, ec);
   std::printf("fuzz_loaders: %d loads, %zu failures\n", f.loads(), f.failures().size());
-  for (size_t i = 0; i < f.failures().size() && i < 50; ++i) std::printf("FAIL %s\n", f.failures()[i].c_str());
+  for (size_t i = 0; i < f.failures().size() && i < 50; ++i)
+    std::printf("FAIL %s\n", f.failures()[i].c_str());
   return f.failures().empty() ? 0 : 1;
 }

@@ -50,7 +50,8 @@ void write_bytes(const fs::path& p, const void* data, size_t n) {
 
 template <class T>
 std::string message_of(const result<T>& r) {
-  return r ? std::string("(loaded)") : fmt::format("{}: {}", errc_name(r.error().code), r.error().message);
+  return r ? std::string("(loaded)")
+           : fmt::format("{}: {}", errc_name(r.error().code), r.error().message);
 }
 
 /// Offset of a weight's data from the start of the model's (single) mapped file.
@@ -68,8 +69,8 @@ struct synthetic {
   int64_t floats_without_wcls() const {
     const int64_t d = dim, h = hidden, l = n_layers, v = vocab < 0 ? -vocab : vocab;
     const int64_t head = d / n_heads;
-    return v * d + l * d + l * d * d + 2 * l * kv_dim() * d + l * d * d + l * d + 3 * l * h * d + d +
-           2 * seq_len * head / 2;
+    return v * d + l * d + l * d * d + 2 * l * kv_dim() * d + l * d * d + l * d + 3 * l * h * d +
+           d + 2 * seq_len * head / 2;
   }
   void write(const fs::path& p) const {
     const int32_t header[7] = {dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len};
@@ -155,7 +156,8 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
   BOOST_TEST(mid->final_norm.empty());
   BOOST_TEST(mid->output.empty());
   BOOST_TEST(offset_in_file(*mid, mid->layers[0].wq) == offset_in_file(*full, full->layers[1].wq));
-  BOOST_TEST(offset_in_file(*mid, mid->layers[1].w_up) == offset_in_file(*full, full->layers[2].w_up));
+  BOOST_TEST(offset_in_file(*mid, mid->layers[1].w_up) ==
+             offset_in_file(*full, full->layers[2].w_up));
   BOOST_TEST(mid->tensors.size() == full->tensors.size());
 
   auto last = load_llama2c_model(path, load_options{layer_range{3, -1}});
@@ -168,7 +170,8 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
   BOOST_TEST(offset_in_file(*last, last->final_norm) == offset_in_file(*full, full->final_norm));
   BOOST_TEST(last->weight_bytes() < full->weight_bytes());
 
-  for (layer_range bad : {layer_range{5, -1}, layer_range{2, 2}, layer_range{-1, 3}, layer_range{0, 6}}) {
+  for (layer_range bad :
+       {layer_range{5, -1}, layer_range{2, 2}, layer_range{-1, 3}, layer_range{0, 6}}) {
     auto r = load_llama2c_model(path, load_options{bad});
     BOOST_REQUIRE(!r);
     BOOST_TEST((r.error().code == errc::invalid_argument));
@@ -192,7 +195,8 @@ BOOST_AUTO_TEST_CASE(load_model_detects_llama2c_files) {
 BOOST_AUTO_TEST_CASE(derived_656k_holds_the_hf_weights_with_qk_rows_interleaved) {
   auto hf = load_hf_model(troupe::test::model_path("TinyStories-656K"), {});
   BOOST_REQUIRE_MESSAGE(hf, message_of(hf));
-  auto l2c = load_llama2c_model(troupe::test::model_path("derived/TinyStories-656K.llama2c.bin"), {});
+  auto l2c =
+      load_llama2c_model(troupe::test::model_path("derived/TinyStories-656K.llama2c.bin"), {});
   BOOST_REQUIRE_MESSAGE(l2c, message_of(l2c));
   const model_config& a = hf->config;
   const model_config& b = l2c->config;
@@ -216,13 +220,15 @@ BOOST_AUTO_TEST_CASE(derived_656k_holds_the_hf_weights_with_qk_rows_interleaved)
   const int hd = a.head_dim;
   // For each head: interleaved row 2i <-> half row i, interleaved row 2i+1 <-> half row i + hd/2.
   const auto permuted = [hd](const weight& half, const weight& inter, int n_heads) {
-    if (half.rows != inter.rows || half.cols != inter.cols || half.rows != int64_t(n_heads) * hd) return false;
+    if (half.rows != inter.rows || half.cols != inter.cols || half.rows != int64_t(n_heads) * hd)
+      return false;
     const size_t row_bytes = size_t(half.cols) * 4;
     for (int h = 0; h < n_heads; ++h) {
       for (int i = 0; i < hd / 2; ++i) {
         const int64_t base = int64_t(h) * hd;
         if (std::memcmp(inter.row(base + 2 * i), half.row(base + i), row_bytes) != 0) return false;
-        if (std::memcmp(inter.row(base + 2 * i + 1), half.row(base + i + hd / 2), row_bytes) != 0) return false;
+        if (std::memcmp(inter.row(base + 2 * i + 1), half.row(base + i + hd / 2), row_bytes) != 0)
+          return false;
       }
     }
     return true;

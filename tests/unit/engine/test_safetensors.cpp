@@ -32,7 +32,8 @@ struct temp_dir {
   fs::path path;
   temp_dir() {
     static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / fmt::format("troupe-safetensors-{}-{}", ::getpid(), counter++);
+    path =
+        fs::temp_directory_path() / fmt::format("troupe-safetensors-{}-{}", ::getpid(), counter++);
     fs::create_directories(path);
   }
   ~temp_dir() {
@@ -53,7 +54,8 @@ std::string read_text(const fs::path& p) {
 
 template <class T>
 std::string message_of(const result<T>& r) {
-  return r ? std::string("(loaded)") : fmt::format("{}: {}", errc_name(r.error().code), r.error().message);
+  return r ? std::string("(loaded)")
+           : fmt::format("{}: {}", errc_name(r.error().code), r.error().message);
 }
 
 template <class T>
@@ -80,7 +82,8 @@ std::vector<std::byte> encode(const std::string& dtype, int64_t n, float base) {
     if (dtype == "F32") {
       std::memcpy(out.data() + i * 4, &v, 4);
     } else {
-      const uint16_t h = dtype == "F16" ? f32_to_f16(v) : uint16_t(std::bit_cast<uint32_t>(v) >> 16);
+      const uint16_t h =
+          dtype == "F16" ? f32_to_f16(v) : uint16_t(std::bit_cast<uint32_t>(v) >> 16);
       std::memcpy(out.data() + i * 2, &h, 2);
     }
   }
@@ -93,8 +96,8 @@ void write_safetensors(const fs::path& p, const std::vector<st_tensor>& ts, size
   std::string header = R"({"__metadata__":{"format":"pt"})";
   uint64_t at = 0;
   for (const auto& t : ts) {
-    header += fmt::format(R"(,"{}":{{"dtype":"{}","shape":[{}],"data_offsets":[{},{}]}})", t.name, t.dtype,
-                          fmt::join(t.shape, ","), at, at + t.bytes.size());
+    header += fmt::format(R"(,"{}":{{"dtype":"{}","shape":[{}],"data_offsets":[{},{}]}})", t.name,
+                          t.dtype, fmt::join(t.shape, ","), at, at + t.bytes.size());
     at += t.bytes.size();
   }
   header += "}";
@@ -104,12 +107,14 @@ void write_safetensors(const fs::path& p, const std::vector<st_tensor>& ts, size
   const uint64_t n = header.size();
   std::memcpy(file.data(), &n, 8);
   file += header;
-  for (const auto& t : ts) file.append(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
+  for (const auto& t : ts)
+    file.append(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   write_text(p, file);
 }
 
 /// Writes a raw file: 8-byte length, header text, data bytes.
-void write_raw(const fs::path& p, uint64_t header_len, const std::string& header, size_t data_bytes) {
+void write_raw(const fs::path& p, uint64_t header_len, const std::string& header,
+               size_t data_bytes) {
   std::string file(8, '\0');
   std::memcpy(file.data(), &header_len, 8);
   file += header;
@@ -125,7 +130,8 @@ constexpr const char* tiny_config = R"({
   "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
   "bos_token_id": 1, "eos_token_id": [2, 3]})";
 
-std::vector<st_tensor> tiny_tensors(const std::string& mat, const std::string& norm, bool with_head = true) {
+std::vector<st_tensor> tiny_tensors(const std::string& mat, const std::string& norm,
+                                    bool with_head = true) {
   std::vector<st_tensor> ts;
   float base = 0;
   const auto add = [&](const std::string& name, const std::string& dt, std::vector<int64_t> shape) {
@@ -166,7 +172,8 @@ bool inside(const model_weights& m, const weight& w) {
 fs::path copy_of_656k(const temp_dir& dir) {
   const auto dst = dir.path / "656K";
   fs::copy(troupe::test::model_path("TinyStories-656K"), dst, fs::copy_options::recursive);
-  fs::permissions(dst, fs::perms::owner_all, fs::perm_options::add);  // the shared copy is read-only
+  fs::permissions(dst, fs::perms::owner_all,
+                  fs::perm_options::add);  // the shared copy is read-only
   for (const auto& e : fs::directory_iterator(dst)) {
     fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
   }
@@ -182,7 +189,8 @@ BOOST_AUTO_TEST_CASE(reads_the_index_of_the_656k_model) {
   BOOST_REQUIRE_MESSAGE(file, message_of(file));
   auto index = st::read_index(*file);
   BOOST_REQUIRE_MESSAGE(index, message_of(index));
-  BOOST_TEST(index->size() == 20u);  // 9 per layer, model.norm, lm_head; the embedding is tied to it
+  BOOST_TEST(index->size() ==
+             20u);  // 9 per layer, model.norm, lm_head; the embedding is tied to it
   BOOST_TEST(!index->contains("__metadata__"));
   const auto& head = index->at("lm_head.weight");
   BOOST_TEST((head.type == dtype::f32));
@@ -235,7 +243,9 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
   const auto dir = troupe::test::model_path("TinyStories-656K");
   auto full = load_hf_model(dir, {});
   BOOST_REQUIRE_MESSAGE(full, message_of(full));
-  const auto off = [](const model_weights& m, const weight& w) { return w.data - m.files.at(0)->data(); };
+  const auto off = [](const model_weights& m, const weight& w) {
+    return w.data - m.files.at(0)->data();
+  };
 
   auto first = load_hf_model(dir, load_options{layer_range{0, 1}});
   BOOST_REQUIRE_MESSAGE(first, message_of(first));
@@ -259,7 +269,8 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
   BOOST_TEST(off(*last, last->final_norm) == off(*full, full->final_norm));
   BOOST_TEST(last->weight_bytes() < full->weight_bytes());
 
-  for (layer_range bad : {layer_range{2, -1}, layer_range{1, 1}, layer_range{0, 3}, layer_range{-2, 1}}) {
+  for (layer_range bad :
+       {layer_range{2, -1}, layer_range{1, 1}, layer_range{0, 3}, layer_range{-2, 1}}) {
     check_error(load_hf_model(dir, load_options{bad}), errc::invalid_argument, "layer range");
   }
 }
@@ -293,7 +304,8 @@ BOOST_AUTO_TEST_CASE(loads_f16_matrices_and_converts_bf16_norms) {
   std::memcpy(&h, m->layers[0].wq.row(1), 2);  // tensor 2, element 8
   BOOST_TEST(f16_to_f32(h) == 2.0f + 8.0f / 4.0f);
   for (const auto& l : m->layers) {
-    for (const weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up}) {
+    for (const weight* w :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up}) {
       BOOST_TEST(inside(*m, *w));
     }
   }
@@ -341,16 +353,19 @@ BOOST_AUTO_TEST_CASE(shape_mismatches_and_missing_tensors_name_the_tensor) {
   // k_proj of layer 1 with 8 rows: the config (1 kv head x head_dim 4) says 4.
   ts[12] = {"model.layers.1.self_attn.k_proj.weight", "F32", {8, 8}, encode("F32", 64, 0)};
   write_safetensors(dir.path / "model.safetensors", ts);
-  check_error(load_hf_model(dir.path, {}), errc::bad_format, "model.layers.1.self_attn.k_proj.weight");
+  check_error(load_hf_model(dir.path, {}), errc::bad_format,
+              "model.layers.1.self_attn.k_proj.weight");
   // The first stage does not look at layer 1.
   BOOST_TEST(load_hf_model(dir.path, load_options{layer_range{0, 1}}).has_value());
 
   ts = tiny_tensors("F32", "F32");
   ts.erase(ts.begin() + 8);  // model.layers.0.mlp.up_proj.weight
   write_safetensors(dir.path / "model.safetensors", ts);
-  check_error(load_hf_model(dir.path, {}), errc::bad_format, "missing tensor model.layers.0.mlp.up_proj.weight");
+  check_error(load_hf_model(dir.path, {}), errc::bad_format,
+              "missing tensor model.layers.0.mlp.up_proj.weight");
 
-  ts = tiny_tensors("F32", "F32", /*with_head=*/false);  // tie_word_embeddings false, no lm_head: tied
+  ts = tiny_tensors("F32", "F32",
+                    /*with_head=*/false);  // tie_word_embeddings false, no lm_head: tied
   write_safetensors(dir.path / "model.safetensors", ts);
   auto tied = load_hf_model(dir.path, {});
   BOOST_REQUIRE_MESSAGE(tied, message_of(tied));
@@ -401,13 +416,17 @@ BOOST_AUTO_TEST_CASE(corrupt_headers_are_errors) {
       {R"({"dtype":"F16","shape":[2,2],"data_offsets":[0,16]})", errc::bad_format, "needs 8"},
       {R"({"dtype":"F32","shape":[-2,2],"data_offsets":[0,16]})", errc::bad_format, "shape"},
       {R"({"dtype":"F32","shape":[2.5,2],"data_offsets":[0,16]})", errc::bad_format, "shape"},
-      {R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]})", errc::bad_format, "overflow"},
+      {R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]})",
+       errc::bad_format, "overflow"},
       {R"({"dtype":"F32","shape":[2,2],"data_offsets":[0]})", errc::bad_format, "data_offsets"},
-      {R"({"dtype":"F32","shape":[2,2],"data_offsets":["0","16"]})", errc::bad_format, "data_offsets"},
-      {R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,18446744073709551615]})", errc::bad_format, "data_offsets"},
+      {R"({"dtype":"F32","shape":[2,2],"data_offsets":["0","16"]})", errc::bad_format,
+       "data_offsets"},
+      {R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,18446744073709551615]})", errc::bad_format,
+       "data_offsets"},
       {R"({"dtype":"F32","shape":"2x2","data_offsets":[0,16]})", errc::bad_format, "shape"},
       {R"({"dtype":7,"shape":[2,2],"data_offsets":[0,16]})", errc::bad_format, "dtype"},
-      {R"({"dtype":"Q8","shape":[2,2],"data_offsets":[0,16]})", errc::unsupported, "tensor t has dtype Q8"},
+      {R"({"dtype":"Q8","shape":[2,2],"data_offsets":[0,16]})", errc::unsupported,
+       "tensor t has dtype Q8"},
       {R"({"shape":[2,2],"data_offsets":[0,16]})", errc::bad_format, "dtype"},
       {R"([1,2])", errc::bad_format, "not a JSON object"},
   };
@@ -422,13 +441,14 @@ BOOST_AUTO_TEST_CASE(truncated_656k_model_is_an_error) {
   temp_dir dir;
   const auto model = copy_of_656k(dir);
   const std::string bytes = read_text(model / "model.safetensors");
-  for (size_t n : {size_t(0), size_t(7), size_t(8), size_t(100), size_t(2167), size_t(2168), size_t(500000),
-                   bytes.size() - 1}) {
+  for (size_t n : {size_t(0), size_t(7), size_t(8), size_t(100), size_t(2167), size_t(2168),
+                   size_t(500000), bytes.size() - 1}) {
     write_text(model / "model.safetensors", bytes.substr(0, n));
     auto r = load_hf_model(model, {});
     BOOST_TEST_CONTEXT("truncated to " << n << " bytes") {
       BOOST_REQUIRE(!r);
-      BOOST_TEST((r.error().code == errc::truncated || r.error().code == errc::bad_format), r.error().message);
+      BOOST_TEST((r.error().code == errc::truncated || r.error().code == errc::bad_format),
+                 r.error().message);
     }
   }
   fs::remove(model / "model.safetensors");
@@ -448,26 +468,36 @@ BOOST_AUTO_TEST_CASE(bad_config_files_are_errors) {
     write_text(model / "config.json", s);
     return load_hf_model(model, {});
   };
-  check_error(with("\"hidden_size\": 128", "\"hidden_size\": 64"), errc::bad_format, "lm_head.weight has shape");
-  check_error(with("\"hidden_size\": 128", "\"hidden_size\": 100"), errc::bad_format, "num_attention_heads");
-  check_error(with("\"hidden_size\": 128", "\"hidden_size\": -128"), errc::bad_format, "hidden_size");
-  check_error(with("\"hidden_size\": 128", "\"hidden_size\": \"128\""), errc::bad_format, "hidden_size");
+  check_error(with("\"hidden_size\": 128", "\"hidden_size\": 64"), errc::bad_format,
+              "lm_head.weight has shape");
+  check_error(with("\"hidden_size\": 128", "\"hidden_size\": 100"), errc::bad_format,
+              "num_attention_heads");
+  check_error(with("\"hidden_size\": 128", "\"hidden_size\": -128"), errc::bad_format,
+              "hidden_size");
+  check_error(with("\"hidden_size\": 128", "\"hidden_size\": \"128\""), errc::bad_format,
+              "hidden_size");
   check_error(with("\"hidden_size\": 128,", ""), errc::bad_format, "missing hidden_size");
-  check_error(with("\"vocab_size\": 2048", "\"vocab_size\": 4096"), errc::bad_format, "lm_head.weight");
+  check_error(with("\"vocab_size\": 2048", "\"vocab_size\": 4096"), errc::bad_format,
+              "lm_head.weight");
   check_error(with("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 3"), errc::bad_format,
               "num_key_value_heads");
   check_error(with("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 8"), errc::bad_format,
               "self_attn.k_proj.weight");
   check_error(with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"), errc::bad_format,
               "missing tensor model.layers.2.");
-  check_error(with("\"model_type\": \"llama\"", "\"model_type\": \"mistral\""), errc::unsupported, "mistral");
-  check_error(with("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"linear\"}"), errc::unsupported,
-              "rope_scaling");
-  check_error(with("\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": -1"), errc::bad_format, "rms_norm_eps");
-  check_error(with("\"eos_token_id\": 2", "\"eos_token_id\": 5000"), errc::bad_format, "eos_token_id");
+  check_error(with("\"model_type\": \"llama\"", "\"model_type\": \"mistral\""), errc::unsupported,
+              "mistral");
+  check_error(with("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"linear\"}"),
+              errc::unsupported, "rope_scaling");
+  check_error(with("\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": -1"), errc::bad_format,
+              "rms_norm_eps");
+  check_error(with("\"eos_token_id\": 2", "\"eos_token_id\": 5000"), errc::bad_format,
+              "eos_token_id");
   check_error(with("{", "["), errc::bad_format, "not a JSON object");
-  check_error(with("\"vocab_size\": 2048\n}", "\"vocab_size\": 2048"), errc::bad_format, "not a JSON object");
-  // num_key_value_heads defaults to num_attention_heads: 8 kv heads, which k_proj's 64 rows contradict.
+  check_error(with("\"vocab_size\": 2048\n}", "\"vocab_size\": 2048"), errc::bad_format,
+              "not a JSON object");
+  // num_key_value_heads defaults to num_attention_heads: 8 kv heads, which k_proj's 64 rows
+  // contradict.
   check_error(with("\"num_key_value_heads\": 4,", ""), errc::bad_format, "self_attn.k_proj.weight");
   fs::remove(model / "config.json");
   check_error(load_hf_model(model, {}), errc::io_error, "config.json");
