@@ -1,7 +1,10 @@
 // `troupe model info PATH` and `troupe model synth`: look inside a model file; write a synthetic one.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <limits>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>

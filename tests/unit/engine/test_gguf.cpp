@@ -635,8 +635,8 @@ BOOST_AUTO_TEST_CASE(every_truncation_of_a_small_model_is_an_error) {
   auto full = gg::file::open(p);
   BOOST_REQUIRE(full);
   const size_t data_end = full->data_offset() + full->tensors().back().offset + full->tensors().back().size_bytes;
-  // Every cut in the first 256 bytes, then strides through the metadata, directory and data.
-  for (size_t n = 0; n < bytes.size(); n += (n < 256 ? 1 : n < full->data_offset() ? 7 : 97)) {
+  // Every cut in the first 128 bytes, then strides through the metadata, directory and data.
+  for (size_t n = 0; n < bytes.size(); n += (n < 128 ? 1 : n < full->data_offset() ? 11 : 499)) {
     if (n >= data_end) break;
     const std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + std::ptrdiff_t(n));
     const auto q = dir / "cut.gguf";
