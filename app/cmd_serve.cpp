@@ -7,6 +7,8 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "actors/spawn_node.hpp"
 #include "actors/tcp_gateway.hpp"
@@ -40,6 +42,8 @@ int run_serve(int argc, char** argv) {
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
     .option("api-key", "KEY", "require this API key from clients");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  // Logs go to stderr; stdout carries only the "listening on" line (scripts read the port there).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));
   auto fail = [](const std::string& msg) {
     std::fprintf(stderr, "troupe: %s\n", msg.c_str());
     return 1;

@@ -15,6 +15,27 @@ if(NOT TROUPE_CLANGXX)
   return()
 endif()
 
+# clang without its libFuzzer runtime (libclang-common-*-dev) cannot link a fuzzer: probe once.
+if(NOT DEFINED TROUPE_CLANG_LIBFUZZER)
+  set(probe_dir ${CMAKE_CURRENT_BINARY_DIR}/fuzz_frame_probe)
+  file(WRITE ${probe_dir}/probe.cpp
+    "#include <cstddef>\n#include <cstdint>\n"
+    "extern \"C\" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }\n")
+  execute_process(
+    COMMAND ${TROUPE_CLANGXX} -fsanitize=fuzzer,address,undefined probe.cpp -o probe
+    WORKING_DIRECTORY ${probe_dir} RESULT_VARIABLE probe_rc OUTPUT_QUIET ERROR_QUIET)
+  if(probe_rc EQUAL 0)
+    set(TROUPE_CLANG_LIBFUZZER ON CACHE INTERNAL "clang++ can link libFuzzer targets")
+  else()
+    set(TROUPE_CLANG_LIBFUZZER OFF CACHE INTERNAL "clang++ can link libFuzzer targets")
+  endif()
+endif()
+if(NOT TROUPE_CLANG_LIBFUZZER)
+  message(STATUS "fuzz_frame: ${TROUPE_CLANGXX} cannot link -fsanitize=fuzzer, target and unit.fuzz.frame skipped")
+  return()
+endif()
+message(STATUS "fuzz_frame: libFuzzer target with ${TROUPE_CLANGXX}")
+
 set(fuzz_frame_sources
   ${CMAKE_SOURCE_DIR}/transport/error.cpp
   ${CMAKE_SOURCE_DIR}/transport/frame.cpp
@@ -59,5 +80,5 @@ endif()
 # seed corpus stays as generated.
 set(fuzz_frame_work ${CMAKE_CURRENT_BINARY_DIR}/corpus_frame_work)
 add_test(NAME unit.fuzz.frame
-  COMMAND sh -c "rm -rf '${fuzz_frame_work}' && mkdir -p '${fuzz_frame_work}' && exec '${fuzz_frame_binary}' -max_total_time=20 -seed=1 -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 '${fuzz_frame_work}' '${fuzz_frame_seeds}'")
+  COMMAND sh -c "rm -rf '${fuzz_frame_work}' && mkdir -p '${fuzz_frame_work}' && exec '${fuzz_frame_binary}' -max_total_time=20 -seed=1 -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/fuzz_frame_' '${fuzz_frame_work}' '${fuzz_frame_seeds}'")
 set_tests_properties(unit.fuzz.frame PROPERTIES LABELS "unit;fuzz" TIMEOUT 120)

@@ -3,8 +3,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
+
+#include <msgpack.hpp>
 
 #include "transport/client_protocol.hpp"
 
@@ -29,7 +32,20 @@ int main(int argc, char** argv) {
   tokens.priority = request_priority::batch;
   tokens.stream = false;
 
+  // Regression: total_ms as the integer 2^64-1, which decodes to the double 2^64 (once undefined
+  // behaviour when encoded again by msgpack-c's pack_double).
+  msgpack::sbuffer big;
+  msgpack::packer<msgpack::sbuffer> pk(big);
+  pk.pack_map(3);
+  pk.pack(std::string("request_id"));
+  pk.pack(uint64_t{1});
+  pk.pack(std::string("finish_reason"));
+  pk.pack(std::string("length"));
+  pk.pack(std::string("total_ms"));
+  pk.pack(std::numeric_limits<uint64_t>::max());
+
   const std::vector<std::pair<std::string, std::string>> seeds = {
+      {"final_huge_total_ms", encode_frame(frame_kind::final, std::string_view(big.data(), big.size()))},
       {"hello", encode(hello{1, 1, "key", "fuzz"})},
       {"hello_ok", encode(hello_ok{1, "troupe", "model", protocol_limits{}})},
       {"generate_text", encode(text)},

@@ -102,7 +102,7 @@ class serve_harness {
   }
 
   /// Handles one stream message (or times out: false).
-  bool receive_one(std::chrono::seconds timeout = 120s) {
+  bool receive_one(std::chrono::seconds timeout = 60s) {
     bool ok = true;
     (*self_)->receive(
       [&](actors::stream_chunk& c) {
@@ -121,7 +121,7 @@ class serve_harness {
   }
 
   /// Receives until every submitted request has ended.
-  void wait_all(std::chrono::seconds timeout = 120s) {
+  void wait_all(std::chrono::seconds timeout = 60s) {
     while (!all_ended()) {
       BOOST_REQUIRE_MESSAGE(receive_one(timeout), "timed out waiting for streams");
     }

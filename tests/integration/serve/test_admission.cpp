@@ -85,7 +85,7 @@ BOOST_AUTO_TEST_CASE(preemption_under_a_tiny_kv_cache_gives_identical_text) {
       auto r = (i++ % 2 == 0) ? greedy(p, 110) : seeded(p, 110, seed++);
       r.stop_at_eos = false;
       auto id = h.submit(r);
-      BOOST_REQUIRE_MESSAGE(id, caf::to_string(id.error()));
+      BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
       reqs[*id] = r;
     }
     h.wait_all();

@@ -13,7 +13,7 @@ void run_mix(serve_harness& h, int max_tokens) {
   for (const auto& p : story_prompts()) {
     auto r = (i++ % 2 == 0) ? greedy(p, max_tokens) : seeded(p, max_tokens, seed++);
     auto id = h.submit(r);
-    BOOST_REQUIRE_MESSAGE(id, caf::to_string(id.error()));
+    BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
     reqs[*id] = r;
   }
   h.wait_all();

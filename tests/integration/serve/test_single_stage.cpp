@@ -18,7 +18,7 @@ BOOST_AUTO_TEST_CASE(greedy_requests_match_the_engine_one_at_a_time) {
   for (const auto& p : story_prompts()) {
     auto r = greedy(p, 80);
     auto id = h.submit(r);
-    BOOST_REQUIRE_MESSAGE(id, caf::to_string(id.error()));
+    BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
     reqs[*id] = r;
     h.wait_all();
   }

@@ -32,7 +32,7 @@ BOOST_AUTO_TEST_CASE(synthetic_model_in_two_stages_matches_the_engine) {
         r.sampling.seed = seed++;
       }
       auto id = h.submit(r);
-      BOOST_REQUIRE_MESSAGE(id, caf::to_string(id.error()));
+      BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
       reqs[*id] = r;
     }
     h.wait_all();

@@ -1,0 +1,186 @@
+#pragma once
+// The SCHEDULER's decisions as a plain class (no actors, no threads, no clock: time is passed in),
+// so tests drive it directly. Iteration-level (continuous) batching over a paged KV cache:
+//   admit()     queue a request (or refuse it: overloaded, too long)
+//   plan()      one step: decodes of running sequences + chunked prefills, within the token budget
+//               and the free KV blocks; interactive before batch, earliest deadline first;
+//               preempts the newest sequence (by recompute) when blocks run out
+//   on_result() the sampled tokens of a micro-batch: append, finish on EOS / length / stop / context
+//   cancel()    drop a sequence and free its blocks at once
+// Several micro-batches may be in flight; a sequence is in at most one of them.
+#include <cstdint>
+#include <compare>
+#include <deque>
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace troupe::actors {
+
+/// A request's id, unique within a ROUTER; a sequence in the SCHEDULER and the stages has the
+/// id of its request.
+struct request_id {
+  uint64_t value = 0;
+  friend auto operator<=>(const request_id&, const request_id&) = default;
+};
+
+}  // namespace troupe::actors
+
+template <>
+struct std::hash<troupe::actors::request_id> {
+  size_t operator()(const troupe::actors::request_id& id) const noexcept { return std::hash<uint64_t>{}(id.value); }
+};
+
+namespace troupe::actors {
+
+enum class priority : uint8_t { interactive = 0, batch = 1 };
+
+enum class finish_reason : uint8_t {
+  eos,           // the model produced end-of-sequence
+  length,        // max_tokens reached
+  context_full,  // the context (ctx_size positions) is full
+  stop,          // a stop token was produced
+  cancelled,     // cancelled by the client (or its disconnect)
+  deadline,      // the request's deadline passed
+  failed,        // a step failed (stage error or timeout)
+};
+const char* finish_reason_name(finish_reason r);
+
+enum class admit_status { ok, overloaded, too_long, duplicate, invalid };
+const char* admit_status_name(admit_status s);
+
+/// What the policy needs to know about a request.
+struct sequence_spec {
+  request_id id{};
+  std::vector<int32_t> prompt;  // token ids, BOS included
+  int32_t max_tokens = 128;
+  priority prio = priority::interactive;
+  int64_t deadline_ns = 0;  // steady-clock time after which the request is finished; 0: none
+  bool stop_at_eos = true;
+  std::vector<int32_t> stop_tokens;  // finish (reason stop) after producing any of these
+};
+
+/// One sequence's share of a step.
+struct planned_seq {
+  request_id id{};
+  int32_t start_pos = 0;              // position of tokens[0]
+  std::vector<int32_t> tokens;        // the new tokens, positions [start_pos, start_pos + size)
+  std::vector<int32_t> new_blocks;    // blocks appended to its table since the stages last heard
+  bool sample = false;                // the last new token's logits give the next token
+  int32_t step = 0;                   // when sample: index of the token generated (0 = first)
+  bool is_new = false;                // stages see this sequence (again) for the first time:
+  std::vector<int32_t> history;       //   then all its tokens so far (prompt + generated)
+};
+
+struct finished_seq {
+  request_id id{};
+  finish_reason reason = finish_reason::length;
+  int32_t n_generated = 0;  // tokens sampled in total (the ROUTER waits for all of them)
+};
+
+/// One micro-batch.
+struct step_plan {
+  uint64_t micro_batch = 0;
+  std::vector<planned_seq> seqs;
+  std::vector<request_id> released;  // stages drop these sequences (finished, cancelled, preempted)
+  std::vector<finished_seq> finished;  // finished without running (deadline, max_tokens 0)
+  int n_tokens = 0;
+  int n_decodes = 0;
+  int n_preempted = 0;  // sequences preempted while planning this step
+  bool empty() const { return seqs.empty(); }
+};
+
+struct sampled_token {
+  request_id id{};
+  int32_t token = 0;
+  int32_t index = 0;  // index of the generated token in its request (the sampling step)
+};
+
+struct batch_policy_config {
+  int block_size = 16;
+  int n_blocks = 256;        // KV blocks per stage
+  int max_step_tokens = 256; // token budget per step
+  int max_running = 32;
+  int max_waiting = 256;
+  int prefill_chunk = 128;
+  int ctx_size = 512;        // positions per sequence (the engine's context)
+  int32_t eos_id = 2;
+};
+
+class batch_policy {
+ public:
+  explicit batch_policy(const batch_policy_config& cfg);
+
+  const batch_policy_config& config() const { return cfg_; }
+
+  /// Queues a request. overloaded: the waiting queue is full; too_long: the prompt does not fit
+  /// the context or the request could never fit the KV cache on its own.
+  admit_status admit(sequence_spec spec, int64_t now_ns);
+
+  /// Drops a sequence wherever it is and frees its blocks now (a result still in flight for it
+  /// is ignored). False when unknown.
+  bool cancel(request_id id);
+
+  /// The next micro-batch (empty when nothing can run now). The plan's sequences are in flight
+  /// until on_result / on_failure for its micro_batch.
+  step_plan plan(int64_t now_ns);
+
+  /// Tokens sampled by micro-batch `micro_batch`; returns the sequences that finished.
+  std::vector<finished_seq> on_result(uint64_t micro_batch, std::span<const sampled_token> tokens);
+
+  /// The micro-batch failed: its sequences finish with reason failed.
+  std::vector<finished_seq> on_failure(uint64_t micro_batch);
+
+  // Observers (metrics, tests).
+  int n_free_blocks() const { return int(free_blocks_.size()); }
+  int n_waiting() const { return int(waiting_.size()); }
+  int n_running() const { return int(running_.size()); }
+  int n_in_flight() const { return int(in_flight_.size()); }
+  int64_t n_preemptions() const { return n_preemptions_; }
+  bool contains(request_id id) const { return seqs_.contains(id); }
+  bool idle() const { return seqs_.empty(); }
+  /// Tokens generated so far by a known sequence (-1 when unknown).
+  int n_generated(request_id id) const;
+  /// Blocks a known sequence holds (-1 when unknown).
+  int n_blocks_held(request_id id) const;
+
+ private:
+  enum class state { waiting, running };
+  struct sequence {
+    sequence_spec spec;
+    uint64_t arrival = 0;          // admission order; larger = newer
+    std::vector<int32_t> tokens;   // prompt + generated
+    int n_generated = 0;
+    int n_computed = 0;            // positions whose K/V are (planned to be) in the cache
+    std::vector<int32_t> blocks;   // the block table
+    int n_blocks_sent = 0;         // table entries the stages know
+    bool registered = false;       // stages hold its state
+    bool in_flight = false;
+    state st = state::waiting;
+  };
+
+  bool before(const sequence& a, const sequence& b) const;  // scheduling order
+  void free_blocks(sequence& s);
+  void preempt(sequence& s);
+  void finish(sequence& s, finish_reason r, std::vector<finished_seq>& out);
+  void remove(request_id id);
+  bool grow(sequence& s, int n_positions);  // reserve blocks to cover n_positions
+  planned_seq make_work(sequence& s, int n_tokens);
+
+  batch_policy_config cfg_;
+  std::unordered_map<request_id, sequence> seqs_;
+  std::vector<request_id> waiting_;  // unordered; sorted when planning
+  std::vector<request_id> running_;
+  std::vector<int32_t> free_blocks_;
+  std::map<uint64_t, std::vector<request_id>> in_flight_;  // micro-batch -> its sequences
+  std::vector<request_id> pending_released_;
+  std::vector<finished_seq> pending_finished_;
+  uint64_t next_arrival_ = 0;
+  uint64_t next_micro_batch_ = 1;
+  int64_t n_preemptions_ = 0;
+};
+
+}  // namespace troupe::actors

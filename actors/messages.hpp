@@ -1,0 +1,258 @@
+#pragma once
+// THE contract of the control plane: ids, message structs, atoms and typed-actor interfaces, in
+// the order a request touches them (ROUTER -> SCHEDULER -> REPLICA -> PIPELINE STAGEs -> ROUTER).
+// Every message is a value with inspect(), so the same messages can cross CAF nodes later.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/batch_policy.hpp"
+#include "engine/sampling.hpp"
+
+namespace troupe::engine {
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
+  return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.repetition_penalty, x.seed);
+}
+}  // namespace troupe::engine
+
+namespace troupe::actors {
+
+// ---- errors --------------------------------------------------------------------------------
+/// Why the control plane refused or failed a request; carried as caf::error (category "troupe").
+/// Only the ROUTER turns these into client error codes.
+enum class serve_errc : uint8_t {
+  none = 0,
+  invalid_request = 1,    // bad parameters (empty prompt, bad sampling values, ...)
+  overloaded = 2,         // the waiting queue is full
+  too_long = 3,           // the prompt (or prompt + max_tokens) cannot fit the context / KV cache
+  cancelled = 4,          // cancelled before it produced anything
+  deadline_exceeded = 5,  // deadline passed before it produced anything
+  failed = 6,             // a step failed (stage error, timeout)
+  shutting_down = 7,
+  internal = 8,
+};
+const char* serve_errc_name(serve_errc c);
+caf::error make_error(serve_errc c, std::string message = {});
+/// The serve_errc of an error of category "troupe" (internal for any other error).
+serve_errc serve_errc_of(const caf::error& e);
+/// "overloaded: waiting queue full (256)" for our errors, CAF's rendering for others.
+std::string describe(const caf::error& e);
+
+// ---- atoms ---------------------------------------------------------------------------------
+using generate_atom = caf::atom_constant<caf::atom("generate")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using admit_atom = caf::atom_constant<caf::atom("admit")>;
+using schedule_atom = caf::atom_constant<caf::atom("schedule")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using hidden_atom = caf::atom_constant<caf::atom("hidden")>;
+using tokens_atom = caf::atom_constant<caf::atom("tokens")>;
+using finished_atom = caf::atom_constant<caf::atom("finished")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+
+// ---- last stage -> ROUTER, SCHEDULER -> ROUTER ---------------------------------------------
+/// Sampled tokens for requests of one ROUTER (one message per step and ROUTER).
+struct token_batch {
+  std::vector<sampled_token> tokens;
+};
+
+/// Where the last stage sends sampled tokens and the SCHEDULER says a sequence finished.
+using token_sink_actor = caf::typed_actor<
+  // Sampled tokens, straight from last stages.
+  caf::reacts_to<tokens_atom, token_batch>,
+  // A sequence finished (from its SCHEDULER), after n_generated tokens.
+  caf::reacts_to<finished_atom, finished_seq>>;
+
+// ---- client <-> ROUTER (in-process API; the TCP gateway relays the client protocol to it) ----
+/// One completion request as the ROUTER takes it.
+struct serve_request {
+  std::string prompt;                  // text (tokenized with BOS), or
+  std::vector<int32_t> prompt_tokens;  // token ids used as they are
+  int32_t max_tokens = 16;
+  engine::sampling_params sampling;
+  bool stop_at_eos = true;
+  std::vector<std::string> stop;       // stop strings (not included in the output)
+  priority prio = priority::interactive;
+  int64_t deadline_ms = 0;             // from receipt; 0: none
+};
+
+/// Tokens produced since the previous chunk and the UTF-8 text they completed.
+struct stream_chunk {
+  request_id id{};
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+/// The last message of a request's stream (also after a refusal or failure: error != none).
+struct stream_end {
+  request_id id{};
+  finish_reason reason = finish_reason::length;
+  serve_errc error = serve_errc::none;
+  std::string message;
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  bool stop_string = false;  // finished because a stop string matched (reason is stop)
+};
+
+// ---- ROUTER -> SCHEDULER ---------------------------------------------------------------------
+/// A tokenized request for one replica. Tokens go to `sink` (the ROUTER) straight from the last
+/// stage; the SCHEDULER tells `sink` when the sequence finished.
+struct sequence_request {
+  sequence_spec spec;
+  engine::sampling_params sampling;
+  token_sink_actor sink;
+};
+
+struct scheduler_stats {
+  int32_t n_blocks = 0;
+  int32_t n_free_blocks = 0;
+  int32_t n_waiting = 0;
+  int32_t n_running = 0;
+  int32_t n_in_flight = 0;
+  int64_t n_preemptions = 0;
+  int64_t n_steps = 0;
+  int64_t n_step_tokens = 0;
+};
+
+// ---- SCHEDULER -> REPLICA -> PIPELINE STAGEs ------------------------------------------------------
+/// A sequence the stages see for the first time (or again, after preemption).
+struct new_sequence {
+  request_id id{};
+  std::vector<int32_t> history;  // prompt + tokens generated so far (the repetition-penalty set)
+  engine::sampling_params sampling;
+  token_sink_actor sink;  // where the last stage sends sampled tokens
+};
+
+/// One micro-batch, as deltas: stages drop `released`, add `added`, then run `work` (block tables
+/// grow by each entry's new_blocks).
+struct step_request {
+  uint64_t micro_batch = 0;
+  std::vector<request_id> released;
+  std::vector<new_sequence> added;
+  std::vector<planned_seq> work;
+};
+
+/// The activations one stage hands the next. In-process the tensor travels in the message
+/// (moved, not copied); over UCX this becomes a tag and the tensor goes on the data plane.
+struct hidden_states {
+  int32_t n_tokens = 0;
+  int32_t dim = 0;
+  std::vector<float> data;  // [n_tokens][dim]
+};
+
+/// What the last stage sampled for a micro-batch (the SCHEDULER's view).
+struct step_result {
+  uint64_t micro_batch = 0;
+  std::vector<sampled_token> tokens;
+};
+
+// ---- inspect -------------------------------------------------------------------------------
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, request_id& x) {
+  return f(caf::meta::type_name("request_id"), x.value);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_spec& x) {
+  return f(caf::meta::type_name("sequence_spec"), x.id, x.prompt, x.max_tokens, x.prio, x.deadline_ns, x.stop_at_eos,
+           x.stop_tokens);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, planned_seq& x) {
+  return f(caf::meta::type_name("planned_seq"), x.id, x.start_pos, x.tokens, x.new_blocks, x.sample, x.step,
+           x.is_new, x.history);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampled_token& x) {
+  return f(caf::meta::type_name("sampled_token"), x.id, x.token, x.index);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, finished_seq& x) {
+  return f(caf::meta::type_name("finished_seq"), x.id, x.reason, x.n_generated);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, serve_request& x) {
+  return f(caf::meta::type_name("serve_request"), x.prompt, x.prompt_tokens, x.max_tokens, x.sampling, x.stop_at_eos,
+           x.stop, x.prio, x.deadline_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_chunk& x) {
+  return f(caf::meta::type_name("stream_chunk"), x.id, x.text, x.ids);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_end& x) {
+  return f(caf::meta::type_name("stream_end"), x.id, x.reason, x.error, x.message, x.prompt_tokens,
+           x.completion_tokens, x.stop_string);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
+  return f(caf::meta::type_name("sequence_request"), x.spec, x.sampling, x.sink);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
+  return f(caf::meta::type_name("scheduler_stats"), x.n_blocks, x.n_free_blocks, x.n_waiting, x.n_running,
+           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, new_sequence& x) {
+  return f(caf::meta::type_name("new_sequence"), x.id, x.history, x.sampling, x.sink);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_request& x) {
+  return f(caf::meta::type_name("step_request"), x.micro_batch, x.released, x.added, x.work);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, hidden_states& x) {
+  return f(caf::meta::type_name("hidden_states"), x.n_tokens, x.dim, x.data);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_result& x) {
+  return f(caf::meta::type_name("step_result"), x.micro_batch, x.tokens);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_batch& x) {
+  return f(caf::meta::type_name("token_batch"), x.tokens);
+}
+
+// ---- actor interfaces ------------------------------------------------------------------------
+
+/// The PIPELINE STAGE actor interface: owns the weights and KV cache of [first_layer, last_layer).
+using stage_actor = caf::typed_actor<
+  // First stage: embed the micro-batch's tokens, run its layers, pass on (or sample if also last).
+  caf::replies_to<step_atom, step_request>::with<step_result>,
+  // Later stages: run the layers on the previous stage's activations, pass on or sample.
+  caf::replies_to<hidden_atom, step_request, hidden_states>::with<step_result>>;
+
+/// The REPLICA actor interface: one copy of the model as a chain of stages.
+using replica_actor = caf::typed_actor<
+  // Run one micro-batch through all stages; the reply comes from the last stage.
+  caf::replies_to<step_atom, step_request>::with<step_result>>;
+
+/// The SCHEDULER actor interface: continuous batching for one replica.
+using scheduler_actor = caf::typed_actor<
+  // Queue a sequence; replies with its id, or an error (overloaded, too_long, invalid_request).
+  caf::replies_to<admit_atom, sequence_request>::with<request_id>,
+  // Drop a sequence and free its KV blocks now.
+  caf::reacts_to<cancel_atom, request_id>,
+  // Plan and send micro-batches while the pipeline has room (self-sent).
+  caf::reacts_to<schedule_atom>,
+  // Counters for tests and metrics.
+  caf::replies_to<stats_atom>::with<scheduler_stats>>;
+
+/// The ROUTER actor interface: the front door (and the token sink of its requests).
+using router_actor = token_sink_actor::extend<
+  // A completion request; replies with the request's id once a replica accepted it, else an
+  // error. stream_chunk messages and one stream_end then go to `client`.
+  caf::replies_to<generate_atom, serve_request, caf::actor>::with<request_id>,
+  // Cancel a request (its client gets stream_end with reason cancelled).
+  caf::reacts_to<cancel_atom, request_id>,
+  // The schedulers' counters, one per replica.
+  caf::replies_to<stats_atom>::with<std::vector<scheduler_stats>>>;
+
+}  // namespace troupe::actors

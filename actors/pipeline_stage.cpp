@@ -1,0 +1,146 @@
+#include "actors/pipeline_stage.hpp"
+
+#include <span>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "actors/logger.hpp"
+#include "engine/kv_cache.hpp"
+#include "engine/sampling.hpp"
+#include "engine/thread_pool.hpp"
+#include "engine/transformer.hpp"
+
+namespace troupe::actors {
+namespace {
+
+// What a stage remembers of a sequence between micro-batches.
+struct stage_sequence {
+  std::vector<int32_t> blocks;   // block table (same physical numbering on every stage)
+  std::vector<int32_t> history;  // last stage: prompt + generated (repetition penalty)
+  engine::sampling_params sampling;
+  token_sink_actor sink;
+};
+
+struct stage_state {
+  stage_setup setup;
+  std::unique_ptr<engine::kv_cache> kv;
+  std::unique_ptr<engine::thread_pool> pool;
+  std::unique_ptr<engine::transformer> tf;
+  std::unordered_map<request_id, stage_sequence> seqs;
+  std::vector<float> out;
+  static inline const char* name = "pipeline_stage";
+};
+
+using stage_pointer = stage_actor::stateful_pointer<stage_state>;
+
+// The seam between stages: in-process the activations move inside the message; a UCX channel
+// would put them on the data plane and send a tag instead.
+hidden_states pack_hidden(std::vector<float>&& data, int n_tokens, int dim) {
+  hidden_states h;
+  h.n_tokens = n_tokens;
+  h.dim = dim;
+  h.data = std::move(data);
+  return h;
+}
+
+// One micro-batch through this stage: apply deltas, forward, then pass on or sample.
+caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_states* in) {
+  stage_state& st = self->state;
+  const engine::model_weights& w = *st.setup.weights;
+
+  // 1. Deltas: drop released sequences, add new ones, grow block tables.
+  for (request_id id : req.released) st.seqs.erase(id);
+  for (new_sequence& ns : req.added) {
+    stage_sequence& s = st.seqs[ns.id];
+    s = stage_sequence{};
+    if (w.is_last()) {
+      s.history = std::move(ns.history);
+      s.sampling = ns.sampling;
+      s.sink = std::move(ns.sink);
+    }
+  }
+  engine::forward_batch batch;
+  batch.seqs.reserve(req.work.size());
+  for (planned_seq& p : req.work) {
+    auto it = st.seqs.find(p.id);
+    if (it == st.seqs.end()) {
+      return make_error(serve_errc::internal, fmt::format("stage [{}, {}): unknown sequence {}", w.first_layer,
+                                                          w.last_layer, p.id.value));
+    }
+    it->second.blocks.insert(it->second.blocks.end(), p.new_blocks.begin(), p.new_blocks.end());
+  }
+  for (const planned_seq& p : req.work) {
+    const stage_sequence& s = st.seqs.at(p.id);
+    batch.seqs.push_back(engine::seq_slice{int(p.tokens.size()), p.start_pos, std::span<const int32_t>(s.blocks)});
+    if (w.is_first()) batch.tokens.insert(batch.tokens.end(), p.tokens.begin(), p.tokens.end());
+  }
+  if (!w.is_first()) {
+    if (in == nullptr) return make_error(serve_errc::internal, "a later stage got tokens instead of activations");
+    batch.hidden = std::move(in->data);
+  }
+
+  // 2. Forward through this stage's layers.
+  const auto mode = w.is_last() ? engine::output_mode::last_logits : engine::output_mode::hidden_states;
+  if (auto r = st.tf->forward(batch, mode, st.out); !r) {
+    logger().error("forward failed stage=[{},{}) micro_batch={} error={}", w.first_layer, w.last_layer,
+                   req.micro_batch, r.error().message);
+    return make_error(serve_errc::failed, r.error().message);
+  }
+
+  // 3a. Not last: hand the activations to the next stage, which answers the requester.
+  if (!w.is_last()) {
+    const int n = batch.total_tokens();
+    return self->delegate(st.setup.next, hidden_atom::value, std::move(req),
+                          pack_hidden(std::move(st.out), n, w.config.dim));
+  }
+
+  // 3b. Last: sample where the plan says so, with the engine's counter-based sampler.
+  step_result result;
+  result.micro_batch = req.micro_batch;
+  std::unordered_map<token_sink_actor, token_batch> by_sink;
+  const int vocab = w.config.vocab_size;
+  for (size_t i = 0; i < req.work.size(); ++i) {
+    const planned_seq& p = req.work[i];
+    if (!p.sample) continue;
+    stage_sequence& s = st.seqs.at(p.id);
+    std::span<float> logits(st.out.data() + i * size_t(vocab), size_t(vocab));
+    const int32_t token = engine::sample(logits, s.sampling, uint64_t(p.step), s.history);
+    s.history.push_back(token);
+    const sampled_token t{p.id, token, p.step};
+    result.tokens.push_back(t);
+    if (s.sink) by_sink[s.sink].tokens.push_back(t);
+  }
+  // Tokens go to the ROUTER directly, not through the SCHEDULER.
+  for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
+  return result;
+}
+
+stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup) {
+  stage_state& st = self->state;
+  st.setup = std::move(setup);
+  const engine::model_weights& w = *st.setup.weights;
+  const auto& c = w.config;
+  st.kv = std::make_unique<engine::kv_cache>(w.n_local_layers(), c.n_kv_heads, c.head_dim, st.setup.block_size,
+                                             st.setup.n_blocks);
+  st.pool = std::make_unique<engine::thread_pool>(std::max(1, st.setup.threads));
+  st.tf = std::make_unique<engine::transformer>(w, *st.kv, st.pool.get());
+  logger().info("stage started layers=[{},{}) kv_blocks={} block_size={} kv_bytes={} threads={}", w.first_layer,
+                w.last_layer, st.setup.n_blocks, st.setup.block_size, st.kv->size_bytes(), st.setup.threads);
+  return {
+    // First stage: tokens in.
+    [self](step_atom, step_request& req) -> caf::result<step_result> { return run_step(self, req, nullptr); },
+    // Later stages: the previous stage's activations in.
+    [self](hidden_atom, step_request& req, hidden_states& in) -> caf::result<step_result> {
+      return run_step(self, req, &in);
+    },
+  };
+}
+
+}  // namespace
+
+stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup) {
+  return sys.spawn<caf::detached>(stage_behavior, std::move(setup));
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,27 @@
+#pragma once
+// The PIPELINE STAGE actor: owns the weights of a layer range [first, last), its own paged KV
+// cache (n_blocks blocks, the same block numbering on every stage of a replica) and a thread pool.
+// Per micro-batch it applies the deltas (released / added sequences, grown block tables), runs
+// its layers, and either hands the activations to the next stage or, as the last stage, samples
+// and sends the tokens straight to each sequence's sink (the ROUTER).
+#include <memory>
+
+#include <caf/fwd.hpp>
+
+#include "actors/messages.hpp"
+#include "engine/model_weights.hpp"
+
+namespace troupe::actors {
+
+struct stage_setup {
+  std::shared_ptr<const engine::model_weights> weights;  // this stage's layers
+  int block_size = 16;
+  int n_blocks = 256;
+  int threads = 1;    // engine threads, the stage's own included
+  stage_actor next;   // invalid for the last stage
+};
+
+/// Spawns a stage on its own thread (forward passes block).
+stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup);
+
+}  // namespace troupe::actors

@@ -1,0 +1,156 @@
+#include "actors/scheduler.hpp"
+
+#include <memory>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "actors/logger.hpp"
+
+namespace troupe::actors {
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+struct scheduler_state {
+  scheduler_setup setup;
+  std::unique_ptr<batch_policy> policy;
+  struct sequence_meta {
+    engine::sampling_params sampling;
+    token_sink_actor sink;
+  };
+  std::unordered_map<request_id, sequence_meta> meta;
+  int in_flight = 0;
+  bool schedule_queued = false;
+  scheduler_stats stats;
+  static inline const char* name = "scheduler";
+};
+
+using scheduler_pointer = scheduler_actor::stateful_pointer<scheduler_state>;
+
+// Tells each finished sequence's sink; forgets the sequence.
+void notify_finished(scheduler_pointer self, const std::vector<finished_seq>& finished) {
+  auto& st = self->state;
+  for (const finished_seq& f : finished) {
+    auto it = st.meta.find(f.id);
+    if (it == st.meta.end()) continue;
+    logger().debug("finished request_id={} reason={} tokens={}", f.id.value, finish_reason_name(f.reason),
+                   f.n_generated);
+    if (it->second.sink) self->send(it->second.sink, finished_atom::value, f);
+    st.meta.erase(it);
+  }
+}
+
+// Coalesces wake-ups: one schedule message however many admissions arrive at once.
+void queue_schedule(scheduler_pointer self) {
+  if (self->state.schedule_queued) return;
+  self->state.schedule_queued = true;
+  self->send(self, schedule_atom::value);
+}
+
+// Plans and sends micro-batches while the pipeline has room.
+void pump(scheduler_pointer self) {
+  auto& st = self->state;
+  while (st.in_flight < st.setup.max_in_flight) {
+    step_plan plan = st.policy->plan(now_ns());
+    notify_finished(self, plan.finished);
+    if (plan.empty()) break;
+
+    step_request req;
+    req.micro_batch = plan.micro_batch;
+    req.released = std::move(plan.released);
+    for (planned_seq& p : plan.seqs) {
+      if (!p.is_new) continue;
+      const auto& m = st.meta.at(p.id);
+      req.added.push_back(new_sequence{p.id, std::move(p.history), m.sampling, m.sink});
+      p.history.clear();
+    }
+    req.work = std::move(plan.seqs);
+    ++st.in_flight;
+    ++st.stats.n_steps;
+    st.stats.n_step_tokens += plan.n_tokens;
+    logger().trace("step micro_batch={} seqs={} tokens={} decodes={} preempted={}", plan.micro_batch, req.work.size(),
+                   plan.n_tokens, plan.n_decodes, plan.n_preempted);
+    const uint64_t mb = plan.micro_batch;
+    self->request(st.setup.replica, st.setup.step_timeout, step_atom::value, std::move(req))
+      .then(
+        [self](step_result& r) {
+          --self->state.in_flight;
+          notify_finished(self, self->state.policy->on_result(r.micro_batch, r.tokens));
+          pump(self);
+        },
+        [self, mb](caf::error& e) {
+          --self->state.in_flight;
+          logger().error("step failed micro_batch={} error={}", mb, describe(e));
+          notify_finished(self, self->state.policy->on_failure(mb));
+          pump(self);
+        });
+  }
+}
+
+scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, scheduler_setup setup) {
+  auto& init = self->state;
+  init.setup = std::move(setup);
+  init.policy = std::make_unique<batch_policy>(init.setup.policy);
+  init.stats.n_blocks = init.setup.policy.n_blocks;
+  return {
+    // Queue a sequence (or refuse it); planning happens after the reply is out.
+    [self](admit_atom, sequence_request& r) -> caf::result<request_id> {
+      auto& st = self->state;
+      const request_id id = r.spec.id;
+      const int n_prompt = int(r.spec.prompt.size());
+      switch (st.policy->admit(std::move(r.spec), now_ns())) {
+        case admit_status::ok: break;
+        case admit_status::overloaded:
+          return make_error(serve_errc::overloaded,
+                            fmt::format("the waiting queue is full ({} requests)", st.setup.policy.max_waiting));
+        case admit_status::too_long:
+          return make_error(serve_errc::too_long,
+                            fmt::format("a prompt of {} tokens plus max_tokens does not fit the context ({}) or "
+                                        "the KV cache ({} blocks of {})",
+                                        n_prompt, st.setup.policy.ctx_size, st.setup.policy.n_blocks,
+                                        st.setup.policy.block_size));
+        case admit_status::duplicate:
+          return make_error(serve_errc::invalid_request, "duplicate request id");
+        case admit_status::invalid: return make_error(serve_errc::invalid_request, "empty prompt or bad max_tokens");
+      }
+      st.meta[id] = scheduler_state::sequence_meta{r.sampling, std::move(r.sink)};
+      logger().debug("admitted request_id={} prompt_tokens={}", id.value, n_prompt);
+      queue_schedule(self);
+      return id;
+    },
+    // Cancel: blocks are free at once; a result in flight for it is ignored.
+    [self](cancel_atom, request_id id) {
+      if (self->state.policy->cancel(id)) {
+        self->state.meta.erase(id);
+        logger().debug("cancelled request_id={}", id.value);
+        queue_schedule(self);
+      }
+    },
+    [self](schedule_atom) {
+      self->state.schedule_queued = false;
+      pump(self);
+    },
+    [self](stats_atom) -> scheduler_stats {
+      auto& st = self->state;
+      scheduler_stats s = st.stats;
+      s.n_free_blocks = st.policy->n_free_blocks();
+      s.n_waiting = st.policy->n_waiting();
+      s.n_running = st.policy->n_running();
+      s.n_in_flight = st.policy->n_in_flight();
+      s.n_preemptions = st.policy->n_preemptions();
+      return s;
+    },
+  };
+}
+
+}  // namespace
+
+scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_setup setup) {
+  return sys.spawn(scheduler_behavior, std::move(setup));
+}
+
+}  // namespace troupe::actors

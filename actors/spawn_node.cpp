@@ -1,0 +1,133 @@
+#include "actors/spawn_node.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/logger.hpp"
+#include "actors/pipeline_stage.hpp"
+#include "actors/replica.hpp"
+#include "actors/router.hpp"
+#include "actors/scheduler.hpp"
+#include "engine/model_weights.hpp"
+
+namespace troupe::actors {
+
+void configure_actor_system(caf::actor_system_config& cfg) {
+  cfg.add_message_type<request_id>("troupe::request_id");
+  cfg.add_message_type<sequence_spec>("troupe::sequence_spec");
+  cfg.add_message_type<planned_seq>("troupe::planned_seq");
+  cfg.add_message_type<sampled_token>("troupe::sampled_token");
+  cfg.add_message_type<finished_seq>("troupe::finished_seq");
+  cfg.add_message_type<serve_request>("troupe::serve_request");
+  cfg.add_message_type<stream_chunk>("troupe::stream_chunk");
+  cfg.add_message_type<stream_end>("troupe::stream_end");
+  cfg.add_message_type<sequence_request>("troupe::sequence_request");
+  cfg.add_message_type<scheduler_stats>("troupe::scheduler_stats");
+  cfg.add_message_type<new_sequence>("troupe::new_sequence");
+  cfg.add_message_type<step_request>("troupe::step_request");
+  cfg.add_message_type<hidden_states>("troupe::hidden_states");
+  cfg.add_message_type<step_result>("troupe::step_result");
+  cfg.add_message_type<token_batch>("troupe::token_batch");
+  cfg.add_error_category(caf::atom("troupe"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+    std::string s = std::string("troupe: ") + serve_errc_name(static_cast<serve_errc>(code));
+    if (ctx.match_elements<std::string>() && !ctx.get_as<std::string>(0).empty()) {
+      s += " (" + ctx.get_as<std::string>(0) + ")";
+    }
+    return s;
+  });
+  // Stages run on their own threads; the event-based actors need few.
+  cfg.set("scheduler.max-threads", 2);
+}
+
+void serve_node::shutdown() {
+  auto stop = [](const auto& handle) {
+    if (handle) caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+  };
+  stop(router);
+  for (auto& s : schedulers) stop(s);
+  for (auto& r : replicas) stop(r);
+  for (auto& chain : stages) {
+    for (auto& s : chain) stop(s);
+  }
+  router = nullptr;
+  schedulers.clear();
+  replicas.clear();
+  stages.clear();
+}
+
+std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
+                                                   std::shared_ptr<const engine::tokenizer> tokenizer) {
+  if (!tokenizer) return std::unexpected(std::string("no tokenizer"));
+  if (auto v = config::validate(cluster); !v) return std::unexpected(v.error().message);
+  // The model's header: layer count for the stage ranges (maps layer 0 only).
+  auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}});
+  if (!probe) return std::unexpected(probe.error().message);
+  const engine::model_config model = probe->config;
+  if (auto c = config::check_layers(cluster, model.n_layers); !c) return std::unexpected(c.error().message);
+
+  const auto& b = cluster.batching;
+  const int ctx = cluster.limits.ctx_size > 0 ? cluster.limits.ctx_size : model.max_seq_len;
+  const int n_stages = int(cluster.stages.size());
+
+  // Each stage of each replica loads its own layers (the mapping of the file is shared).
+  std::vector<std::vector<std::shared_ptr<const engine::model_weights>>> weights(size_t(cluster.replicas));
+  for (int r = 0; r < cluster.replicas; ++r) {
+    for (int s = 0; s < n_stages; ++s) {
+      const auto& sc = cluster.stages[size_t(s)];
+      auto w = engine::load_model(cluster.model.path,
+                                  engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
+      if (!w) {
+        return std::unexpected(fmt::format("{}:{}: stages[{}]: {}", cluster.source, sc.line, s, w.error().message));
+      }
+      weights[size_t(r)].push_back(std::make_shared<const engine::model_weights>(std::move(*w)));
+    }
+  }
+
+  serve_node node;
+  node.model = model;
+  for (int r = 0; r < cluster.replicas; ++r) {
+    // Spawn the chain back to front: each stage knows the next.
+    std::vector<stage_actor> chain;
+    chain.resize(size_t(n_stages));
+    stage_actor next;
+    for (int s = n_stages - 1; s >= 0; --s) {
+      stage_setup ss;
+      ss.weights = weights[size_t(r)][size_t(s)];
+      ss.block_size = b.block_size;
+      ss.n_blocks = b.n_blocks;
+      ss.threads = cluster.stages[size_t(s)].threads;
+      ss.next = next;
+      chain[size_t(s)] = spawn_stage(sys, std::move(ss));
+      next = chain[size_t(s)];
+    }
+    replica_actor replica = spawn_replica(sys, chain);
+    scheduler_setup sched;
+    sched.policy.block_size = b.block_size;
+    sched.policy.n_blocks = b.n_blocks;
+    sched.policy.max_step_tokens = b.max_step_tokens;
+    sched.policy.max_running = b.max_running;
+    sched.policy.max_waiting = b.max_waiting;
+    sched.policy.prefill_chunk = b.prefill_chunk;
+    sched.policy.ctx_size = ctx;
+    sched.policy.eos_id = model.eos_id;
+    sched.replica = replica;
+    sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
+    sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
+    node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
+    node.replicas.push_back(replica);
+    node.stages.push_back(std::move(chain));
+  }
+  router_setup rs;
+  rs.schedulers = node.schedulers;
+  rs.tokenizer = std::move(tokenizer);
+  rs.eos_id = model.eos_id;
+  rs.vocab_size = model.vocab_size;
+  rs.ctx_size = ctx;
+  rs.max_new_tokens = cluster.limits.max_new_tokens;
+  node.router = spawn_router(sys, std::move(rs));
+  logger().info("serving model={} layers={} replicas={} stages={} kv_blocks={} block_size={} ctx={}",
+                cluster.model.path, model.n_layers, cluster.replicas, n_stages, b.n_blocks, b.block_size, ctx);
+  node.cluster = std::move(cluster);
+  return node;
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,39 @@
+#pragma once
+// Config -> actors. `troupe serve` (and the integration tests) start all of a cluster config's
+// actors in this process: per replica a chain of PIPELINE STAGEs (each loads only its layers), a
+// REPLICA and a SCHEDULER; one ROUTER in front.
+#include <expected>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+
+#include "actors/messages.hpp"
+#include "cluster-config/cluster_config.hpp"
+#include "engine/model_config.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace troupe::actors {
+
+/// Registers troupe's message types and error category, and sizes CAF's scheduler.
+void configure_actor_system(caf::actor_system_config& cfg);
+
+struct serve_node {
+  router_actor router;
+  std::vector<scheduler_actor> schedulers;
+  std::vector<replica_actor> replicas;
+  std::vector<std::vector<stage_actor>> stages;  // [replica][stage]
+  engine::model_config model;
+  config::cluster_config cluster;  // with layer ranges resolved
+
+  /// Stops every actor (the actor system's destructor waits for them). Idempotent.
+  void shutdown();
+};
+
+/// Loads the stages' layers and spawns the actors. Errors name the config file and key where
+/// they come from a config ("local.toml:30: stages[1].last_layer: ...") or the model file.
+std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
+                                                   std::shared_ptr<const engine::tokenizer> tokenizer);
+
+}  // namespace troupe::actors

@@ -1,0 +1,41 @@
+#pragma once
+// The ROUTER behind the client protocol: a transport::request_handler that turns each generate
+// frame into a request to the ROUTER, with a small relay actor per request carrying its stream
+// back to the transport's stream_sink. A disconnect stops the connection's relays; the ROUTER
+// sees them go and cancels their requests (their KV blocks are freed at once).
+#include <chrono>
+#include <memory>
+
+#include <caf/fwd.hpp>
+
+#include "actors/messages.hpp"
+#include "transport/request_handler.hpp"
+
+namespace troupe::actors {
+
+class tcp_gateway final : public transport::request_handler {
+ public:
+  tcp_gateway(caf::actor_system& sys, router_actor router,
+              std::chrono::milliseconds admit_timeout = std::chrono::milliseconds(30'000));
+  ~tcp_gateway() override;  // stops the relays still running
+
+  void on_generate(std::shared_ptr<transport::stream_sink> sink, transport::generate_request request) override;
+  void on_cancel(transport::connection_id connection, uint64_t request_id) override;
+  void on_disconnect(transport::connection_id connection) override;
+
+  /// Relays in progress (tests).
+  size_t n_in_progress() const;
+
+  struct registry;  // (connection, client request id) -> relay actor
+
+ private:
+  caf::actor_system& sys_;
+  router_actor router_;
+  std::chrono::milliseconds admit_timeout_;
+  std::shared_ptr<registry> registry_;
+};
+
+/// The client protocol's view of a serve_request (seed absent: the server picks one).
+serve_request to_serve_request(const transport::generate_request& r);
+
+}  // namespace troupe::actors

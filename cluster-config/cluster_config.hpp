@@ -1,0 +1,97 @@
+#pragma once
+// A cluster file (TOML) as plain structs: the model, where to listen, batching limits, and the
+// pipeline stages (layer ranges) every replica is made of. Every error names the file, the line
+// and the key: "local.toml:12: stages[1].last_layer: must be greater than first_layer (3)".
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace troupe::config {
+
+enum class errc {
+  io_error,     // the file cannot be read
+  syntax,       // not TOML
+  missing_key,  // a required key is absent
+  bad_type,     // a key has the wrong TOML type
+  bad_value,    // a value out of range or inconsistent with another
+  unknown_key,  // a key troupe does not know (a typo must not pass silently)
+};
+const char* errc_name(errc c);
+
+struct error {
+  errc code;
+  std::string message;  // "file:line: key: what"
+};
+
+template <class T>
+using result = std::expected<T, error>;
+
+struct model_section {
+  std::string path;       // model file or directory (relative paths: to the cluster file's folder)
+  std::string tokenizer;  // optional tokenizer file (llama2.c checkpoints need one)
+};
+
+struct listen_section {
+  std::string host = "127.0.0.1";
+  int port = 7433;  // 0: an ephemeral port
+};
+
+/// Continuous batching and the paged KV cache (per replica; every stage has n_blocks blocks).
+struct batching_section {
+  int block_size = 16;       // positions per KV block
+  int n_blocks = 1024;       // KV blocks per stage
+  int max_step_tokens = 256; // token budget of one step (decodes + prefill chunks)
+  int max_running = 32;      // sequences holding KV blocks at once
+  int max_waiting = 256;     // queued requests; past it requests are refused as overloaded
+  int prefill_chunk = 128;   // prompt tokens of one sequence per step
+  int micro_batches = 0;     // micro-batches in flight per replica; 0: one per stage
+};
+
+struct limits_section {
+  int max_new_tokens = 4096;   // the most tokens one request may ask for
+  int step_timeout_ms = 60000; // a step (all stages) that takes longer fails its sequences
+  int ctx_size = 0;            // positions per sequence; 0: the model's context
+};
+
+struct stage_section {
+  int first_layer = 0;
+  int last_layer = -1;  // exclusive; -1: to the end of the model
+  int threads = 1;      // engine worker threads of this stage (the stage's own thread included)
+  int line = 0;         // where the stage is defined (0: from flags)
+  int last_layer_line = 0;
+};
+
+struct cluster_config {
+  std::string source = "<flags>";  // file name used in error messages
+  int replicas = 1;
+  int replicas_line = 0;
+  model_section model;
+  listen_section listen;
+  batching_section batching;
+  limits_section limits;
+  std::vector<stage_section> stages;  // the pipeline of every replica, in layer order
+};
+
+/// Reads and validates a cluster file (structure only; layer counts are checked by check_layers
+/// once the model's header is known).
+result<cluster_config> parse_cluster_file(const std::filesystem::path& path);
+
+/// Same, from text; `file_name` appears in errors and relative paths are resolved against
+/// `base_dir` (empty: left as they are).
+result<cluster_config> parse_cluster_text(std::string_view text, const std::string& file_name,
+                                          const std::filesystem::path& base_dir = {});
+
+/// Structural checks: positive limits, contiguous stages starting at layer 0.
+result<void> validate(const cluster_config& c);
+
+/// Checks the stages against a model of n_layers layers and resolves last_layer == -1.
+result<void> check_layers(cluster_config& c, int n_layers);
+
+/// n_stages contiguous ranges covering [0, n_layers), sizes differing by at most one (the
+/// earlier stages take the extra layers).
+result<std::vector<stage_section>> split_layers_evenly(int n_layers, int n_stages, int threads = 1);
+
+}  // namespace troupe::config

@@ -1,0 +1,452 @@
+#include "transport/client_session.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <iterator>
+#include <utility>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+#include "transport/logger.hpp"
+
+namespace troupe::transport {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+/// Compares without an early exit, so the time taken does not reveal how much of a key matched.
+bool keys_equal(std::string_view a, std::string_view b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned diff = a.size() == b.size() ? 0u : 1u;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned>(x ^ y);
+  }
+  return diff == 0;
+}
+
+/// The stream_sink of one request on one session.
+class session_stream_sink final : public stream_sink {
+ public:
+  session_stream_sink(std::shared_ptr<client_session> session, uint64_t request_id, bool stream)
+      : session_(std::move(session)), request_id_(request_id), stream_(stream), version_(session_->version()) {
+    pending_.request_id = request_id;
+  }
+
+  ~session_stream_sink() override {
+    std::lock_guard lock(mu_);
+    if (ended_ || !session_->is_open()) return;
+    ended_ = true;
+    logger().warn("stream dropped without a final frame connection={} request_id={}",
+                  static_cast<uint64_t>(session_->id()), request_id_);
+    session_->enqueue(encode(error_frame{request_id_, errc::internal, "the server dropped this request"}, version_),
+                      request_id_);
+  }
+
+  connection_id connection() const override { return session_->id(); }
+  uint64_t request_id() const override { return request_id_; }
+
+  bool send_chunk(std::string text, std::vector<int32_t> ids) override {
+    std::lock_guard lock(mu_);
+    if (ended_) return false;
+    if (text.empty() && ids.empty()) return session_->is_open();
+    if (!stream_) {
+      pending_.text += text;
+      pending_.ids.insert(pending_.ids.end(), ids.begin(), ids.end());
+      return session_->is_open();
+    }
+    return session_->enqueue(encode(token_chunk{request_id_, std::move(text), std::move(ids)}, version_), 0);
+  }
+
+  bool send_final(final_frame f) override {
+    std::lock_guard lock(mu_);
+    if (ended_) return false;
+    ended_ = true;
+    f.request_id = request_id_;
+    if (!pending_.text.empty() || !pending_.ids.empty()) session_->enqueue(encode(pending_, version_), 0);
+    return session_->enqueue(encode(f, version_), request_id_);
+  }
+
+  bool send_error(errc code, std::string message) override {
+    std::lock_guard lock(mu_);
+    if (ended_) return false;
+    ended_ = true;
+    return session_->enqueue(encode(error_frame{request_id_, code, std::move(message)}, version_), request_id_);
+  }
+
+  bool closed() const override {
+    std::lock_guard lock(mu_);
+    return ended_ || !session_->is_open();
+  }
+
+ private:
+  const std::shared_ptr<client_session> session_;
+  const uint64_t request_id_;
+  const bool stream_;
+  const uint8_t version_;
+  mutable std::mutex mu_;
+  bool ended_ = false;
+  token_chunk pending_;  // stream = false: everything so far
+};
+
+}  // namespace
+
+client_session::client_session(std::shared_ptr<asio::io_context> io, tcp::socket socket, connection_id id,
+                               std::shared_ptr<const server_options> options, request_handler& handler,
+                               closed_callback on_closed)
+    : io_(std::move(io)),
+      socket_(std::move(socket)),
+      strand_(socket_.get_executor()),
+      handshake_timer_(strand_),
+      linger_timer_(strand_),
+      id_(id),
+      options_(std::move(options)),
+      handler_(handler),
+      on_closed_(std::move(on_closed)),
+      decoder_(frame_decoder_options{options_->limits.max_frame_bytes, min_protocol_version, protocol_version}) {}
+
+client_session::~client_session() = default;
+
+void client_session::start() {
+  asio::post(strand_, [self = shared_from_this()] {
+    self->handshake_timer_.expires_after(self->options_->handshake_timeout);
+    self->handshake_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (ec || self->handshake_done_) return;
+      self->fail(error{errc::timeout,
+                       fmt::format("no hello within {} ms", self->options_->handshake_timeout.count()), 0});
+    });
+    self->do_read();
+  });
+}
+
+void client_session::shutdown(errc code, std::string message) {
+  asio::post(strand_, [self = shared_from_this(), code, message = std::move(message)] {
+    self->fail(error{code, message, 0});
+  });
+}
+
+bool client_session::is_open() const {
+  std::lock_guard lock(mu_);
+  return state_ == state::open;
+}
+
+bool client_session::enqueue(std::string bytes, uint64_t ending_request_id) {
+  bool start_write = false;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != state::open) return false;
+    if (ending_request_id != 0) active_.erase(ending_request_id);
+    if (queued_bytes_ + bytes.size() > options_->max_write_queue_bytes) {
+      // The client does not read: drop it rather than buffer without bound.
+      state_ = state::closed;
+      active_.clear();
+      asio::post(strand_, [self = shared_from_this(), queued = queued_bytes_] {
+        logger().warn("closing connection: client is not reading connection={} queued_bytes={}",
+                      static_cast<uint64_t>(self->id_), queued);
+        self->close_now("write queue full");
+      });
+      return false;
+    }
+    queued_bytes_ += bytes.size();
+    queue_.push_back(std::move(bytes));
+    if (!writing_) {
+      writing_ = true;
+      start_write = true;
+    }
+  }
+  if (start_write) asio::post(strand_, [self = shared_from_this()] { self->do_write(); });
+  return true;
+}
+
+// ---- reading --------------------------------------------------------------------------------
+
+void client_session::do_read() {
+  socket_.async_read_some(asio::buffer(read_buf_),
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                            self->on_read(ec, n);
+                          });
+}
+
+void client_session::on_read(const boost::system::error_code& ec, size_t n) {
+  if (finished_) return;
+  state st;
+  {
+    std::lock_guard lock(mu_);
+    st = state_;
+  }
+  if (st != state::open) {
+    // Closing: discard what the client still sends until it closes its side or linger ends, so
+    // that closing with unread input does not reset the connection before the error frame lands.
+    if (ec) {
+      read_done_ = true;
+      if (flushed_) close_now("closed after an error");
+      return;
+    }
+    do_read();
+    return;
+  }
+  if (ec) {
+    close_now(ec == asio::error::eof ? "client closed the connection" : ec.message());
+    return;
+  }
+  decoder_.feed(std::string_view(read_buf_.data(), n));
+  while (is_open()) {
+    auto next = decoder_.next();
+    if (!next) {
+      fail(next.error());
+      break;
+    }
+    if (!*next) break;
+    handle_frame(std::move(**next));
+  }
+  do_read();
+}
+
+void client_session::handle_frame(frame f) {
+  if (!handshake_done_) {
+    handle_hello(f);
+    return;
+  }
+  switch (f.kind) {
+    case frame_kind::generate: handle_generate(f.payload); break;
+    case frame_kind::cancel: handle_cancel(f.payload); break;
+    case frame_kind::hello: fail(error{errc::bad_frame, "hello was already received on this connection", 0}); break;
+    default:
+      fail(error{errc::bad_frame, fmt::format("a client may not send {} frames", frame_kind_name(f.kind)), 0});
+      break;
+  }
+}
+
+void client_session::handle_hello(const frame& f) {
+  if (f.kind != frame_kind::hello) {
+    fail(error{errc::bad_frame, fmt::format("the first frame must be hello, got {}", frame_kind_name(f.kind)), 0});
+    return;
+  }
+  auto h = decode_hello(f.payload);
+  if (!h) {
+    fail(h.error());
+    return;
+  }
+  const uint8_t version = std::min(h->version, protocol_version);
+  if (version < std::max(h->min_version, min_protocol_version)) {
+    fail(error{errc::unsupported_version,
+               fmt::format("client speaks versions {}..{}, this server {}..{}", h->min_version, h->version,
+                           min_protocol_version, protocol_version),
+               0});
+    return;
+  }
+  if (!options_->api_keys.empty()) {
+    bool ok = false;
+    for (const auto& key : options_->api_keys) ok = keys_equal(h->api_key, key) || ok;
+    if (!ok) {
+      fail(error{errc::unauthorized, h->api_key.empty() ? "an API key is required" : "invalid API key", 0});
+      return;
+    }
+  }
+  version_ = version;
+  decoder_.set_versions(version, version);
+  handshake_done_ = true;
+  handshake_timer_.cancel();
+  logger().debug("handshake done connection={} client={} version={}", static_cast<uint64_t>(id_),
+                 printable(h->client_name), version);
+  enqueue(encode(hello_ok{version, options_->server_name, options_->model, options_->limits}, version), 0);
+}
+
+void client_session::handle_generate(std::string_view payload) {
+  auto req = decode_generate(payload, options_->limits);
+  if (!req) {
+    // An error that names no request (request_id 0) is about the connection: it closes.
+    if (closes_connection(req.error().code) || req.error().request_id == 0) {
+      fail(req.error());
+    } else {
+      send_request_error(req.error());
+    }
+    return;
+  }
+  const uint64_t request_id = req->request_id;
+  std::optional<error> refused;
+  {
+    std::lock_guard lock(mu_);
+    if (active_.contains(request_id)) {
+      refused = error{errc::duplicate_request_id,
+                      fmt::format("request_id {} is already in flight on this connection", request_id), request_id};
+    } else if (active_.size() >= options_->max_requests_per_connection) {
+      refused = error{errc::overloaded,
+                      fmt::format("{} requests in flight on this connection, the limit is {}", active_.size(),
+                                  options_->max_requests_per_connection),
+                      request_id};
+    } else {
+      active_.insert(request_id);
+    }
+  }
+  if (refused) {
+    send_request_error(*refused);
+    return;
+  }
+  auto sink = std::make_shared<session_stream_sink>(shared_from_this(), request_id, req->stream);
+  try {
+    handler_.on_generate(sink, std::move(*req));
+  } catch (const std::exception& e) {
+    logger().error("request handler threw connection={} request_id={} what={}", static_cast<uint64_t>(id_),
+                   request_id, e.what());
+    sink->send_error(errc::internal, "internal error");
+  } catch (...) {
+    logger().error("request handler threw connection={} request_id={}", static_cast<uint64_t>(id_), request_id);
+    sink->send_error(errc::internal, "internal error");
+  }
+}
+
+void client_session::handle_cancel(std::string_view payload) {
+  auto c = decode_cancel(payload);
+  if (!c) {
+    // An error that names no request (request_id 0) is about the connection: it closes.
+    if (closes_connection(c.error().code) || c.error().request_id == 0) {
+      fail(c.error());
+    } else {
+      send_request_error(c.error());
+    }
+    return;
+  }
+  bool active = false;
+  {
+    std::lock_guard lock(mu_);
+    active = active_.contains(c->request_id);
+  }
+  if (!active) {
+    // It may have finished while the cancel was on its way: nothing to do.
+    logger().debug("cancel for a request not in flight connection={} request_id={}", static_cast<uint64_t>(id_),
+                   c->request_id);
+    return;
+  }
+  try {
+    handler_.on_cancel(id_, c->request_id);
+  } catch (...) {
+    logger().error("request handler threw on cancel connection={} request_id={}", static_cast<uint64_t>(id_),
+                   c->request_id);
+  }
+}
+
+void client_session::send_request_error(const error& e) {
+  logger().debug("request refused connection={} request_id={} code={} message={}", static_cast<uint64_t>(id_),
+                 e.request_id, errc_name(e.code), e.message);
+  enqueue(encode(error_frame{e.request_id, e.code, e.message}, version_), 0);
+}
+
+void client_session::fail(const error& e) {
+  bool start_write = false;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != state::open) return;
+    state_ = state::closing;
+    active_.clear();
+    auto bytes = encode(error_frame{0, e.code, e.message}, version_);
+    queued_bytes_ += bytes.size();
+    queue_.push_back(std::move(bytes));
+    if (!writing_) {
+      writing_ = true;
+      start_write = true;
+    }
+  }
+  if (e.code == errc::shutting_down) {
+    logger().debug("closing connection connection={} code={}", static_cast<uint64_t>(id_), errc_name(e.code));
+  } else {
+    logger().warn("closing connection after error connection={} code={} message={}", static_cast<uint64_t>(id_),
+                  errc_name(e.code), e.message);
+  }
+  handshake_timer_.cancel();
+  report_disconnect();
+  linger_timer_.expires_after(options_->close_linger);
+  linger_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->close_now("linger timeout");
+  });
+  if (start_write) do_write();
+}
+
+// ---- writing --------------------------------------------------------------------------------
+
+void client_session::do_write() {
+  if (finished_) return;
+  bool flushed = false;
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.empty()) {
+      writing_ = false;
+      flushed = state_ == state::closing;
+    } else {
+      in_flight_.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+      queue_.clear();
+    }
+  }
+  if (flushed) {
+    on_flushed();
+    return;
+  }
+  if (in_flight_.empty()) return;
+  std::vector<asio::const_buffer> buffers;
+  buffers.reserve(in_flight_.size());
+  for (const auto& b : in_flight_) buffers.push_back(asio::buffer(b));
+  asio::async_write(socket_, buffers,
+                    [self = shared_from_this()](const boost::system::error_code& ec, size_t) { self->on_write(ec); });
+}
+
+void client_session::on_write(const boost::system::error_code& ec) {
+  if (finished_) return;
+  if (ec) {
+    close_now(fmt::format("write failed: {}", ec.message()));
+    return;
+  }
+  size_t written = 0;
+  for (const auto& b : in_flight_) written += b.size();
+  in_flight_.clear();
+  {
+    std::lock_guard lock(mu_);
+    queued_bytes_ -= std::min(queued_bytes_, written);
+  }
+  do_write();
+}
+
+void client_session::on_flushed() {
+  flushed_ = true;
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  if (read_done_) close_now("closed after an error");
+}
+
+// ---- closing --------------------------------------------------------------------------------
+
+void client_session::close_now(std::string_view reason) {
+  if (finished_) return;
+  finished_ = true;
+  {
+    std::lock_guard lock(mu_);
+    state_ = state::closed;
+    active_.clear();
+    queue_.clear();
+    queued_bytes_ = 0;
+  }
+  boost::system::error_code ignored;
+  handshake_timer_.cancel();
+  linger_timer_.cancel();
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  logger().debug("connection closed connection={} reason={}", static_cast<uint64_t>(id_), reason);
+  report_disconnect();
+  if (on_closed_) on_closed_(id_);
+}
+
+void client_session::report_disconnect() {
+  if (!handshake_done_ || disconnect_reported_) return;
+  disconnect_reported_ = true;
+  try {
+    handler_.on_disconnect(id_);
+  } catch (...) {
+    logger().error("request handler threw on disconnect connection={}", static_cast<uint64_t>(id_));
+  }
+}
+
+}  // namespace troupe::transport

@@ -1,0 +1,120 @@
+#include "transport/frame.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace troupe::transport {
+
+const char* frame_kind_name(frame_kind kind) {
+  switch (kind) {
+    case frame_kind::hello: return "hello";
+    case frame_kind::hello_ok: return "hello_ok";
+    case frame_kind::generate: return "generate";
+    case frame_kind::cancel: return "cancel";
+    case frame_kind::token_chunk: return "token_chunk";
+    case frame_kind::final: return "final";
+    case frame_kind::error: return "error";
+  }
+  return "unknown";
+}
+
+bool is_known_frame_kind(uint8_t kind) {
+  return kind >= static_cast<uint8_t>(frame_kind::hello) && kind <= static_cast<uint8_t>(frame_kind::error);
+}
+
+bool is_client_frame_kind(frame_kind kind) {
+  return kind == frame_kind::hello || kind == frame_kind::generate || kind == frame_kind::cancel;
+}
+
+void write_frame_header(char* out, const frame_header& h) {
+  std::memcpy(out, frame_magic.data(), frame_magic.size());
+  out[4] = static_cast<char>(h.version);
+  out[5] = static_cast<char>(h.kind);
+  out[6] = static_cast<char>((h.length >> 24) & 0xff);
+  out[7] = static_cast<char>((h.length >> 16) & 0xff);
+  out[8] = static_cast<char>((h.length >> 8) & 0xff);
+  out[9] = static_cast<char>(h.length & 0xff);
+}
+
+std::string encode_frame(frame_kind kind, std::string_view payload, uint8_t version) {
+  std::string out(frame_header_bytes + payload.size(), '\0');
+  write_frame_header(out.data(), frame_header{version, kind, static_cast<uint32_t>(payload.size())});
+  std::memcpy(out.data() + frame_header_bytes, payload.data(), payload.size());
+  return out;
+}
+
+frame_decoder::frame_decoder(frame_decoder_options options) : options_(options) {}
+
+void frame_decoder::set_versions(uint8_t min_version, uint8_t max_version) {
+  options_.min_version = min_version;
+  options_.max_version = max_version;
+}
+
+void frame_decoder::feed(std::string_view bytes) {
+  if (error_) return;
+  // Drop consumed bytes before growing, so the buffer holds at most one frame plus one read.
+  if (pos_ > 0 && (pos_ == buf_.size() || pos_ >= 64 * 1024)) {
+    buf_.erase(0, pos_);
+    pos_ = 0;
+  }
+  buf_.append(bytes.data(), bytes.size());
+}
+
+result<std::optional<frame>> frame_decoder::fail_with(error e) {
+  error_ = e;
+  buf_.clear();
+  pos_ = 0;
+  return unexpected_error(std::move(e));
+}
+
+result<std::optional<frame>> frame_decoder::next() {
+  if (error_) return unexpected_error(*error_);
+  const size_t avail = buf_.size() - pos_;
+  const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + pos_);
+
+  // Magic: checked byte by byte, so a stray HTTP request or garbage fails on its first byte.
+  const size_t n_magic = std::min(avail, frame_magic.size());
+  for (size_t i = 0; i < n_magic; ++i) {
+    if (p[i] != static_cast<unsigned char>(frame_magic[i])) {
+      return fail_with(error{errc::bad_frame,
+                             fmt::format("bad frame magic: byte {} is 0x{:02x}, expected 0x{:02x}", i, p[i],
+                                         static_cast<unsigned char>(frame_magic[i])),
+                             0});
+    }
+  }
+  if (avail >= 5) {
+    const uint8_t version = p[4];
+    if (version < options_.min_version || version > options_.max_version) {
+      return fail_with(error{errc::unsupported_version,
+                             fmt::format("unsupported protocol version {} (supported: {}..{})", version,
+                                         options_.min_version, options_.max_version),
+                             0});
+    }
+  }
+  if (avail >= 6 && !is_known_frame_kind(p[5])) {
+    return fail_with(error{errc::bad_frame, fmt::format("unknown frame kind {}", p[5]), 0});
+  }
+  if (avail < frame_header_bytes) return std::optional<frame>{};
+
+  const uint32_t length = (uint32_t{p[6]} << 24) | (uint32_t{p[7]} << 16) | (uint32_t{p[8]} << 8) | uint32_t{p[9]};
+  if (length > options_.max_frame_bytes) {
+    return fail_with(error{errc::frame_too_large,
+                           fmt::format("frame of {} bytes exceeds the limit of {} bytes", length,
+                                       options_.max_frame_bytes),
+                           0});
+  }
+  if (avail - frame_header_bytes < length) return std::optional<frame>{};
+
+  frame f;
+  f.version = p[4];
+  f.kind = static_cast<frame_kind>(p[5]);
+  f.payload.assign(buf_.data() + pos_ + frame_header_bytes, length);
+  pos_ += frame_header_bytes + length;
+  if (pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  }
+  return std::optional<frame>{std::move(f)};
+}
+
+}  // namespace troupe::transport
