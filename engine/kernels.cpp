@@ -2,6 +2,7 @@
 // the CPU fast paths are picked here (AVX2 when the CPU has it, OpenBLAS for float batches).
 #include "engine/kernels.hpp"
 
+#include <cstdlib>
 #include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
@@ -9,10 +10,19 @@
 
 namespace troupe::engine::kernels {
 
-void rmsnorm(float* out, const float* x, const float* w, int n, float eps) { cpu::rmsnorm(out, x, w, n, eps); }
+void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
+  if (cpu::has_avx2()) return cpu::avx2::rmsnorm(out, x, w, n, eps);
+  cpu::rmsnorm(out, x, w, n, eps);
+}
 void softmax(float* x, int n) { cpu::softmax(x, n); }
-void swiglu(float* gate, const float* up, int n) { cpu::swiglu(gate, up, n); }
-void add(float* x, const float* y, int n) { cpu::add(x, y, n); }
+void swiglu(float* gate, const float* up, int n) {
+  if (cpu::has_avx2()) return cpu::avx2::swiglu(gate, up, n);
+  cpu::swiglu(gate, up, n);
+}
+void add(float* x, const float* y, int n) {
+  if (cpu::has_avx2()) return cpu::avx2::add(x, y, n);
+  cpu::add(x, y, n);
+}
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style) {
   cpu::rope(x, n_heads, head_dim, pos, theta, style);
 }
@@ -41,20 +51,33 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   // 1. Quantize the activations once for every integer-path weight (per token, so each token's
   //    blocks are the same whatever else is in the batch).
   thread_local std::vector<block_q8_0> xq_buffer;
-  const block_q8_0* xq = nullptr;
+  thread_local std::vector<float> xd_buffer;
+  thread_local std::vector<int32_t> y8_buffer;
+  cpu::q8_activations xq{};
   if (any_integer) {
     const int64_t nb = cols / 32;
     xq_buffer.resize(size_t(n_tokens * nb));
-    block_q8_0* dst = xq_buffer.data();
+    xd_buffer.resize(size_t(n_tokens * nb));
+    y8_buffer.resize(size_t(n_tokens * nb * 8));
+    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data()};
     parallel_for(pool, n_tokens, [&](int64_t b, int64_t e, int) {
-      for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, dst + t * nb, cols);
+      for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, xq, t * nb, cols);
     }, 16);
-    xq = dst;
   }
+
+  static const int blas_min = std::getenv("TROUPE_BLAS_THREADS_MIN_TOKENS") ? std::atoi(std::getenv("TROUPE_BLAS_THREADS_MIN_TOKENS")) : 1 << 30;
+  if (!any_integer && pool != nullptr && pool->size() > 1 && n_tokens >= blas_min) {
+    cpu::set_blas_threads(pool->size());
+    for (const auto& o : outs) cpu::matmul_f32_rows(o.out, x, n_tokens, *o.w, 0, o.w->rows);
+    cpu::set_blas_threads(1);
+    return;
+  }
+  static const int chunks_env = std::getenv("TROUPE_BLAS_ONE_CHUNK") ? std::atoi(std::getenv("TROUPE_BLAS_ONE_CHUNK")) : 1 << 30;
 
   // 2. One parallel pass over the rows of all products; a chunk may span two of them.
   //    OpenBLAS calls want bigger chunks (each packs the activations again).
-  const int64_t grain = any_blas ? 64 : 16;
+  int64_t grain = any_blas ? 64 : 16;
+  if (any_blas && pool && n_tokens >= chunks_env) grain = (total_rows + pool->size() - 1) / pool->size();
   parallel_for(pool, total_rows, [&](int64_t begin, int64_t end, int) {
     int64_t first = 0;
     for (const auto& o : outs) {

@@ -14,28 +14,25 @@ namespace troupe::engine {
 
 namespace {
 
-// How long a thread waits actively for a value before it sleeps in the kernel. Ops of one
-// forward pass follow each other within microseconds; a decode step's sampling takes a few
-// hundred. After the first few microseconds the waiting thread yields between checks, so a
-// thread it waits for that shares its core (more threads than cores, other processes) can run.
-constexpr auto spin_for = std::chrono::microseconds(20);
-constexpr auto yield_for = std::chrono::microseconds(300);
+// How long a thread spins on a value before it sleeps in the kernel. Ops of one forward pass
+// follow each other within microseconds; a decode step's sampling takes a few hundred. (No
+// sched_yield while spinning: where another process shares the core, a yield can hand it the
+// core for a whole scheduler tick.)
+constexpr auto spin_for = std::chrono::microseconds(200);
 
 // Chunks per thread: enough that a thread preempted by another process delays little.
 constexpr int64_t chunks_per_thread = 4;
 
-// Waits actively until pred() or the time is up; returns pred().
+// Spins until pred() or the spin time is up; returns pred().
 template <class Pred>
 bool spin_until(Pred pred) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = std::chrono::steady_clock::now() + spin_for;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (pred()) return true;
       TROUPE_CPU_RELAX();
     }
-    const auto waited = std::chrono::steady_clock::now() - start;
-    if (waited >= yield_for) return pred();
-    if (waited >= spin_for) std::this_thread::yield();
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
   }
 }
 
@@ -52,11 +49,19 @@ thread_pool::~thread_pool() {
   for (auto& t : workers_) t.join();
 }
 
-void thread_pool::run_chunks(int index) {
+void thread_pool::run_chunks(uint32_t generation, int index) {
   for (;;) {
-    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (begin >= n_) return;
+    // Claim the next chunk of this generation's job, if it has one left.
+    uint64_t v = claim_.load(std::memory_order_acquire);
+    uint32_t n_chunks = 0;
+    do {
+      n_chunks = n_chunks_.load(std::memory_order_relaxed);
+      if (uint32_t(v >> 32) != generation || uint32_t(v) >= n_chunks) return;
+    } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+    // The job cannot end before this chunk is done: its fields are still this generation's.
+    const int64_t begin = int64_t(uint32_t(v)) * chunk_;
     (*job_)(begin, std::min(n_, begin + chunk_), index);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_chunks) done_.notify_one();
   }
 }
 
@@ -69,21 +74,23 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
     fn(0, n, 0);
     return;
   }
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
   job_ = &fn;
   n_ = n;
   chunk_ = (units + n_chunks - 1) / n_chunks * grain;
-  next_.store(0, std::memory_order_relaxed);
-  busy_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
+  const uint32_t chunks = uint32_t((n + chunk_ - 1) / chunk_);
+  n_chunks_.store(chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  claim_.store(uint64_t(generation) << 32, std::memory_order_release);
+  generation_.store(generation, std::memory_order_release);
   generation_.notify_all();
-  run_chunks(0);
-  // Wait for the workers: spin first, then sleep until the last one wakes us.
-  if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
-    for (int b = busy_.load(std::memory_order_acquire); b != 0; b = busy_.load(std::memory_order_acquire)) {
-      busy_.wait(b, std::memory_order_acquire);
+  run_chunks(generation, 0);
+  // Wait for chunks other threads claimed: spin first, then sleep until the last one wakes us.
+  if (!spin_until([&] { return done_.load(std::memory_order_acquire) == chunks; })) {
+    for (uint32_t d = done_.load(std::memory_order_acquire); d != chunks; d = done_.load(std::memory_order_acquire)) {
+      done_.wait(d, std::memory_order_acquire);
     }
   }
-  job_ = nullptr;
 }
 
 void thread_pool::worker(int index) {
@@ -95,8 +102,7 @@ void thread_pool::worker(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_relaxed)) return;
-    run_chunks(index);
-    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) busy_.notify_one();
+    run_chunks(seen, index);
   }
 }
 

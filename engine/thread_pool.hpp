@@ -1,9 +1,10 @@
 #pragma once
 // The engine's own worker threads: created once, reused by every op (no per-op thread creation).
-// parallel_for splits [0, n) into chunks that the threads claim one by one (a thread slowed down
-// by another process on its core just takes fewer); the caller's thread works too. Between jobs
-// the workers spin briefly (a forward pass issues a job every few microseconds), then sleep on
-// a futex, so an idle pool costs no CPU.
+// parallel_for splits [0, n) into chunks that the threads claim one by one; the caller's thread
+// works too and waits only for chunks that were claimed, never for a worker to wake up: a thread
+// descheduled by another process on its core just takes fewer chunks. Between jobs the workers
+// spin briefly (a forward pass issues a job every few microseconds), then sleep on a futex, so
+// an idle pool costs no CPU.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -30,17 +31,20 @@ class thread_pool {
 
  private:
   void worker(int index);
-  void run_chunks(int index);
+  void run_chunks(uint32_t generation, int index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  // The current job, published by the release increment of generation_.
+  // The current job. Written before the release stores that publish a generation; a thread
+  // that has claimed a chunk of that generation reads them (the job cannot end before its
+  // chunk is done).
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 1;
-  alignas(64) std::atomic<int64_t> next_{0};      // start of the next unclaimed chunk
-  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job; workers wait on it
-  alignas(64) std::atomic<int> busy_{0};          // workers not yet done with the current job
+  std::atomic<uint32_t> n_chunks_{0};
+  alignas(64) std::atomic<uint64_t> claim_{0};       // (generation << 32) | next unclaimed chunk
+  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job; idle workers wait on it
+  alignas(64) std::atomic<uint32_t> done_{0};        // chunks of the current job finished
   std::atomic<bool> stop_{false};
 };
 

@@ -1,5 +1,6 @@
 // Element-wise and row-wise ops: RMSNorm, softmax, SwiGLU, residual add, RoPE.
 #include <cmath>
+#include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
 
@@ -37,12 +38,31 @@ void add(float* x, const float* y, int n) {
 
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style) {
   const int half = head_dim / 2;
+  // cos/sin of every pair's angle at this position. The forward pass rotates q and then k at the
+  // same position, so the last table is kept per thread (the values are the same either way).
+  struct angles {
+    int pos = -1, head_dim = 0;
+    float theta = 0;
+    std::vector<float> cos, sin;
+  };
+  thread_local angles cache;
+  if (cache.pos != pos || cache.head_dim != head_dim || cache.theta != theta) {
+    cache.cos.resize(size_t(half));
+    cache.sin.resize(size_t(half));
+    for (int i = 0; i < half; ++i) {
+      // Frequency of pair i, as llama2.c / llama.cpp / HF compute it.
+      const float freq = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
+      const float angle = float(pos) * freq;
+      cache.cos[size_t(i)] = std::cos(angle);
+      cache.sin[size_t(i)] = std::sin(angle);
+    }
+    cache.pos = pos;
+    cache.head_dim = head_dim;
+    cache.theta = theta;
+  }
   for (int i = 0; i < half; ++i) {
-    // Frequency of pair i, as llama2.c / llama.cpp / HF compute it.
-    const float freq = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
-    const float angle = float(pos) * freq;
-    const float c = std::cos(angle);
-    const float s = std::sin(angle);
+    const float c = cache.cos[size_t(i)];
+    const float s = cache.sin[size_t(i)];
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + h * head_dim;
       const int a = style == rope_style::interleaved ? 2 * i : i;

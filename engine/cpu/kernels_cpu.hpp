@@ -44,19 +44,31 @@ void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, 
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
                      int64_t row_end);
 
-/// Quantizes n floats (a multiple of 32) of activations to Q8_0 blocks exactly as ggml's
-/// quantize_row_q8_0 does (scale = amax / 127 stored as f16, values rounded to nearest even).
-void quantize_activations_q8_0(const float* x, block_q8_0* out, int64_t n);
+/// Activations quantized for the integer kernels: per block of 32, ggml's Q8_0 block, its scale
+/// as a float, and 8 * the sums of its groups of 4 values (AVX2 Q4_0 kernels). Plain pointers
+/// into buffers of n_tokens * cols / 32 blocks (y8: 8 int32 per block).
+struct q8_activations {
+  block_q8_0* blocks;
+  float* scales;
+  int32_t* y8;
+};
+
+/// Quantizes n floats (a multiple of 32) of activations exactly as ggml's quantize_row_q8_0
+/// does (scale = amax / 127 stored as f16, values rounded to nearest even), into block `first`
+/// onwards of a.
+void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t first, int64_t n);
 
 /// Rows [row_begin, row_end) of out = xq . W^T for Q8_0 or Q4_0 weights and activations already
-/// quantized to Q8_0 ([n_tokens][w.cols / 32] blocks): integer dot products per block, scaled by
-/// both block scales (llama.cpp's CPU scheme). Every output element is computed by the same
-/// sequence of operations whatever n_tokens and the row range are.
-void matmul_q8_rows(float* out, const block_q8_0* xq, int n_tokens, const weight& w, int64_t row_begin,
+/// quantized ([n_tokens][w.cols / 32] blocks): integer dot products per block, scaled by both
+/// block scales (llama.cpp's CPU scheme). Every output element is computed by the same sequence
+/// of operations whatever n_tokens and the row range are.
+void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end);
 
 /// Sets OpenBLAS to one thread per call (our pool splits the rows); idempotent.
 void init_blas();
+/// OpenBLAS threads per call from now on (1 outside blas_threads sections).
+void set_blas_threads(int n);
 
 // ---- attention ----------------------------------------------------------------------------------
 
@@ -76,18 +88,27 @@ namespace avx2 {
 void gemv_f32(float* out, const float* x, const float* w, int64_t cols, int64_t row_begin, int64_t row_end);
 /// Same for f16 weights (F16C conversion on the fly).
 void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end);
+/// out[i] = f16 h[i] as float.
+void f16_to_f32(const uint16_t* h, float* out, int64_t n);
 
-void quantize_q8_0(const float* x, block_q8_0* out, int64_t n);
+/// Also writes y8: per block, 8 int32 = 8 * the sum of each group of 4 quantized values.
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int64_t n);
 
 /// out[t * ldo + r] for t in [0, n_tokens), r in [row_begin, row_end): integer dot products of
-/// Q8_0 / Q4_0 weight rows (row_stride bytes apart) with Q8_0 activations (nb blocks per token).
-void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q8_0* w,
-                 int64_t nb, int64_t row_begin, int64_t row_end);
-void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q4_0* w,
-                 int64_t nb, int64_t row_begin, int64_t row_end);
+/// Q8_0 / Q4_0 weight rows (nb blocks each) with Q8_0 activations (nb blocks per token, scales
+/// as floats in xd, y8 as quantize_q8_0 wrote it).
+void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens,
+                 const block_q8_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
+                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
 
 /// sum_i a[i] * b[i], n % 8 == 0.
 float dot(const float* a, const float* b, int n);
+
+/// The element-wise ops above, eight lanes at a time (any n).
+void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
+void swiglu(float* gate, const float* up, int n);
+void add(float* x, const float* y, int n);
 
 /// attention_head on raw cache pointers: position t's key is k0 + block_table[t / block_size] *
 /// block_stride + (t % block_size) * slot_stride (values likewise from v0); head_dim % 8 == 0.

@@ -30,53 +30,76 @@ inline __m256 dot_i8(__m256i abs_w, __m256i w, __m256i y) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-// The 32 weights of a Q4_0 block as signed int8 in [-8, 7]: low nibbles first, then high.
+// The 32 weights of a Q4_0 block as stored, unsigned in [0, 15]: low nibbles first, then high.
+// (The value is q - 8; the kernels subtract 8 * the activations' sum instead, see below.)
 inline __m256i unpack_q4(const uint8_t* qs) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
-  return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
 }
 
 inline __m256i load_q8(const int8_t* qs) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)); }
 
-// One weight row against T tokens (T in 1..4). Blocks alternate between two accumulators per
-// token (even, odd) so consecutive FMAs do not wait on each other; the final sum is
-// hsum(acc_even + acc_odd) for every T.
-template <int T, class Block>
-inline void row_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, int64_t nb, const Block* w) {
-  __m256 acc[2][T];
-  for (int p = 0; p < 2; ++p)
-    for (int t = 0; t < T; ++t) acc[p][t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    __m256i q;
-    if constexpr (sizeof(Block) == sizeof(block_q4_0)) {
-      q = unpack_q4(reinterpret_cast<const block_q4_0*>(w)[b].qs);
-    } else {
-      q = load_q8(reinterpret_cast<const block_q8_0*>(w)[b].qs);
-    }
-    const __m256i abs_q = _mm256_sign_epi8(q, q);
-    const float dw = f16(w[b].d);
-    const int p = int(b & 1);
-    for (int t = 0; t < T; ++t) {
-      const block_q8_0& y = xq[t * nb + b];
-      const __m256 scale = _mm256_set1_ps(dw * f16(y.d));
-      acc[p][t] = _mm256_fmadd_ps(scale, dot_i8(abs_q, q, load_q8(y.qs)), acc[p][t]);
-    }
+// Adds block b of one Q8_0 weight row times block b of T tokens into acc[t]:
+// |w| * (y with w's signs), pairs summed to int16 (maddubs), then to int32 lanes of 4 (madd).
+template <int T>
+inline void accumulate_block(__m256 (&acc)[T], const block_q8_0* xq, const float* xd, const int32_t*, int64_t nb,
+                             const block_q8_0* w, int64_t b) {
+  const __m256i q = load_q8(w[b].qs);
+  const __m256i abs_q = _mm256_sign_epi8(q, q);
+  const __m256 dw = _mm256_set1_ps(f16(w[b].d));
+  for (int t = 0; t < T; ++t) {
+    const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(xd + t * nb + b));
+    acc[t] = _mm256_fmadd_ps(scale, dot_i8(abs_q, q, load_q8(xq[t * nb + b].qs)), acc[t]);
   }
-  for (int t = 0; t < T; ++t) out[t * ldo] = hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
+}
+
+// The same for a Q4_0 row: the stored nibbles u = q + 8 are unsigned, so maddubs takes them as
+// they are, and each int32 lane of 4 products loses 8 * (the sum of those 4 activations), which
+// quantization precomputed (y8). The lanes equal those of the signed product exactly.
+template <int T>
+inline void accumulate_block(__m256 (&acc)[T], const block_q8_0* xq, const float* xd, const int32_t* y8, int64_t nb,
+                             const block_q4_0* w, int64_t b) {
+  const __m256i u = unpack_q4(w[b].qs);
+  const __m256 dw = _mm256_set1_ps(f16(w[b].d));
+  for (int t = 0; t < T; ++t) {
+    const int64_t i = t * nb + b;
+    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(u, load_q8(xq[i].qs)), _mm256_set1_epi16(1));
+    const __m256i dot = _mm256_sub_epi32(lanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y8 + 8 * i)));
+    const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(xd + i));
+    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
+  }
+}
+
+// One weight row against T tokens (T in 1..4). Even blocks go to one accumulator per token, odd
+// blocks to another (consecutive FMAs do not wait on each other); the result is
+// hsum(even + odd) for every T. xd holds the activation scales as floats.
+template <int T, class Block>
+inline void row_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8,
+                             int64_t nb, const Block* w) {
+  __m256 even[T], odd[T];
+  for (int t = 0; t < T; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    accumulate_block<T>(even, xq, xd, y8, nb, w, b);
+    accumulate_block<T>(odd, xq, xd, y8, nb, w, b + 1);
+  }
+  if (b < nb) accumulate_block<T>(even, xq, xd, y8, nb, w, b);
+  for (int t = 0; t < T; ++t) out[t * ldo] = hsum(_mm256_add_ps(even[t], odd[t]));
 }
 
 template <class Block>
-void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const Block* w, int64_t nb,
-                   int64_t row_begin, int64_t row_end) {
+void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
+                   const Block* w, int64_t nb, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     const Block* wr = w + r * nb;
     int t = 0;
-    for (; t + 4 <= n_tokens; t += 4) row_times_tokens<4>(out + t * ldo + r, ldo, xq + t * nb, nb, wr);
+    for (; t + 4 <= n_tokens; t += 4) {
+      row_times_tokens<4>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr);
+    }
     switch (n_tokens - t) {
-      case 3: row_times_tokens<3>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
-      case 2: row_times_tokens<2>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
-      case 1: row_times_tokens<1>(out + t * ldo + r, ldo, xq + t * nb, nb, wr); break;
+      case 3: row_times_tokens<3>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
+      case 2: row_times_tokens<2>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
+      case 1: row_times_tokens<1>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
       default: break;
     }
   }
@@ -84,17 +107,17 @@ void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, 
 
 }  // namespace
 
-void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q8_0* w, int64_t nb,
-                 int64_t row_begin, int64_t row_end) {
-  matmul_blocks(out, ldo, xq, n_tokens, w, nb, row_begin, row_end);
+void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens, const block_q8_0* w,
+                 int64_t nb, int64_t row_begin, int64_t row_end) {
+  matmul_blocks(out, ldo, xq, xd, nullptr, n_tokens, w, nb, row_begin, row_end);
 }
 
-void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, int n_tokens, const block_q4_0* w, int64_t nb,
-                 int64_t row_begin, int64_t row_end) {
-  matmul_blocks(out, ldo, xq, n_tokens, w, nb, row_begin, row_end);
+void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
+                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end) {
+  matmul_blocks(out, ldo, xq, xd, y8, n_tokens, w, nb, row_begin, row_end);
 }
 
-void quantize_q8_0(const float* x, block_q8_0* out, int64_t n) {
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int64_t n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < n / 32; ++i) {
     const float* p = x + i * 32;
@@ -110,6 +133,7 @@ void quantize_q8_0(const float* x, block_q8_0* out, int64_t n) {
     const float amax = _mm_cvtss_f32(m4);
     const float d = amax / 127.0f;
     out[i].d = _cvtss_sh(d, 0);  // round to nearest even
+    scales[i] = _cvtsh_ss(out[i].d);
     const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
     constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     const __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), nearest));
@@ -120,6 +144,9 @@ void quantize_q8_0(const float* x, block_q8_0* out, int64_t n) {
     const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
     const __m256i q = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), q);
+    // 8 * the sums of the activations in each int32 lane of 4 (the Q4_0 kernels subtract them).
+    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y8 + 8 * i), sums);
   }
 }
 
@@ -163,6 +190,14 @@ void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64
     }
     out[r] = hsum(_mm256_add_ps(a0, a1));
   }
+}
+
+void f16_to_f32(const uint16_t* h, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  }
+  for (; i < n; ++i) out[i] = _cvtsh_ss(h[i]);
 }
 
 float dot(const float* a, const float* b, int n) {

@@ -33,12 +33,16 @@ void gemv_rows(float* out, const float* x, const float* w, int64_t n_rows, int64
 
 // Dequantizes rows [first, first + n) of w into tile ([n][cols] floats).
 void dequantize_rows(const weight& w, int64_t first, int64_t n, float* tile) {
+  if (w.type == dtype::f16 && has_avx2()) {
+    avx2::f16_to_f32(reinterpret_cast<const uint16_t*>(w.row(first)), tile, n * w.cols);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) dequantize_row(w, first + i, tile + i * w.cols);
 }
 
 // Per-block integer dot product, portable: the fallback for matmul_q8_rows without AVX2.
 template <class Block>
-float dot_q8_scalar(const Block* w, const block_q8_0* x, int64_t nb) {
+float dot_q8_scalar(const Block* w, const block_q8_0* x, const float* xd, int64_t nb) {
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     int32_t acc = 0;
@@ -52,7 +56,7 @@ float dot_q8_scalar(const Block* w, const block_q8_0* x, int64_t nb) {
       const block_q8_0& q = reinterpret_cast<const block_q8_0*>(w)[b];
       for (int j = 0; j < 32; ++j) acc += int(q.qs[j]) * x[b].qs[j];
     }
-    sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * float(acc);
+    sum += f16_to_f32(w[b].d) * xd[b] * float(acc);
   }
   return sum;
 }
@@ -62,6 +66,11 @@ float dot_q8_scalar(const Block* w, const block_q8_0* x, int64_t nb) {
 void init_blas() {
   static std::once_flag once;
   std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+void set_blas_threads(int n) {
+  init_blas();
+  openblas_set_num_threads(n);
 }
 
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin, int64_t row_end) {
@@ -97,9 +106,11 @@ void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, 
   }
 }
 
-void quantize_activations_q8_0(const float* x, block_q8_0* out, int64_t n) {
+void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t first, int64_t n) {
+  block_q8_0* out = a.blocks + first;
+  float* scales = a.scales + first;
   if (has_avx2()) {
-    avx2::quantize_q8_0(x, out, n);
+    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, n);
     return;
   }
   // The same arithmetic as the AVX2 version (and ggml): id = 127 / amax, round half to even.
@@ -108,29 +119,37 @@ void quantize_activations_q8_0(const float* x, block_q8_0* out, int64_t n) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
     out[i].d = f32_to_f16(amax / 127.0f);
+    scales[i] = f16_to_f32(out[i].d);
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     for (int j = 0; j < 32; ++j) out[i].qs[j] = int8_t(std::nearbyint(p[j] * id));
+    for (int lane = 0; lane < 8; ++lane) {
+      const int8_t* g = out[i].qs + 4 * lane;
+      a.y8[(first + i) * 8 + lane] = 8 * (g[0] + g[1] + g[2] + g[3]);
+    }
   }
 }
 
-void matmul_q8_rows(float* out, const block_q8_0* xq, int n_tokens, const weight& w, int64_t row_begin,
+void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end) {
+  const block_q8_0* xq = a.blocks;
+  const float* xd = a.scales;
   TROUPE_ASSERT(w.type == dtype::q8_0 || w.type == dtype::q4_0);
   const int64_t nb = w.cols / 32;
   if (has_avx2()) {
     if (w.type == dtype::q8_0) {
-      avx2::matmul_q8_0(out, w.rows, xq, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
+      avx2::matmul_q8_0(out, w.rows, xq, xd, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
     } else {
-      avx2::matmul_q4_0(out, w.rows, xq, n_tokens, reinterpret_cast<const block_q4_0*>(w.data), nb, row_begin, row_end);
+      avx2::matmul_q4_0(out, w.rows, xq, xd, a.y8, n_tokens, reinterpret_cast<const block_q4_0*>(w.data), nb, row_begin, row_end);
     }
     return;
   }
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int t = 0; t < n_tokens; ++t) {
       const block_q8_0* xt = xq + t * nb;
+      const float* dt = xd + t * nb;
       out[t * w.rows + r] = w.type == dtype::q8_0
-                                ? dot_q8_scalar(reinterpret_cast<const block_q8_0*>(w.row(r)), xt, nb)
-                                : dot_q8_scalar(reinterpret_cast<const block_q4_0*>(w.row(r)), xt, nb);
+                                ? dot_q8_scalar(reinterpret_cast<const block_q8_0*>(w.row(r)), xt, dt, nb)
+                                : dot_q8_scalar(reinterpret_cast<const block_q4_0*>(w.row(r)), xt, dt, nb);
     }
   }
 }

@@ -138,9 +138,13 @@ BOOST_AUTO_TEST_CASE(activation_quantization_is_ggml_q8_0_on_both_paths) {
   x[34] = 3.5f;
   x[35] = -2.5f;
   std::vector<block_q8_0> avx(40), portable(40);
+  std::vector<float> avx_scales(40), portable_scales(40);
+  std::vector<int32_t> avx_y8(40 * 8), portable_y8(40 * 8);
   on_both_paths([&] {
-    auto& dst = cpu::has_avx2() ? avx : portable;
-    cpu::quantize_activations_q8_0(x.data(), dst.data(), int64_t(x.size()));
+    const bool a = cpu::has_avx2();
+    const cpu::q8_activations dst{a ? avx.data() : portable.data(), a ? avx_scales.data() : portable_scales.data(),
+                                  a ? avx_y8.data() : portable_y8.data()};
+    cpu::quantize_activations_q8_0(x.data(), dst, 0, int64_t(x.size()));
   });
   for (int b = 0; b < 40; ++b) {
     const float* p = &x[size_t(b) * 32];
@@ -148,10 +152,16 @@ BOOST_AUTO_TEST_CASE(activation_quantization_is_ggml_q8_0_on_both_paths) {
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
     const float id = amax != 0 ? 127.0f / amax : 0.0f;
     BOOST_TEST(portable[b].d == f32_to_f16(amax / 127.0f));
+    BOOST_TEST(portable_scales[b] == f16_to_f32(portable[b].d));
     if (b == 1) BOOST_TEST((portable[b].qs[1] == 2 && portable[b].qs[2] == 4 && portable[b].qs[3] == -2));
     for (int j = 0; j < 32; ++j) BOOST_TEST(portable[b].qs[j] == int8_t(std::nearbyint(p[j] * id)));
     if (cpu::has_avx2()) {
       BOOST_TEST(avx[b].d == portable[b].d);
+      BOOST_TEST(avx_scales[b] == portable_scales[b]);
+      for (int lane = 0; lane < 8; ++lane) {
+        const int8_t* g = avx[b].qs + 4 * lane;
+        BOOST_TEST(avx_y8[size_t(b * 8 + lane)] == 8 * (g[0] + g[1] + g[2] + g[3]));
+      }
       BOOST_TEST(std::equal(avx[b].qs, avx[b].qs + 32, portable[b].qs), "block " << b);
     }
   }
@@ -167,7 +177,9 @@ BOOST_AUTO_TEST_CASE(integer_matmul_matches_the_dequantized_product_of_quantized
       for (int n_tokens : {1, 3, 4, 9}) {
         const auto x = randv(size_t(n_tokens * cols), 17);
         std::vector<block_q8_0> xq(size_t(n_tokens * cols / 32));
-        cpu::quantize_activations_q8_0(x.data(), xq.data(), int64_t(x.size()));
+        std::vector<float> scales(xq.size());
+        std::vector<int32_t> y8(xq.size() * 8);
+        cpu::quantize_activations_q8_0(x.data(), {xq.data(), scales.data(), y8.data()}, 0, int64_t(x.size()));
         const auto want = integer_reference(wf, xq, n_tokens, w.rows, cols);
         std::vector<float> exact(want.size());
         kernels::ref::matmul(exact.data(), x.data(), n_tokens, w);
@@ -265,13 +277,61 @@ BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_
   }
 }
 
+BOOST_AUTO_TEST_CASE(fast_elementwise_ops_match_the_references) {
+  for (int n : {1, 7, 8, 64, 771}) {
+    auto x = randv(size_t(n), 40, 2.0f), w = randv(size_t(n), 41), g = randv(size_t(n), 42, 30.0f), u = randv(size_t(n), 43);
+    g[0] = 100.0f;  // exp overflow and underflow ranges
+    if (n > 1) g[1] = -100.0f;
+    std::vector<float> norm_ref(static_cast<size_t>(n)), swiglu_ref = g, add_ref = x;
+    cpu::rmsnorm(norm_ref.data(), x.data(), w.data(), n, 1e-5f);
+    cpu::swiglu(swiglu_ref.data(), u.data(), n);
+    cpu::add(add_ref.data(), w.data(), n);
+    on_both_paths([&] {
+      std::vector<float> norm(static_cast<size_t>(n)), sw = g, sum = x;
+      kernels::rmsnorm(norm.data(), x.data(), w.data(), n, 1e-5f);
+      kernels::swiglu(sw.data(), u.data(), n);
+      kernels::add(sum.data(), w.data(), n);
+      for (int i = 0; i < n; ++i) {
+        BOOST_TEST(std::fabs(norm[i] - norm_ref[i]) <= 1e-5f * (std::fabs(norm_ref[i]) + 1e-3f), "rmsnorm n " << n << " i " << i);
+        BOOST_TEST(std::fabs(sw[i] - swiglu_ref[i]) <= 1e-6f * (std::fabs(swiglu_ref[i]) + 1e-3f), "swiglu n " << n << " i " << i << ": " << sw[i] << " vs " << swiglu_ref[i]);
+        BOOST_TEST(sum[i] == add_ref[i]);
+      }
+    });
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rope_gives_the_same_rotation_whatever_was_rotated_before) {
+  // cpu::rope keeps the last position's table: alternate positions, sizes and thetas.
+  const auto x = randv(4 * 16, 50);
+  auto direct = [&](int pos, int hd, float theta) {
+    std::vector<float> v(x.begin(), x.begin() + 4 * hd);
+    for (int i = 0; i < hd / 2; ++i) {
+      const float freq = 1.0f / std::pow(theta, float(2 * i) / float(hd));
+      const float c = std::cos(float(pos) * freq), s = std::sin(float(pos) * freq);
+      for (int h = 0; h < 4; ++h) {
+        const float a = v[size_t(h * hd + 2 * i)], b = v[size_t(h * hd + 2 * i + 1)];
+        v[size_t(h * hd + 2 * i)] = a * c - b * s;
+        v[size_t(h * hd + 2 * i + 1)] = a * s + b * c;
+      }
+    }
+    return v;
+  };
+  struct call { int pos, hd; float theta; };
+  for (auto [pos, hd, theta] : {call{3, 16, 10000.0f}, call{3, 16, 10000.0f}, call{4, 16, 10000.0f}, call{4, 8, 10000.0f},
+                                call{4, 8, 500000.0f}, call{3, 16, 10000.0f}}) {
+    std::vector<float> v(x.begin(), x.begin() + 4 * hd);
+    kernels::rope(v.data(), 4, hd, pos, theta, rope_style::interleaved);
+    BOOST_TEST(v == direct(pos, hd, theta), "pos " << pos << " hd " << hd << " theta " << theta);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(thread_pool_runs_every_index_once_across_many_jobs) {
   for (int threads : {1, 2, 3, 5}) {
     thread_pool pool(threads);
     std::vector<std::atomic<int>> hits(5000);
     std::atomic<int> bad_index{0};
     int64_t expected_total = 0;
-    for (int job = 0; job < 2000; ++job) {
+    for (int job = 0; job < 1000; ++job) {
       const int64_t n = 1 + (job * 7919) % 5000;
       const int64_t grain = 1 + job % 17;
       expected_total += n;

@@ -1,0 +1,324 @@
+// troupe bench serve: a load generator for a running `troupe serve`, over the client protocol.
+// Closed loop (--concurrency N connections, each with one request in flight, --requests M in all)
+// or open loop (--rate R requests/s, Poisson or fixed-interval arrivals, M requests spread over N
+// connections). Prompts are exactly --prompt-len token ids; greedy, max_tokens --gen-len. The
+// protocol has no ignore-EOS field, so a request may end early at EOS: the report counts the
+// tokens actually generated. Bounded: M requests and --timeout-s seconds in all.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "app/args.hpp"
+#include "app/command.hpp"
+#include "transport/client.hpp"
+
+namespace troupe::app {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using ms_double = std::chrono::duration<double, std::milli>;
+
+struct request_result {
+  bool ok = false;
+  uint32_t completion_tokens = 0;
+  bool early_eos = false;
+  double ttft_ms = -1;             // send to the first chunk with tokens (client side)
+  double decode_ms = 0;            // first token to the final frame
+  std::vector<double> itl_ms;      // one entry per token after the first
+  std::optional<transport::error> err;
+};
+
+/// Deterministic prompt of `len` ids in [3, 200), different for each request (no shared prefix).
+std::vector<int32_t> make_prompt(int len, int request) {
+  std::vector<int32_t> ids(static_cast<size_t>(len));
+  uint64_t x = 0x9E3779B97F4A7C15ull * uint64_t(request + 1);
+  for (auto& id : ids) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    id = int32_t(3 + x % 197);
+  }
+  return ids;
+}
+
+request_result run_one(transport::client& c, int index, int prompt_len, int gen_len, clock_type::time_point deadline) {
+  request_result r;
+  transport::generate_request req;
+  req.prompt_tokens = make_prompt(prompt_len, index);
+  req.max_tokens = uint32_t(gen_len);
+  req.temperature = 0;
+  req.seed = uint64_t(index);
+  req.stream = true;
+  const auto now = clock_type::now();
+  if (now >= deadline) {
+    r.err = transport::error{transport::errc::timeout, "benchmark time limit reached before the request started"};
+    return r;
+  }
+  const auto budget = std::max(std::chrono::milliseconds(1),
+                               std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+  const auto t0 = clock_type::now();
+  auto last = t0;
+  auto fin = c.generate(req, [&](const transport::token_chunk& ch) {
+    if (ch.ids.empty()) return;
+    const auto t = clock_type::now();
+    if (r.ttft_ms < 0) {
+      r.ttft_ms = ms_double(t - t0).count();
+      // Tokens that came with the first one count as arriving together with it.
+      for (size_t i = 1; i < ch.ids.size(); ++i) r.itl_ms.push_back(0.0);
+    } else {
+      // A chunk of k tokens after a gap g: k tokens at g/k each.
+      const double per = ms_double(t - last).count() / double(ch.ids.size());
+      for (size_t i = 0; i < ch.ids.size(); ++i) r.itl_ms.push_back(per);
+    }
+    last = t;
+  }, budget);
+  if (!fin) {
+    r.err = fin.error();
+    return r;
+  }
+  r.ok = fin->reason == transport::finish_reason::length || fin->reason == transport::finish_reason::stop ||
+         fin->reason == transport::finish_reason::stop_string;
+  if (!r.ok) {
+    r.err = transport::error{transport::errc::internal,
+                             std::string("request ended with ") + transport::finish_reason_name(fin->reason)};
+  }
+  r.completion_tokens = fin->completion_tokens;
+  if (r.ttft_ms >= 0) r.decode_ms = ms_double(clock_type::now() - t0).count() - r.ttft_ms;
+  r.early_eos = fin->reason == transport::finish_reason::stop;
+  return r;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  // Nearest rank.
+  size_t rank = size_t(std::ceil(p / 100.0 * double(v.size())));
+  rank = std::clamp<size_t>(rank, 1, v.size());
+  return v[rank - 1];
+}
+
+std::string fmt_rate(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", r);
+  return buf;
+}
+
+int run_bench_serve(int argc, char** argv) {
+  arg_parser args(
+    "troupe bench serve [--host H] --port P [--concurrency N] [--requests M] [--prompt-len L] [--gen-len G] "
+    "[--rate R] [--json]",
+    "Load test of a running troupe server over the client protocol. Closed loop by default: N connections,\n"
+    "each with one request in flight, until M requests have been sent. With --rate R: open loop, requests\n"
+    "arrive at R per second (Poisson or fixed interval) over N connections, M in all. Prompts are L token ids,\n"
+    "greedy decoding, max_tokens G (a request may still end early at EOS: generated tokens are counted as\n"
+    "they came). Reports throughput, time to first token and inter-token latency.");
+  args.option("host", "H", "server address", "127.0.0.1")
+    .option("port", "P", "server port", "", true)
+    .option("concurrency", "N", "connections (closed loop: requests in flight)", "1")
+    .option("requests", "M", "requests in all", "32")
+    .option("prompt-len", "L", "prompt tokens per request", "128")
+    .option("gen-len", "G", "max_tokens per request", "128")
+    .option("rate", "R", "open loop: requests per second (0: closed loop)", "0")
+    .option("arrivals", "KIND", "open loop arrivals: poisson or fixed", "poisson")
+    .option("seed", "S", "seed of the Poisson arrivals", "0")
+    .option("timeout-s", "S", "stop everything after this many seconds (unfinished requests are errors)", "600")
+    .option("api-key", "KEY", "API key for the server")
+    .option("warmup", "W", "requests sent one at a time before the measurement (not counted)", "0")
+    .flag("json", "print exactly one JSON object instead of a table");
+  if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  auto port = args.integer("port", 1, 65535);
+  auto concurrency = args.integer("concurrency", 1, 1024);
+  auto requests = args.integer("requests", 1, 100'000);
+  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
+  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  auto rate = args.number("rate", 0, 1e6);
+  auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
+  auto timeout_s = args.number("timeout-s", 0.001, 86'400);
+  auto warmup = args.integer("warmup", 0, 1000);
+  if (!warmup || !port || !concurrency || !requests || !prompt_len || !gen_len || !rate || !seed || !timeout_s) {
+    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
+    return 2;
+  }
+  const std::string arrivals = args.str("arrivals");
+  if (arrivals != "poisson" && arrivals != "fixed") {
+    std::fprintf(stderr, "troupe: --arrivals: expected poisson or fixed, got '%s'\n", arrivals.c_str());
+    return 2;
+  }
+  const bool json = args.flag_set("json");
+  const int n_conn = int(*concurrency);
+  const int n_req = int(*requests);
+  const int plen = int(*prompt_len);
+  const int glen = int(*gen_len);
+
+  transport::client_options co;
+  co.host = args.str("host");
+  co.port = uint16_t(*port);
+  if (args.given("api-key")) co.api_key = args.str("api-key");
+  co.client_name = "troupe bench serve";
+
+  std::vector<request_result> results(static_cast<size_t>(n_req));
+  std::mutex err_mu;
+  std::optional<transport::error> first_error;
+  auto note_error = [&](const transport::error& e) {
+    std::lock_guard lock(err_mu);
+    if (!first_error) first_error = e;
+  };
+
+  auto start = clock_type::now();
+  const auto deadline = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(*timeout_s));
+  if (*warmup > 0) {
+    auto c = transport::client::connect(co);
+    if (!c) {
+      std::fprintf(stderr, "troupe: %s: %s\n", transport::errc_name(c.error().code), c.error().message.c_str());
+      return 1;
+    }
+    for (int i = 0; i < int(*warmup); ++i) {
+      auto r = run_one(*c, n_req + i, plen, glen, deadline);
+      if (r.err) {
+        std::fprintf(stderr, "troupe: warmup: %s: %s\n", transport::errc_name(r.err->code), r.err->message.c_str());
+        return 1;
+      }
+    }
+    c->close();
+    start = clock_type::now();
+  }
+
+  if (*rate <= 0) {
+    // Closed loop: each thread its own connection, one request at a time.
+    std::atomic<int> next{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < n_conn; ++t) {
+      threads.emplace_back([&] {
+        std::optional<transport::client> c;
+        for (int i = next++; i < n_req; i = next++) {
+          if (!c || !c->is_open()) {
+            auto nc = transport::client::connect(co);
+            if (!nc) {
+              results[size_t(i)].err = nc.error();
+              note_error(nc.error());
+              c.reset();
+              continue;
+            }
+            c.emplace(std::move(*nc));
+          }
+          results[size_t(i)] = run_one(*c, i, plen, glen, deadline);
+          if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
+        }
+        if (c) c->close();
+      });
+    }
+    for (auto& t : threads) t.join();
+  } else {
+    // Open loop: arrivals on schedule, whatever is in flight; requests spread over the connections.
+    std::vector<std::optional<transport::client>> clients(static_cast<size_t>(n_conn));
+    for (auto& c : clients) {
+      auto nc = transport::client::connect(co);
+      if (!nc) {
+        note_error(nc.error());
+        continue;
+      }
+      c.emplace(std::move(*nc));
+    }
+    std::mt19937_64 rng(static_cast<uint64_t>(*seed));
+    std::exponential_distribution<double> gap(*rate);
+    std::vector<std::thread> threads;
+    threads.reserve(size_t(n_req));
+    double at_s = 0;
+    for (int i = 0; i < n_req; ++i) {
+      const auto when = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(at_s));
+      if (when >= deadline) {
+        for (int j = i; j < n_req; ++j) {
+          results[size_t(j)].err = transport::error{transport::errc::timeout, "benchmark time limit reached"};
+        }
+        note_error(*results[size_t(i)].err);
+        break;
+      }
+      std::this_thread::sleep_until(when);
+      auto& c = clients[size_t(i % n_conn)];
+      if (!c || !c->is_open()) {
+        results[size_t(i)].err = transport::error{transport::errc::connection_closed, "no connection"};
+        note_error(*results[size_t(i)].err);
+      } else {
+        threads.emplace_back([&, i] {
+          results[size_t(i)] = run_one(*clients[size_t(i % n_conn)], i, plen, glen, deadline);
+          if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
+        });
+      }
+      at_s += arrivals == "fixed" ? 1.0 / *rate : gap(rng);
+    }
+    for (auto& t : threads) t.join();
+    for (auto& c : clients) if (c) c->close();
+  }
+  const double wall_s = std::chrono::duration<double>(clock_type::now() - start).count();
+
+  int completed = 0, errors = 0, early = 0;
+  uint64_t gen_tokens = 0, decode_tokens = 0;
+  double decode_ms = 0;
+  std::vector<double> ttft, itl;
+  for (const auto& r : results) {
+    if (!r.ok) {
+      ++errors;
+      continue;
+    }
+    ++completed;
+    early += r.early_eos ? 1 : 0;
+    gen_tokens += r.completion_tokens;
+    if (r.completion_tokens > 1) {
+      decode_tokens += r.completion_tokens - 1;
+      decode_ms += r.decode_ms;
+    }
+    if (r.ttft_ms >= 0) ttft.push_back(r.ttft_ms);
+    itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
+  }
+  const double req_s = wall_s > 0 ? completed / wall_s : 0;
+  const double tok_s = wall_s > 0 ? double(gen_tokens) / wall_s : 0;
+  if (first_error) {
+    std::fprintf(stderr, "troupe: %d request(s) failed; first error: %s: %s\n", errors,
+                 transport::errc_name(first_error->code), first_error->message.c_str());
+  }
+  if (json) {
+    nlohmann::ordered_json j;
+    j["concurrency"] = n_conn;
+    j["requests"] = n_req;
+    j["completed"] = completed;
+    j["errors"] = errors;
+    j["req_s"] = req_s;
+    j["gen_tok_s"] = tok_s;
+    j["ttft_ms_p50"] = percentile(ttft, 50);
+    j["ttft_ms_p99"] = percentile(ttft, 99);
+    j["itl_ms_p50"] = percentile(itl, 50);
+    j["itl_ms_p99"] = percentile(itl, 99);
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("mode: %s | connections: %d | prompt: %d tokens | max_tokens: %d\n",
+                *rate > 0 ? (arrivals + " arrivals at " + fmt_rate(*rate) + " req/s").c_str() : "closed loop",
+                n_conn, plen, glen);
+    std::printf("%-10s %-10s %-7s %-9s %-11s %-8s %-13s %-13s %-12s %-12s\n", "requests", "completed", "errors",
+                "req/s", "gen tok/s", "tokens", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms");
+    std::printf("%-10d %-10d %-7d %-9.2f %-11.1f %-8llu %-13.1f %-13.1f %-12.2f %-12.2f\n", n_req, completed, errors,
+                req_s, tok_s, (unsigned long long)gen_tokens, percentile(ttft, 50), percentile(ttft, 99),
+                percentile(itl, 50), percentile(itl, 99));
+    std::printf("wall: %.2f s | per-stream decode (tokens after the first / time after the first): %.1f tok/s | "
+                "requests that ended at EOS before max_tokens: %d\n",
+                wall_s, decode_ms > 0 ? double(decode_tokens) / (decode_ms / 1000.0) : 0.0, early);
+  }
+  std::fflush(stdout);
+  return errors == 0 ? 0 : 1;
+}
+
+const command_registrar reg{{"bench serve", "load-test a running troupe server (throughput, TTFT, ITL)",
+                             run_bench_serve}};
+
+}  // namespace
+}  // namespace troupe::app

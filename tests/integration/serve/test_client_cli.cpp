@@ -1,0 +1,161 @@
+// The command-line clients against a real `troupe serve` process on 127.0.0.1 (ephemeral port):
+// `troupe client` prints exactly the text `troupe generate` generates for the same prompt, and
+// `troupe bench serve --json` completes its requests and prints one well-formed JSON object.
+#include <boost/test/unit_test.hpp>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_support.hpp"
+
+using namespace troupe::test;
+
+namespace {
+
+/// `troupe serve` as a child process; stopped with SIGTERM however the test ends.
+struct serve_process {
+  pid_t pid = -1;
+  int fd = -1;
+  int status = -1;
+  uint16_t port = 0;
+  std::string output;  // stdout up to the listening line
+
+  explicit serve_process(const std::string& model) {
+    int out[2];
+    if (::pipe(out) != 0) return;
+    pid = ::fork();
+    if (pid < 0) return;
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      const std::string bin = troupe_binary().string();
+      ::execl(bin.c_str(), bin.c_str(), "serve", "--model", model.c_str(), "--host", "127.0.0.1", "--port", "0",
+              "--threads", "1", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    fd = out[0];
+    // Bounded wait for the "listening on 127.0.0.1:PORT" line.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    std::string line;
+    while (std::chrono::steady_clock::now() < give_up) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      char ch = 0;
+      if (::read(fd, &ch, 1) != 1) break;  // the server exited
+      if (ch != '\n') {
+        line += ch;
+        continue;
+      }
+      output += line + "\n";
+      if (const auto at = line.find("listening on 127.0.0.1:"); at != std::string::npos) {
+        port = uint16_t(std::stoi(line.substr(at + 23)));
+        break;
+      }
+      line.clear();
+    }
+  }
+  void stop() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, &status, 0);
+    ::close(fd);
+    pid = 0;
+  }
+  ~serve_process() { stop(); }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(client_cli)
+
+BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve) {
+  const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();
+  const std::string bin = troupe_binary().string();
+  serve_process server(model);
+  BOOST_REQUIRE_MESSAGE(server.port != 0, "no listening line from troupe serve: " << server.output);
+  const std::string addr = " --host 127.0.0.1 --port " + std::to_string(server.port);
+
+  // 1. troupe client streams exactly the generated text (generate prints the prompt first).
+  for (const std::string prompt : {"Once upon a time", "Lily and Ben went to the park"}) {
+    BOOST_TEST_CONTEXT("prompt: " << prompt) {
+      auto client = run_command(bin + " client" + addr + " --prompt '" + prompt + "' -n 48 2>/dev/null");
+      BOOST_REQUIRE_EQUAL(client.exit_code, 0);
+      auto gen = run_command(bin + " generate --model " + model + " --prompt '" + prompt +
+                             "' -n 48 --threads 1 2>/dev/null");
+      BOOST_REQUIRE_EQUAL(gen.exit_code, 0);
+      BOOST_TEST(client.out.size() > 1u);
+      BOOST_TEST(gen.out == prompt + client.out);
+    }
+  }
+  // Sampling options pass through: the same seed twice gives the same text.
+  {
+    const std::string cmd = bin + " client" + addr +
+                            " --prompt 'Once upon a time' -n 24 --temperature 0.8 --top-p 0.9 --seed 7 2>/dev/null";
+    auto a = run_command(cmd);
+    auto b = run_command(cmd);
+    BOOST_REQUIRE_EQUAL(a.exit_code, 0);
+    BOOST_TEST(a.out == b.out);
+  }
+  // An error frame: non-zero exit and "troupe: <code>: <message>" on stderr.
+  {
+    auto bad = run_command(bin + " client" + addr + " --prompt hi --max-tokens 100000 2>&1 >/dev/null");
+    BOOST_TEST(bad.exit_code == 1);
+    BOOST_TEST(bad.out.find("troupe: max_tokens_too_large: ") != std::string::npos, bad.out);
+  }
+
+  // 2. troupe bench serve --json: exactly one JSON object, every request completed.
+  {
+    auto r = run_command(bin + " bench serve" + addr +
+                         " --concurrency 3 --requests 6 --prompt-len 12 --gen-len 10 --timeout-s 120 --json");
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    nlohmann::json j;
+    BOOST_REQUIRE_NO_THROW(j = nlohmann::json::parse(r.out));
+    BOOST_REQUIRE(j.is_object());
+    for (const char* k : {"concurrency", "requests", "completed", "errors", "req_s", "gen_tok_s", "ttft_ms_p50",
+                          "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99"}) {
+      BOOST_TEST_CONTEXT("field " << k) { BOOST_REQUIRE(j.contains(k) && j[k].is_number()); }
+    }
+    BOOST_TEST(j.size() == 10u);
+    BOOST_TEST(j["concurrency"].get<int>() == 3);
+    BOOST_TEST(j["requests"].get<int>() == 6);
+    BOOST_TEST(j["completed"].get<int>() == 6);
+    BOOST_TEST(j["errors"].get<int>() == 0);
+    BOOST_TEST(j["req_s"].get<double>() > 0);
+    BOOST_TEST(j["gen_tok_s"].get<double>() > 0);
+    BOOST_TEST(j["ttft_ms_p50"].get<double>() > 0);
+    BOOST_TEST(j["ttft_ms_p99"].get<double>() >= j["ttft_ms_p50"].get<double>());
+    BOOST_TEST(j["itl_ms_p99"].get<double>() >= j["itl_ms_p50"].get<double>());
+  }
+  // Open loop, fixed arrivals.
+  {
+    auto r = run_command(bin + " bench serve" + addr +
+                         " --concurrency 2 --requests 4 --prompt-len 8 --gen-len 6 --rate 50 --arrivals fixed"
+                         " --timeout-s 120 --json");
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    auto j = nlohmann::json::parse(r.out);
+    BOOST_TEST(j["completed"].get<int>() == 4);
+    BOOST_TEST(j["errors"].get<int>() == 0);
+  }
+
+  server.stop();
+  BOOST_TEST(WIFEXITED(server.status));
+  BOOST_TEST(WEXITSTATUS(server.status) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(client_reports_a_connection_failure) {
+  // Port 1 on 127.0.0.1: nothing listens there (a privileged port no test server uses).
+  auto r = run_command(troupe_binary().string() + " client --host 127.0.0.1 --port 1 --prompt hi 2>&1 >/dev/null");
+  BOOST_TEST(r.exit_code == 1);
+  BOOST_TEST(r.out.find("troupe: io_error: ") != std::string::npos, r.out);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
