@@ -22,6 +22,8 @@ constexpr auto spin_for = std::chrono::microseconds(200);
 
 // Chunks per thread: enough that a thread preempted by another process delays little.
 constexpr int64_t chunks_per_thread = 4;
+// Chunk counts and indices share the claim word, 16 bits each.
+constexpr int64_t max_chunks = 0xffff;
 
 // Spins until pred() or the spin time is up; returns pred().
 template <class Pred>
@@ -51,15 +53,19 @@ thread_pool::~thread_pool() {
 
 void thread_pool::run_chunks(uint32_t generation, int index) {
   for (;;) {
-    // Claim the next chunk of this generation's job, if it has one left.
+    // Claim the next chunk of this generation's job, if it has one left. The claim word holds
+    // the generation, the job's chunk count and the next index together, so a thread still
+    // looping on an old job can never claim against the next job's count.
     uint64_t v = claim_.load(std::memory_order_acquire);
     uint32_t n_chunks = 0;
+    uint32_t chunk = 0;
     do {
-      n_chunks = n_chunks_.load(std::memory_order_relaxed);
-      if (uint32_t(v >> 32) != generation || uint32_t(v) >= n_chunks) return;
+      n_chunks = uint32_t(v >> 16) & 0xffff;
+      chunk = uint32_t(v) & 0xffff;
+      if (uint32_t(v >> 32) != generation || chunk >= n_chunks) return;
     } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
     // The job cannot end before this chunk is done: its fields are still this generation's.
-    const int64_t begin = int64_t(uint32_t(v)) * chunk_;
+    const int64_t begin = int64_t(chunk) * chunk_;
     (*job_)(begin, std::min(n_, begin + chunk_), index);
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_chunks) done_.notify_one();
   }
@@ -69,7 +75,7 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t n_chunks = std::min<int64_t>(units, int64_t(n_threads_) * chunks_per_thread);
+  const int64_t n_chunks = std::min({units, int64_t(n_threads_) * chunks_per_thread, max_chunks});
   if (n_threads_ == 1 || n_chunks <= 1) {
     fn(0, n, 0);
     return;
@@ -78,10 +84,9 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
   job_ = &fn;
   n_ = n;
   chunk_ = (units + n_chunks - 1) / n_chunks * grain;
-  const uint32_t chunks = uint32_t((n + chunk_ - 1) / chunk_);
-  n_chunks_.store(chunks, std::memory_order_relaxed);
+  const uint32_t chunks = uint32_t((n + chunk_ - 1) / chunk_);  // <= n_chunks, far below 2^16
   done_.store(0, std::memory_order_relaxed);
-  claim_.store(uint64_t(generation) << 32, std::memory_order_release);
+  claim_.store(uint64_t(generation) << 32 | uint64_t(chunks) << 16, std::memory_order_release);
   generation_.store(generation, std::memory_order_release);
   generation_.notify_all();
   run_chunks(generation, 0);
