@@ -65,19 +65,10 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
     }, 16);
   }
 
-  static const int blas_min = std::getenv("TROUPE_BLAS_THREADS_MIN_TOKENS") ? std::atoi(std::getenv("TROUPE_BLAS_THREADS_MIN_TOKENS")) : 1 << 30;
-  if (!any_integer && pool != nullptr && pool->size() > 1 && n_tokens >= blas_min) {
-    cpu::set_blas_threads(pool->size());
-    for (const auto& o : outs) cpu::matmul_f32_rows(o.out, x, n_tokens, *o.w, 0, o.w->rows);
-    cpu::set_blas_threads(1);
-    return;
-  }
-  static const int chunks_env = std::getenv("TROUPE_BLAS_ONE_CHUNK") ? std::atoi(std::getenv("TROUPE_BLAS_ONE_CHUNK")) : 1 << 30;
-
   // 2. One parallel pass over the rows of all products; a chunk may span two of them.
-  //    OpenBLAS calls want bigger chunks (each packs the activations again).
-  int64_t grain = any_blas ? 64 : 16;
-  if (any_blas && pool && n_tokens >= chunks_env) grain = (total_rows + pool->size() - 1) / pool->size();
+  //    Float batches go in multiples of the GEMM's 3-row tile (and bigger chunks for OpenBLAS,
+  //    which packs the activations again on every call).
+  const int64_t grain = any_blas ? (cpu::has_avx2() ? 48 : 64) : 16;
   parallel_for(pool, total_rows, [&](int64_t begin, int64_t end, int) {
     int64_t first = 0;
     for (const auto& o : outs) {
@@ -100,9 +91,20 @@ void matmul(float* out, const float* x, int n_tokens, const weight& w, thread_po
   matmul_many({&o, 1}, x, n_tokens, activations::f32, pool);
 }
 
+size_t attention_scratch_floats(int n_heads, int n_ctx) {
+  return size_t(n_heads) * size_t((n_ctx + 7) / 8 * 8) + size_t(n_heads);
+}
+
+void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table, int n_ctx,
+               int head_dim, int head_begin, int head_end, int group, float* scratch) {
+  const int64_t off = int64_t(head_begin) * head_dim;
+  cpu::attention_heads_fast(out + off, q + off, kv, layer, block_table, n_ctx, head_dim, head_end - head_begin,
+                            head_begin, group, scratch);
+}
+
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch) {
-  cpu::attention_head_fast(out, q, kv, layer, kv_head, block_table, n_ctx, head_dim, scratch);
+  cpu::attention_heads_fast(out, q, kv, layer, block_table, n_ctx, head_dim, 1, kv_head, 1, scratch);
 }
 
 }  // namespace troupe::engine::kernels

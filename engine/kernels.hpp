@@ -57,9 +57,18 @@ void swiglu(float* gate, const float* up, int n);
 /// x[i] += y[i]
 void add(float* x, const float* y, int n);
 
-/// Causal attention of one query head over positions [0, n_ctx) of one sequence in the paged
-/// cache (its block table maps logical -> physical blocks), reading kv head `kv_head`.
-/// q and out hold head_dim floats; scratch holds n_ctx floats.
+/// Floats of scratch that attention needs for n_heads query heads over n_ctx positions.
+size_t attention_scratch_floats(int n_heads, int n_ctx);
+
+/// Causal attention of query heads [head_begin, head_end) of one token over positions [0, n_ctx)
+/// of its sequence in the paged cache (its block table maps logical -> physical blocks); query
+/// head h reads kv head h / group. q and out are the token's whole q / output vectors
+/// (head_dim floats per head); scratch holds attention_scratch_floats(head_end - head_begin, n_ctx).
+/// A head's result does not depend on the range it is computed in.
+void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table, int n_ctx,
+               int head_dim, int head_begin, int head_end, int group, float* scratch);
+
+/// One query head reading kv head `kv_head`; q and out hold head_dim floats.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
 

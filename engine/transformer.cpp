@@ -77,7 +77,12 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
   // Q8_0/Q4_0 weights multiply 8-bit activations (integer dot products, as llama.cpp does);
   // each token is quantized on its own, so batching does not change its numbers.
   const kernels::activations act = kernels::activations::q8;
-  scores_.resize(size_t(n_threads) * max_ctx);
+  // Attention work items: (token, group of heads); enough groups that every thread has work
+  // even for one token, as few as that allows (a group reads each cached position once).
+  const int head_groups = std::min(c.n_heads, std::max(1, (4 * n_threads + n - 1) / n));
+  const int heads_per_group = (c.n_heads + head_groups - 1) / head_groups;
+  const size_t scratch_floats = kernels::attention_scratch_floats(heads_per_group, max_ctx);
+  scores_.resize(size_t(n_threads) * scratch_floats);
 
   for (int l = 0; l < w_.n_local_layers(); ++l) {
     const layer_weights& L = w_.layers[l];
@@ -99,14 +104,16 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
       std::copy_n(&v_[size_t(t) * kv_dim], kv_dim, kv_.v(l, block, pos % bs));
     }
 
-    // 4. Causal attention: token at position p sees positions [0, p]; threads over (token, head).
-    parallel_for(pool_, int64_t(n) * c.n_heads, [&](int64_t begin, int64_t end, int thread) {
-      float* scratch = &scores_[size_t(thread) * max_ctx];
+    // 4. Causal attention: token at position p sees positions [0, p]; threads over (token, heads).
+    parallel_for(pool_, int64_t(n) * head_groups, [&](int64_t begin, int64_t end, int thread) {
+      float* scratch = &scores_[size_t(thread) * scratch_floats];
       for (int64_t i = begin; i < end; ++i) {
-        const int t = int(i / c.n_heads);
-        const int h = int(i % c.n_heads);
-        kernels::attention_head(&att_out_[size_t(t) * q_dim + h * hd], &q_[size_t(t) * q_dim + h * hd], kv_, l,
-                                h / group, batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, scratch);
+        const int t = int(i / head_groups);
+        const int h0 = int(i % head_groups) * heads_per_group;
+        const int h1 = std::min(c.n_heads, h0 + heads_per_group);
+        if (h0 >= h1) continue;
+        kernels::attention(&att_out_[size_t(t) * q_dim], &q_[size_t(t) * q_dim], kv_, l,
+                           batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, h0, h1, group, scratch);
       }
     });
 

@@ -37,20 +37,24 @@ void attention_head(float* out, const float* q, const kv_cache& kv, int layer, i
   }
 }
 
-void attention_head_fast(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
-                         const int32_t* block_table, int n_ctx, int head_dim, float* scratch) {
+void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
+                          int n_ctx, int head_dim, int n_q, int first_head, int group, float* scratch) {
   if (!has_avx2() || head_dim % 8 != 0) {
-    attention_head(out, q, kv, layer, kv_head, block_table, n_ctx, head_dim, scratch);
+    for (int i = 0; i < n_q; ++i) {
+      attention_head(out + int64_t(i) * head_dim, q + int64_t(i) * head_dim, kv, layer, (first_head + i) / group,
+                     block_table, n_ctx, head_dim, scratch);
+    }
     return;
   }
-  const int off = kv_head * head_dim;
+  const int off = first_head / group * head_dim;
   const float* k0 = kv.k(layer, 0, 0) + off;
   const float* v0 = kv.v(layer, 0, 0) + off;
   // Within a layer the cache is affine in (block, slot); take the strides from the accessors.
   const int64_t slot_stride = kv.block_size() > 1 ? kv.k(layer, 0, 1) - kv.k(layer, 0, 0) : 0;
   const int64_t block_stride = kv.n_blocks() > 1 ? kv.k(layer, 1, 0) - kv.k(layer, 0, 0) : 0;
   TROUPE_ASSERT(kv.n_blocks() <= 1 || kv.v(layer, 1, 0) - kv.v(layer, 0, 0) == block_stride);
-  avx2::attention(out, q, k0, v0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx, head_dim, scratch);
+  avx2::attention(out, q, k0, v0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx, head_dim, n_q,
+                  first_head, group, scratch);
 }
 
 }  // namespace troupe::engine::cpu

@@ -75,17 +75,22 @@ void set_blas_threads(int n);
 /// Reference: scores, softmax, weighted sum, in plain loops over the paged cache.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
-/// Same result, AVX2 when available (head_dim a multiple of 8), reading blocks in place.
-void attention_head_fast(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
-                         const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
+/// Query heads first_head .. first_head + n_q - 1 of one token (q and out point at the first
+/// one's head_dim floats; query head h reads kv head h / group), AVX2 when available (head_dim a
+/// multiple of 8), reading blocks in place. scratch: attention_scratch_floats(n_q, n_ctx).
+void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
+                          int n_ctx, int head_dim, int n_q, int first_head, int group, float* scratch);
 
 // ---- AVX2 kernels (call only when has_avx2()) ---------------------------------------------------
 // Plain pointers and integers only: these files are compiled with -mavx2, so they must not
 // instantiate inline functions or templates that other (baseline) files also use.
 namespace avx2 {
 
-/// out[r] = dot(w row r, x) for r in [row_begin, row_end); w is [rows][cols] f32, cols % 8 == 0.
-void gemv_f32(float* out, const float* x, const float* w, int64_t cols, int64_t row_begin, int64_t row_end);
+/// out[t * ldo + r] = dot(x[t], w row r) for t in [0, n_tokens), r in [row_begin, row_end); w is
+/// [rows][cols] f32 and x [n_tokens][cols], cols % 8 == 0. No packing; each (row, token) result
+/// is bitwise the same whatever n_tokens and the row range (batch-invariant).
+void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
+              int64_t row_end);
 /// Same for f16 weights (F16C conversion on the fly).
 void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end);
 /// out[i] = f16 h[i] as float.
@@ -110,11 +115,13 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
 
-/// attention_head on raw cache pointers: position t's key is k0 + block_table[t / block_size] *
-/// block_stride + (t % block_size) * slot_stride (values likewise from v0); head_dim % 8 == 0.
+/// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
+/// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
+/// likewise from v0); head_dim % 8 == 0. Every output float sums its positions in order, and a
+/// head's result does not depend on which other heads share the call.
 void attention(float* out, const float* q, const float* k0, const float* v0, int64_t block_stride,
-               int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
-               float* scratch);
+               int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim, int n_q,
+               int first_head, int group, float* scratch);
 
 }  // namespace avx2
 

@@ -150,45 +150,90 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
   }
 }
 
-void gemv_f32(float* out, const float* x, const float* w, int64_t cols, int64_t row_begin, int64_t row_end) {
+// ---- f32 GEMM: out[t * ldo + r] = x[t] . w[r] ------------------------------------------------
+// Dot-product form on W as stored (no packing: each weight is read from memory once per call):
+// a register tile of R rows x T tokens, one accumulator per (row, token) that runs over the
+// columns eight at a time in order, then a horizontal sum. Every (row, token) pair therefore sees
+// the same operations in the same order whatever the tile, the batch size or the row range, so
+// f32 results do not depend on what else is in the batch (a GEMV is the T = 1 case).
+namespace {
+
+template <int R, int T>
+inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, int64_t cols) {
+  __m256 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < cols; c += 8) {
+    __m256 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = _mm256_loadu_ps(w + i * cols + c);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) out[t * ldo + i] = hsum(acc[i][t]);
+}
+
+// Rows [r, r + R) against all tokens, T at a time, then the 1..T-1 left over.
+template <int R, int T>
+inline void rows_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols) {
+  int t = 0;
+  for (; t + T <= n_tokens; t += T) tile_f32<R, T>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
+  if constexpr (T > 1) {
+    const int left = n_tokens - t;
+    if (left > 0) {
+      if constexpr (T > 2) {
+        if (left >= 2) {
+          tile_f32<R, 2>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
+          t += 2;
+        }
+      }
+      if (t < n_tokens) tile_f32<R, 1>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
+              int64_t row_end) {
+  int64_t r = row_begin;
+  if (n_tokens == 1) {
+    // One token: memory-bound; 8 rows give 8 independent FMA chains.
+    for (; r + 8 <= row_end; r += 8) tile_f32<8, 1>(out + r, ldo, x, cols, w + r * cols, cols);
+    for (; r < row_end; ++r) tile_f32<1, 1>(out + r, ldo, x, cols, w + r * cols, cols);
+    return;
+  }
+  for (; r + 3 <= row_end; r += 3) rows_f32<3, 4>(out + r, ldo, x, n_tokens, w + r * cols, cols);
+  for (; r < row_end; ++r) rows_f32<1, 4>(out + r, ldo, x, n_tokens, w + r * cols, cols);
+}
+
+void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end) {
+  // As tile_f32<R, 1> on the weights converted to f32: one accumulator per row, columns in order,
+  // so that this equals gemm_f32 on a dequantized tile bit for bit.
+  auto load = [&](int64_t r, int64_t c) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * cols + c)));
+  };
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
-    const float* w0 = w + r * cols;
-    const float* w1 = w0 + cols;
-    const float* w2 = w1 + cols;
-    const float* w3 = w2 + cols;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t c = 0; c < cols; c += 8) {
       const __m256 xv = _mm256_loadu_ps(x + c);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), xv, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), xv, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), xv, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xv, a3);
+      a0 = _mm256_fmadd_ps(load(r, c), xv, a0);
+      a1 = _mm256_fmadd_ps(load(r + 1, c), xv, a1);
+      a2 = _mm256_fmadd_ps(load(r + 2, c), xv, a2);
+      a3 = _mm256_fmadd_ps(load(r + 3, c), xv, a3);
     }
     out[r] = hsum(a0);
     out[r + 1] = hsum(a1);
     out[r + 2] = hsum(a2);
     out[r + 3] = hsum(a3);
   }
-  for (; r < row_end; ++r) out[r] = dot(w + r * cols, x, int(cols));
-}
-
-void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const uint16_t* wr = w + r * cols;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    int64_t c = 0;
-    for (; c + 16 <= cols; c += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c))),
-                           _mm256_loadu_ps(x + c), a0);
-      a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c + 8))),
-                           _mm256_loadu_ps(x + c + 8), a1);
-    }
-    for (; c < cols; c += 8) {
-      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c))),
-                           _mm256_loadu_ps(x + c), a0);
-    }
-    out[r] = hsum(_mm256_add_ps(a0, a1));
+  for (; r < row_end; ++r) {
+    __m256 a0 = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 8) a0 = _mm256_fmadd_ps(load(r, c), _mm256_loadu_ps(x + c), a0);
+    out[r] = hsum(a0);
   }
 }
 

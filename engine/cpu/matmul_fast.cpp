@@ -16,18 +16,16 @@ extern "C" void openblas_set_num_threads(int num_threads);
 namespace troupe::engine::cpu {
 namespace {
 
-// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows): one single-threaded sgemm.
-void sgemm_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, int(n_rows), int(cols), 1.0f, x, int(cols), w,
-              int(cols), 0.0f, out, int(ldo));
-}
-
-// One token against f32 rows [0, n_rows) of w.
-void gemv_rows(float* out, const float* x, const float* w, int64_t n_rows, int64_t cols) {
+// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows), t in [0, n_tokens): the AVX2 GEMM
+// (batch-invariant, no packing) where it applies, else OpenBLAS (single-threaded per call).
+void f32_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
   if (has_avx2() && cols % 8 == 0) {
-    avx2::gemv_f32(out, x, w, cols, 0, n_rows);
-  } else {
+    avx2::gemm_f32(out, ldo, x, n_tokens, w, cols, 0, n_rows);
+  } else if (n_tokens == 1) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n_rows), int(cols), 1.0f, w, int(cols), x, 1, 0.0f, out, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, int(n_rows), int(cols), 1.0f, x, int(cols), w,
+                int(cols), 0.0f, out, int(ldo));
   }
 }
 
@@ -79,12 +77,7 @@ void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, 
   if (n_rows <= 0) return;
   init_blas();
   if (w.type == dtype::f32) {
-    const float* wr = w.f32() + row_begin * cols;
-    if (n_tokens == 1) {
-      gemv_rows(out + row_begin, x, wr, n_rows, cols);
-    } else {
-      sgemm_rows(out + row_begin, w.rows, x, n_tokens, wr, n_rows, cols);
-    }
+    f32_rows(out + row_begin, w.rows, x, n_tokens, w.f32() + row_begin * cols, n_rows, cols);
     return;
   }
   if (w.type == dtype::f16 && n_tokens == 1 && has_avx2() && cols % 8 == 0) {
@@ -98,11 +91,7 @@ void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, 
   for (int64_t r = row_begin; r < row_end; r += tile_rows) {
     const int64_t n = std::min(tile_rows, row_end - r);
     dequantize_rows(w, r, n, tile.data());
-    if (n_tokens == 1) {
-      gemv_rows(out + r, x, tile.data(), n, cols);
-    } else {
-      sgemm_rows(out + r, w.rows, x, n_tokens, tile.data(), n, cols);
-    }
+    f32_rows(out + r, w.rows, x, n_tokens, tile.data(), n, cols);
   }
 }
 

@@ -224,6 +224,36 @@ BOOST_AUTO_TEST_CASE(integer_matmul_gives_each_token_the_same_bits_in_any_batch_
   }
 }
 
+BOOST_AUTO_TEST_CASE(float_matmul_gives_each_token_the_same_bits_in_any_batch_and_thread_count_with_avx2) {
+  // The AVX2 GEMM has one accumulator per (row, token) whatever the tile, so batching requests
+  // (the scheduler's job) cannot change a token's logits. The portable fallback (OpenBLAS) makes
+  // no such promise, so this holds on AVX2 machines only.
+  if (!cpu::has_avx2()) return;
+  for (auto t : {dtype::f32, dtype::f16, dtype::bf16}) {
+    for (int cols : {64, 768}) {
+      model_weights keep;
+      uint64_t st = 9;
+      const weight w = test::make_weight(keep, t, 71, cols, st, 0.5f);
+      for (int n_tokens : {2, 5, 32}) {
+        const auto x = randv(size_t(n_tokens * cols), 6);
+        for (int threads : {1, 2, 3}) {
+          thread_pool pool(threads);
+          std::vector<float> batch(size_t(n_tokens * w.rows));
+          const kernels::matmul_out o{batch.data(), &w};
+          kernels::matmul_many({&o, 1}, x.data(), n_tokens, kernels::activations::f32, &pool);
+          for (int tk = 0; tk < n_tokens; ++tk) {
+            std::vector<float> alone(size_t(w.rows));
+            const kernels::matmul_out a{alone.data(), &w};
+            kernels::matmul_many({&a, 1}, &x[size_t(tk * cols)], 1, kernels::activations::f32, nullptr);
+            BOOST_TEST(std::equal(alone.begin(), alone.end(), batch.begin() + tk * w.rows),
+                       dtype_name(t) << " cols " << cols << " tokens " << n_tokens << " threads " << threads << " token " << tk);
+          }
+        }
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(matmul_many_equals_separate_matmuls) {
   model_weights keep;
   uint64_t st = 9;
@@ -265,7 +295,7 @@ BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_
         std::vector<float> want(static_cast<size_t>(hd)), scratch(static_cast<size_t>(n_ctx));
         kernels::ref::attention_head(want.data(), q.data(), kv, 1, h, table.data(), n_ctx, hd, scratch.data());
         on_both_paths([&] {
-          std::vector<float> got(static_cast<size_t>(hd), NAN), scratch2(static_cast<size_t>(n_ctx));
+          std::vector<float> got(static_cast<size_t>(hd), NAN), scratch2(kernels::attention_scratch_floats(1, n_ctx));
           kernels::attention_head(got.data(), q.data(), kv, 1, h, table.data(), n_ctx, hd, scratch2.data());
           for (int i = 0; i < hd; ++i) {
             BOOST_TEST(std::fabs(got[i] - want[i]) <= 2e-6f + 1e-5f * std::fabs(want[i]),
@@ -273,6 +303,47 @@ BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_
           }
         });
       }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(attention_over_a_head_range_equals_one_head_at_a_time_with_grouped_kv_heads) {
+  // 6 query heads share 3 kv heads (group 2); ranges that start inside a group, the whole range,
+  // and single heads must give each head bitwise the same output, close to the reference.
+  const int n_heads = 6, n_kv = 3, group = 2, bs = 16, n_blocks = 8;
+  for (int hd : {8, 64, 72}) {
+    kv_cache kv(1, n_kv, hd, bs, n_blocks);
+    const std::vector<int32_t> table = {6, 1, 4, 0, 7};
+    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 51), vvals = randv(kvals.size(), 52);
+    for (int b = 0; b < n_blocks; ++b)
+      for (int s = 0; s < bs; ++s) {
+        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(0, b, s));
+        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(0, b, s));
+      }
+    const auto q = randv(size_t(n_heads * hd), 53, 3.0f);
+    for (int n_ctx : {1, 9, 16, 33, 80}) {
+      on_both_paths([&] {
+        std::vector<float> one(size_t(n_heads * hd), NAN), scratch(kernels::attention_scratch_floats(n_heads, n_ctx));
+        for (int h = 0; h < n_heads; ++h) {
+          kernels::attention(one.data(), q.data(), kv, 0, table.data(), n_ctx, hd, h, h + 1, group, scratch.data());
+        }
+        for (auto [b, e] : {std::pair{0, n_heads}, std::pair{1, 4}, std::pair{3, 6}}) {
+          std::vector<float> range(size_t(n_heads * hd), NAN);
+          kernels::attention(range.data(), q.data(), kv, 0, table.data(), n_ctx, hd, b, e, group, scratch.data());
+          for (int i = b * hd; i < e * hd; ++i) {
+            BOOST_TEST(range[size_t(i)] == one[size_t(i)], "hd " << hd << " n_ctx " << n_ctx << " range " << b << ".." << e << " i " << i);
+          }
+        }
+        for (int h = 0; h < n_heads; ++h) {
+          std::vector<float> want(static_cast<size_t>(hd)), s(static_cast<size_t>(n_ctx));
+          kernels::ref::attention_head(want.data(), &q[size_t(h * hd)], kv, 0, h / group, table.data(), n_ctx, hd, s.data());
+          for (int i = 0; i < hd; ++i) {
+            const float got = one[size_t(h * hd + i)];
+            BOOST_TEST(std::fabs(got - want[size_t(i)]) <= 2e-6f + 1e-5f * std::fabs(want[size_t(i)]),
+                       "hd " << hd << " n_ctx " << n_ctx << " head " << h << " i " << i << ": " << got << " vs " << want[size_t(i)]);
+          }
+        }
+      });
     }
   }
 }
