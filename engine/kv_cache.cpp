@@ -1,5 +1,9 @@
 #include "engine/kv_cache.hpp"
 
+#include <sys/mman.h>
+
+#include <new>
+
 #include "engine/error.hpp"
 
 namespace troupe::engine {
@@ -10,6 +14,17 @@ kv_cache::kv_cache(int n_layers, int n_kv_heads, int head_dim, int block_size, i
       v_(k_.size()) {
   TROUPE_ASSERT(n_layers > 0 && block_size > 0 && n_blocks > 0 && kv_dim_ > 0);
 }
+
+kv_cache::buffer::buffer(size_t n_floats) : n_(n_floats) {
+  constexpr size_t huge = size_t(2) << 20;
+  bytes_ = (n_floats * sizeof(float) + huge - 1) / huge * huge;
+  void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  madvise(p, bytes_, MADV_HUGEPAGE);  // advice only: without THP this is ordinary memory
+  data_ = static_cast<float*>(p);
+}
+
+kv_cache::buffer::~buffer() { munmap(data_, bytes_); }
 
 block_allocator::block_allocator(int n_blocks) : n_total_(n_blocks) {
   free_.reserve(n_blocks);

@@ -19,7 +19,7 @@ class kv_cache {
   int kv_dim() const { return kv_dim_; }
   int block_size() const { return block_size_; }
   int n_blocks() const { return n_blocks_; }
-  size_t size_bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+  size_t size_bytes() const { return 2 * k_.size() * sizeof(float); }
 
   /// Row of kv_dim floats for (local layer, physical block, slot within block).
   float* k(int layer, int block, int slot) { return k_.data() + index(layer, block, slot); }
@@ -31,8 +31,25 @@ class kv_cache {
   size_t index(int layer, int block, int slot) const {
     return ((size_t(layer) * n_blocks_ + block) * block_size_ + slot) * kv_dim_;
   }
+  // Zeroed anonymous memory in 2 MiB pages where the kernel allows (attention walks the whole
+  // cache every step; with 4 KiB pages most of that time went to TLB misses). Pages are touched
+  // only when a block is first written, so RSS shows what the cache holds.
+  class buffer {
+   public:
+    explicit buffer(size_t n_floats);
+    ~buffer();
+    buffer(const buffer&) = delete;
+    buffer& operator=(const buffer&) = delete;
+    float* data() const { return data_; }
+    size_t size() const { return n_; }
+
+   private:
+    float* data_ = nullptr;
+    size_t n_ = 0, bytes_ = 0;
+  };
+
   int n_layers_, kv_dim_, block_size_, n_blocks_;
-  std::vector<float> k_, v_;
+  buffer k_, v_;
 };
 
 /// Free list of physical blocks.

@@ -158,12 +158,19 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
 // f32 results do not depend on what else is in the batch (a GEMV is the T = 1 case).
 namespace {
 
-template <int R, int T>
+// With Prefetch, also asks for the next R rows (the next tile's) at the same columns: the first
+// token tile of a row group is otherwise stalled on memory.
+template <int R, int T, bool Prefetch = false>
 inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, int64_t cols) {
   __m256 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   for (int64_t c = 0; c < cols; c += 8) {
+    if constexpr (Prefetch) {
+      if ((c & 15) == 0) {
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + (R + i) * cols + c), _MM_HINT_T0);
+      }
+    }
     __m256 wv[R];
     for (int i = 0; i < R; ++i) wv[i] = _mm256_loadu_ps(w + i * cols + c);
     for (int t = 0; t < T; ++t) {
@@ -179,6 +186,10 @@ inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const
 template <int R, int T>
 inline void rows_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols) {
   int t = 0;
+  if (t + T <= n_tokens) {
+    tile_f32<R, T, true>(out, ldo, x, cols, w, cols);
+    t += T;
+  }
   for (; t + T <= n_tokens; t += T) tile_f32<R, T>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
   if constexpr (T > 1) {
     const int left = n_tokens - t;
