@@ -37,6 +37,20 @@ inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
+// o[0, 8W) (+)= sum over the n positions j of (p[j] * inv) * v[rows[j] + 0 .. 8W): W vectors of
+// accumulators in registers (a runtime width would put them on the stack), positions in order.
+template <int W>
+inline void weighted_sum(float* o, const float* v, const int64_t* rows, const float* p, int n, float inv, bool first) {
+  __m256 acc[W];
+  for (int k = 0; k < W; ++k) acc[k] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * k);
+  for (int j = 0; j < n; ++j) {
+    const __m256 pv = _mm256_set1_ps(p[j] * inv);
+    const float* vr = v + rows[j];
+    for (int k = 0; k < W; ++k) acc[k] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * k), acc[k]);
+  }
+  for (int k = 0; k < W; ++k) _mm256_storeu_ps(o + 8 * k, acc[k]);
+}
+
 }  // namespace
 
 void attention(float* out, const float* q, const float* k0, const float* v0, int64_t block_stride,
@@ -93,7 +107,7 @@ void attention(float* out, const float* q, const float* k0, const float* v0, int
   }
 
   // 3. out = sum_t p_t v_t, in position order for every output float; eight positions at a time
-  //    for all heads, 64 output floats of a head in registers, kept in out between groups.
+  //    for all heads, up to 64 output floats of a head in registers, kept in out between groups.
   for (int t = 0; t < n_ctx; t += 8) {
     const int n = n_ctx - t < 8 ? n_ctx - t : 8;
     int64_t rows[8];
@@ -103,15 +117,16 @@ void attention(float* out, const float* q, const float* k0, const float* v0, int
       const float* p = scratch + int64_t(i) * ld + t;
       float* o = out + int64_t(i) * head_dim;
       for (int c = 0; c < head_dim; c += 64) {
-        const int w = (head_dim - c < 64 ? head_dim - c : 64) / 8;
-        __m256 acc[8];
-        for (int k = 0; k < w; ++k) acc[k] = t == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c + 8 * k);
-        for (int j = 0; j < n; ++j) {
-          const __m256 pv = _mm256_set1_ps(p[j] * inv_sum[i]);
-          const float* v = vb + rows[j] + c;
-          for (int k = 0; k < w; ++k) acc[k] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + 8 * k), acc[k]);
+        switch ((head_dim - c < 64 ? head_dim - c : 64) / 8) {
+          case 8: weighted_sum<8>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 7: weighted_sum<7>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 6: weighted_sum<6>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 5: weighted_sum<5>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 4: weighted_sum<4>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 3: weighted_sum<3>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          case 2: weighted_sum<2>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
+          default: weighted_sum<1>(o + c, vb + c, rows, p, n, inv_sum[i], t == 0); break;
         }
-        for (int k = 0; k < w; ++k) _mm256_storeu_ps(o + c + 8 * k, acc[k]);
       }
     }
   }
