@@ -140,7 +140,7 @@ stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup)
 }  // namespace
 
 stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup) {
-  return sys.spawn<caf::detached>(stage_behavior, std::move(setup));
+  return sys.spawn(stage_behavior, std::move(setup));
 }
 
 }  // namespace troupe::actors

@@ -21,7 +21,8 @@ struct stage_setup {
   stage_actor next;   // invalid for the last stage
 };
 
-/// Spawns a stage on its own thread (forward passes block).
+/// Spawns a stage on CAF's scheduler. Its forward passes block the worker running it, so the
+/// actor system needs a worker per stage (configure_actor_system sizes it).
 stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup);
 
 }  // namespace troupe::actors

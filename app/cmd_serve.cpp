@@ -1,6 +1,7 @@
 // troupe serve: all actors of a cluster config in this process (ROUTER, SCHEDULERs, REPLICAs,
 // PIPELINE STAGEs), behind the client protocol's TCP server. From a cluster file (--config) or
 // from flags (--model, --stages, --replicas: layers split evenly).
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -126,7 +127,7 @@ int run_serve(int argc, char** argv) {
 
   // 3. Actors, then the TCP server in front of the ROUTER.
   caf::actor_system_config cfg;
-  actors::configure_actor_system(cfg);
+  actors::configure_actor_system(cfg, cluster.replicas * std::max<int>(1, int(cluster.stages.size())));
   caf::actor_system sys{cfg};
   auto node = actors::spawn_serve(sys, cluster, tokenizer);
   if (!node) return fail(node.error());
