@@ -79,8 +79,9 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
   const kernels::activations act = kernels::activations::q8;
   // Attention work items: (token, group of heads); enough groups that every thread has work
   // even for one token, as few as that allows (a group reads each cached position once).
-  const int head_groups = std::min(c.n_heads, std::max(1, (4 * n_threads + n - 1) / n));
-  const int heads_per_group = (c.n_heads + head_groups - 1) / head_groups;
+  const int wanted_groups = std::min(c.n_heads, (4 * n_threads + n - 1) / n);
+  const int heads_per_group = (c.n_heads + wanted_groups - 1) / wanted_groups;
+  const int head_groups = (c.n_heads + heads_per_group - 1) / heads_per_group;  // none of them empty
   const size_t scratch_floats = kernels::attention_scratch_floats(heads_per_group, max_ctx);
   scores_.resize(size_t(n_threads) * scratch_floats);
 
@@ -111,7 +112,6 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
         const int t = int(i / head_groups);
         const int h0 = int(i % head_groups) * heads_per_group;
         const int h1 = std::min(c.n_heads, h0 + heads_per_group);
-        if (h0 >= h1) continue;
         kernels::attention(&att_out_[size_t(t) * q_dim], &q_[size_t(t) * q_dim], kv_, l,
                            batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, h0, h1, group, scratch);
       }

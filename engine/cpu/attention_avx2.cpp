@@ -1,40 +1,19 @@
-// AVX2 attention of one query head over the paged KV cache (compiled with -mavx2 -mfma): reads
-// each position's key and value in place through the block table, no gathering copy.
+// AVX2 attention of a token's query heads over the paged KV cache (compiled with -mavx2 -mfma):
+// reads each position's keys and values in place through the block table, no gathering copy.
 #include <immintrin.h>
 #include <math.h>
 
+#include "engine/cpu/avx2_common.hpp"
 #include "engine/cpu/kernels_cpu.hpp"
 
 namespace troupe::engine::cpu::avx2 {
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
-
-// exp(x) for x <= 0 (softmax after subtracting the max): Cephes-style range reduction
-// x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r, 2^n through the exponent bits.
-// Relative error ~2 ulp; inputs below -87 give 0.
+// exp(x) for x <= 0 (softmax after subtracting the max); inputs below -87, -inf included, give 0.
 inline __m256 exp_nonpositive(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.0f);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lo);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+  return _mm256_andnot_ps(underflow, exp_in_range(_mm256_max_ps(x, lo)));
 }
 
 // o[0, 8W) (+)= sum over the n positions j of (p[j] * inv) * v[rows[j] + 0 .. 8W): W vectors of

@@ -9,17 +9,11 @@
 // does not depend on how many tokens or rows a call covers.
 #include <immintrin.h>
 
+#include "engine/cpu/avx2_common.hpp"
 #include "engine/cpu/kernels_cpu.hpp"
 
 namespace troupe::engine::cpu::avx2 {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
 
 inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
