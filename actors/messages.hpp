@@ -56,6 +56,7 @@ using hidden_atom = caf::atom_constant<caf::atom("hidden")>;
 using tokens_atom = caf::atom_constant<caf::atom("tokens")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
 
 // ---- last stage -> ROUTER, SCHEDULER -> ROUTER ---------------------------------------------
 /// Sampled tokens for requests of one ROUTER (one message per step and ROUTER).
@@ -242,6 +243,8 @@ using scheduler_actor = caf::typed_actor<
   caf::reacts_to<cancel_atom, request_id>,
   // Plan and send micro-batches while the pipeline has room (self-sent).
   caf::reacts_to<schedule_atom>,
+  // Fail the micro-batches in flight for longer than the step timeout (self-sent, delayed).
+  caf::reacts_to<watchdog_atom>,
   // Counters for tests and metrics.
   caf::replies_to<stats_atom>::with<scheduler_stats>>;
 

@@ -111,9 +111,12 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
     result.tokens.push_back(t);
     if (s.sink) by_sink[s.sink].tokens.push_back(t);
   }
-  // Tokens go to the ROUTER directly, not through the SCHEDULER.
+  // The reply first, so that the SCHEDULER can plan the next step while the tokens are on their
+  // way; then the tokens, to the ROUTER directly (not through the SCHEDULER).
+  auto rp = self->make_response_promise<step_result>();
+  rp.deliver(std::move(result));
   for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
-  return result;
+  return rp;
 }
 
 stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup) {
@@ -140,7 +143,11 @@ stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup)
 }  // namespace
 
 stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup) {
-  return sys.spawn(stage_behavior, std::move(setup));
+  // Detached: a stage's thread runs the forward passes and sleeps between steps; the light
+  // actors (ROUTER, SCHEDULERs, REPLICAs, relays) share the CAF workers. A stage's next message
+  // wakes its thread directly, so stages of one pipeline run in parallel without waiting for an
+  // idle CAF worker to steal them.
+  return sys.spawn<caf::detached>(stage_behavior, std::move(setup));
 }
 
 }  // namespace troupe::actors

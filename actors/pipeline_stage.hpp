@@ -21,8 +21,8 @@ struct stage_setup {
   stage_actor next;   // invalid for the last stage
 };
 
-/// Spawns a stage on CAF's scheduler. Its forward passes block the worker running it, so the
-/// actor system needs a worker per stage (configure_actor_system sizes it).
+/// Spawns a stage as a detached actor: its own thread runs its forward passes (plus setup.threads - 1
+/// engine pool threads), so a step never holds one of the CAF workers the light actors share.
 stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup);
 
 }  // namespace troupe::actors

@@ -58,9 +58,18 @@ void release_text(request_entry& e, bool all) {
   e.held.erase(0, cut);
 }
 
-void send_chunk(request_entry& e) {
+// To a relay (dynamically typed, so no self->send) in this worker's context: the relay then
+// runs on this CAF worker after the ROUTER, instead of on another worker that has to be woken
+// (what anon_send, which has no context, would do).
+template <class T>
+void send_to_client(router_pointer self, const caf::actor& client, T&& msg) {
+  client->enqueue(caf::make_mailbox_element(self->ctrl(), caf::make_message_id(), {}, std::forward<T>(msg)),
+                  self->context());
+}
+
+void send_chunk(router_pointer self, request_entry& e) {
   if (e.ready.empty() && e.ids.empty()) return;
-  caf::anon_send(e.client, stream_chunk{e.id, std::move(e.ready), std::move(e.ids)});
+  send_to_client(self, e.client, stream_chunk{e.id, std::move(e.ready), std::move(e.ids)});
   e.ready.clear();
   e.ids.clear();
 }
@@ -72,7 +81,7 @@ void complete(router_pointer self, request_entry& e, finish_reason reason, serve
   if (err == serve_errc::none) {
     e.held += e.decoder->flush();
     release_text(e, true);
-    send_chunk(e);
+    send_chunk(self, e);
   }
   stream_end end;
   end.id = e.id;
@@ -82,7 +91,7 @@ void complete(router_pointer self, request_entry& e, finish_reason reason, serve
   end.prompt_tokens = e.n_prompt;
   end.completion_tokens = int32_t(e.generated.size());
   end.stop_string = e.stop_string;
-  caf::anon_send(e.client, std::move(end));
+  send_to_client(self, e.client, std::move(end));
   logger().debug("completed request_id={} reason={} tokens={}", e.id.value, finish_reason_name(reason),
                  e.generated.size());
   --st.load[e.replica];
@@ -96,7 +105,7 @@ void complete(router_pointer self, request_entry& e, finish_reason reason, serve
 // Sends what is ready and completes the request once every token it produced has arrived.
 void progress(router_pointer self, request_entry& e) {
   if (!e.accepted) return;
-  send_chunk(e);
+  send_chunk(self, e);
   if (e.finish_total >= 0 && int32_t(e.generated.size()) >= e.finish_total) {
     const serve_errc err = e.reason == finish_reason::failed ? serve_errc::failed : serve_errc::none;
     complete(self, e, e.reason, err, err == serve_errc::none ? "" : "a pipeline step failed");

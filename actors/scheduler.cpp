@@ -23,8 +23,12 @@ struct scheduler_state {
     token_sink_actor sink;
   };
   std::unordered_map<request_id, sequence_meta> meta;
+  // Micro-batches in flight -> when they were sent (ns). A reply for one no longer here (the
+  // watchdog failed it) is ignored.
+  std::unordered_map<uint64_t, int64_t> in_flight_since;
   int in_flight = 0;
   bool schedule_queued = false;
+  bool watchdog_armed = false;
   scheduler_stats stats;
   static inline const char* name = "scheduler";
 };
@@ -51,6 +55,27 @@ void queue_schedule(scheduler_pointer self) {
   self->send(self, schedule_atom::value);
 }
 
+// One timer for all steps in flight, not a timeout per step request: a per-request timeout
+// wakes CAF's clock thread on every step (once per generated token at batch 1), which on a
+// 2-core machine is taken from the engine's threads. A step is failed between step_timeout
+// and 1.5 x step_timeout after it was sent.
+void arm_watchdog(scheduler_pointer self) {
+  auto& st = self->state;
+  if (st.watchdog_armed || st.in_flight_since.empty()) return;
+  st.watchdog_armed = true;
+  self->delayed_send(self, st.setup.step_timeout / 2, watchdog_atom::value);
+}
+
+void pump(scheduler_pointer self);
+
+// A step's reply (or its failure): the micro-batch leaves the pipeline.
+bool take_in_flight(scheduler_pointer self, uint64_t micro_batch) {
+  auto& st = self->state;
+  if (st.in_flight_since.erase(micro_batch) == 0) return false;  // already failed by the watchdog
+  --st.in_flight;
+  return true;
+}
+
 // Plans and sends micro-batches while the pipeline has room.
 void pump(scheduler_pointer self) {
   auto& st = self->state;
@@ -75,15 +100,17 @@ void pump(scheduler_pointer self) {
     logger().trace("step micro_batch={} seqs={} tokens={} decodes={} preempted={}", plan.micro_batch, req.work.size(),
                    plan.n_tokens, plan.n_decodes, plan.n_preempted);
     const uint64_t mb = plan.micro_batch;
-    self->request(st.setup.replica, st.setup.step_timeout, step_atom::value, std::move(req))
+    st.in_flight_since[mb] = now_ns();
+    arm_watchdog(self);
+    self->request(st.setup.replica, caf::infinite, step_atom::value, std::move(req))
       .then(
-        [self](step_result& r) {
-          --self->state.in_flight;
+        [self, mb](step_result& r) {
+          if (!take_in_flight(self, mb)) return;
           notify_finished(self, self->state.policy->on_result(r.micro_batch, r.tokens));
           pump(self);
         },
         [self, mb](caf::error& e) {
-          --self->state.in_flight;
+          if (!take_in_flight(self, mb)) return;
           logger().error("step failed micro_batch={} error={}", mb, describe(e));
           notify_finished(self, self->state.policy->on_failure(mb));
           pump(self);
@@ -133,6 +160,24 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
     [self](schedule_atom) {
       self->state.schedule_queued = false;
       pump(self);
+    },
+    [self](watchdog_atom) {
+      auto& st = self->state;
+      st.watchdog_armed = false;
+      const int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.step_timeout).count();
+      const int64_t now = now_ns();
+      std::vector<uint64_t> expired;
+      for (const auto& [mb, since] : st.in_flight_since) {
+        if (now - since >= limit) expired.push_back(mb);
+      }
+      for (uint64_t mb : expired) {
+        take_in_flight(self, mb);
+        logger().error("step failed micro_batch={} error=no reply within the step timeout ({} ms)", mb,
+                       st.setup.step_timeout.count());
+        notify_finished(self, st.policy->on_failure(mb));
+      }
+      arm_watchdog(self);
+      if (!expired.empty()) pump(self);
     },
     [self](stats_atom) -> scheduler_stats {
       auto& st = self->state;

@@ -13,7 +13,7 @@
 
 namespace troupe::actors {
 
-void configure_actor_system(caf::actor_system_config& cfg, int n_local_stages) {
+void configure_actor_system(caf::actor_system_config& cfg) {
   cfg.add_message_type<request_id>("troupe::request_id");
   cfg.add_message_type<sequence_spec>("troupe::sequence_spec");
   cfg.add_message_type<planned_seq>("troupe::planned_seq");
@@ -36,18 +36,20 @@ void configure_actor_system(caf::actor_system_config& cfg, int n_local_stages) {
     }
     return s;
   });
-  // A stage runs its forward pass inside its message handler, on a CAF worker (not a detached
-  // thread: then the scheduler's step request, the stage's work and its reply can run on one
-  // thread with no wake-up between them; measured 0.26 ms less per token). Each stage may hold
-  // a worker for a whole step, so there is one worker per stage, plus two for the rest.
-  cfg.set("scheduler.max-threads", size_t(std::max(1, n_local_stages) + 2));
-  // An idle CAF worker polls its queue, then by default sleeps 50 us between 500 more polls
-  // (25 ms of timer wake-ups after every message). Between engine steps that is CPU taken from
-  // the stages' threads on a 2-core machine (measured: ~12 % of all samples, serve at 0.6x the
-  // engine alone). Go straight from the short spin to the condition variable, which an enqueue
-  // signals; steal from the other worker every 1 ms while asleep.
+  // The forward passes run on the stages' own threads (detached actors); what is left for CAF's
+  // workers is light: ROUTER (tokenize, detokenize), SCHEDULERs (plan a step), REPLICAs and a
+  // relay per request. One worker does it all: a stage's reply and its tokens then wake one
+  // thread, not two (CAF hands messages from outside its workers to them in turn), and nothing
+  // has to be stolen. On a 2-core machine every wake-up preempts an engine thread mid-step;
+  // measured with one stream on stories15M: 3.4 wake-ups per token with the stages on 3 CAF
+  // workers and per-step timeouts, 1-2 now (docs/benchmarks-serve.md).
+  cfg.set("scheduler.max-threads", size_t{1});
+  // An idle worker polls its queue briefly, then by default sleeps 50 us between 500 more polls
+  // (25 ms of timer wake-ups after every message). Go straight from the short spin to the
+  // condition variable, which a message from outside the workers signals; with one worker there
+  // is nobody to steal from, so the timed wake-up only needs to be rare.
   cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
-  cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds(1)});
+  cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds(10)});
 }
 
 void serve_node::shutdown() {

@@ -16,10 +16,9 @@
 
 namespace troupe::actors {
 
-/// Registers troupe's message types and error category, and sizes CAF's scheduler for
-/// `n_local_stages` PIPELINE STAGE actors in this process (each may hold a worker for a whole
-/// forward pass) plus the light actors.
-void configure_actor_system(caf::actor_system_config& cfg, int n_local_stages);
+/// Registers troupe's message types and error category, and sets up CAF's scheduler for the
+/// light actors (PIPELINE STAGEs are detached: they bring their own threads).
+void configure_actor_system(caf::actor_system_config& cfg);
 
 struct serve_node {
   router_actor router;

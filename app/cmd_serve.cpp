@@ -127,7 +127,7 @@ int run_serve(int argc, char** argv) {
 
   // 3. Actors, then the TCP server in front of the ROUTER.
   caf::actor_system_config cfg;
-  actors::configure_actor_system(cfg, cluster.replicas * std::max<int>(1, int(cluster.stages.size())));
+  actors::configure_actor_system(cfg);
   caf::actor_system sys{cfg};
   auto node = actors::spawn_serve(sys, cluster, tokenizer);
   if (!node) return fail(node.error());

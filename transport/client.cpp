@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <exception>
 #include <variant>
 
 #include <boost/asio/buffer.hpp>
@@ -30,7 +31,12 @@ using clock_type = std::chrono::steady_clock;
 struct client::impl {
   using event = std::variant<token_chunk, final_frame, error>;
   struct pending {
-    std::deque<event> events;
+    std::deque<event> events;  // guarded by impl::mu
+    // The caller's chunk callback, run on the I/O thread under deliver_mu; generate() clears it
+    // (under deliver_mu) before it returns, so the callback never runs after that.
+    std::mutex deliver_mu;
+    const chunk_callback* on_chunk = nullptr;
+    std::exception_ptr callback_failure;  // what on_chunk threw (guarded by impl::mu)
   };
 
   explicit impl(client_options o)
@@ -233,11 +239,35 @@ void client::impl::on_frame(const frame& f) {
 }
 
 void client::impl::deliver(uint64_t request_id, event ev) {
-  std::lock_guard lock(mu);
-  auto it = requests.find(request_id);
-  if (it == requests.end()) return;  // timed out or unknown: dropped
-  it->second->events.push_back(std::move(ev));
-  cv.notify_all();
+  std::shared_ptr<pending> p;
+  {
+    std::lock_guard lock(mu);
+    auto it = requests.find(request_id);
+    if (it == requests.end()) return;  // timed out or unknown: dropped
+    p = it->second;
+    if (!std::holds_alternative<token_chunk>(ev) || p->callback_failure) {
+      p->events.push_back(std::move(ev));
+      cv.notify_all();
+      return;
+    }
+  }
+  // A chunk goes to the callback here, on the I/O thread: waking the caller's thread for every
+  // token would cost a context switch per token on both sides of the futex.
+  std::exception_ptr failure;
+  {
+    std::lock_guard lock(p->deliver_mu);
+    if (p->on_chunk == nullptr || !*p->on_chunk) return;
+    try {
+      (*p->on_chunk)(std::get<token_chunk>(ev));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  if (failure) {
+    std::lock_guard lock(mu);
+    p->callback_failure = failure;
+    cv.notify_all();
+  }
 }
 
 void client::impl::fail_connection(error e) {
@@ -314,6 +344,7 @@ result<final_frame> client::generate(generate_request request, const chunk_callb
   if (request.request_id == 0) request.request_id = next_request_id();
   const uint64_t id = request.request_id;
   auto p = std::make_shared<impl::pending>();
+  p->on_chunk = &on_chunk;
   {
     std::lock_guard lock(s.mu);
     if (!s.open) {
@@ -328,12 +359,17 @@ result<final_frame> client::generate(generate_request request, const chunk_callb
   // Whatever happens below (even an exception from on_chunk), the request is forgotten at the end.
   struct forget {
     impl& s;
+    impl::pending& p;
     uint64_t id;
     ~forget() {
-      std::lock_guard lock(s.mu);
-      s.requests.erase(id);
+      {
+        std::lock_guard lock(s.mu);
+        s.requests.erase(id);
+      }
+      std::lock_guard lock(p.deliver_mu);  // waits for a callback in progress
+      p.on_chunk = nullptr;
     }
-  } forget_at_exit{s, id};
+  } forget_at_exit{s, *p, id};
 
   s.post_write(encode(request, s.server.version));
   const auto deadline = timeout.count() > 0 ? clock_type::now() + timeout : clock_type::time_point::max();
@@ -341,7 +377,7 @@ result<final_frame> client::generate(generate_request request, const chunk_callb
     std::deque<impl::event> batch;
     {
       std::unique_lock lock(s.mu);
-      const auto ready = [&] { return !p->events.empty(); };
+      const auto ready = [&] { return !p->events.empty() || p->callback_failure; };
       if (deadline == clock_type::time_point::max()) {
         s.cv.wait(lock, ready);
       } else if (!s.cv.wait_until(lock, deadline, ready)) {
@@ -349,11 +385,17 @@ result<final_frame> client::generate(generate_request request, const chunk_callb
         (void)cancel(id);
         return fail_request(id, errc::timeout, "request {} timed out after {} ms", id, timeout.count());
       }
+      if (p->callback_failure) {
+        const auto failure = p->callback_failure;
+        lock.unlock();
+        (void)cancel(id);
+        std::rethrow_exception(failure);
+      }
       batch.swap(p->events);
     }
     for (auto& ev : batch) {
-      if (auto* chunk = std::get_if<token_chunk>(&ev)) {
-        if (on_chunk) on_chunk(*chunk);
+      if (std::holds_alternative<token_chunk>(ev)) {
+        continue;  // chunks are handed to on_chunk on the I/O thread (deliver)
       } else if (auto* fin = std::get_if<final_frame>(&ev)) {
         return *fin;
       } else {

@@ -24,7 +24,9 @@ struct client_options {
   uint32_t max_frame_bytes = default_max_frame_bytes;
 };
 
-/// Called on the thread that called generate(), in order, once per token_chunk received.
+/// Called once per token_chunk received, in order, on the client's I/O thread while generate()
+/// waits (no hand-off to the caller's thread per token). It must not call generate() on the same
+/// client; an exception it throws cancels the request and is rethrown by generate().
 using chunk_callback = std::function<void(const token_chunk&)>;
 
 class client {

@@ -5,6 +5,9 @@
 #include <iterator>
 #include <utility>
 
+#include <sys/socket.h>
+#include <sys/types.h>
+
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -108,6 +111,7 @@ client_session::client_session(std::shared_ptr<asio::io_context> io, tcp::socket
       options_(std::move(options)),
       handler_(handler),
       on_closed_(std::move(on_closed)),
+      fd_(socket_.native_handle()),
       decoder_(frame_decoder_options{options_->limits.max_frame_bytes, min_protocol_version, protocol_version}) {}
 
 client_session::~client_session() = default;
@@ -151,6 +155,15 @@ bool client_session::enqueue(std::string bytes, uint64_t ending_request_id) {
         self->close_now("write queue full");
       });
       return false;
+    }
+    if (!writing_ && queue_.empty()) {
+      // Nothing queued or being written: send from this thread now instead of waking the I/O
+      // thread (a token frame is small and the socket buffer has room). Whatever does not fit,
+      // or an error, goes the asynchronous way below, which also reports errors. The fd stays
+      // open while mu_ is held with state open (close_now marks the state first).
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n == static_cast<ssize_t>(bytes.size())) return true;
+      if (n > 0) bytes.erase(0, static_cast<size_t>(n));
     }
     queued_bytes_ += bytes.size();
     queue_.push_back(std::move(bytes));

@@ -85,6 +85,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   request_handler& handler_;
   closed_callback on_closed_;
   std::atomic<uint8_t> version_{min_protocol_version};
+  const int fd_;  // socket_'s descriptor, for enqueue()'s direct send from other threads
 
   // Strand only.
   frame_decoder decoder_;

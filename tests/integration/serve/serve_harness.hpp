@@ -66,7 +66,7 @@ struct reference {
 class serve_harness {
  public:
   serve_harness(config::cluster_config cluster) {
-    actors::configure_actor_system(cfg_, cluster.replicas * std::max<int>(1, int(cluster.stages.size())));
+    actors::configure_actor_system(cfg_);
     sys_ = std::make_unique<caf::actor_system>(cfg_);
     auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
     BOOST_REQUIRE_MESSAGE(tok, (tok ? "" : tok.error().message));

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <stdexcept>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -463,6 +464,36 @@ BOOST_AUTO_TEST_CASE(cancel_reaches_the_handler) {
   auto fin = stream.get();
   BOOST_TEST_REQUIRE(fin.has_value());
   BOOST_TEST((fin->reason == finish_reason::cancelled));
+}
+
+BOOST_AUTO_TEST_CASE(exception_from_the_chunk_callback_cancels_and_comes_out_of_generate) {
+  fake_handler handler(fake_handler::mode::hold);
+  running_server s(handler);
+  auto c = connect_client(s.server.port());
+  auto req = text_request();
+  req.request_id = c.next_request_id();
+  int calls = 0;
+  auto stream = std::async(std::launch::async, [&] {
+    return c.generate(req, [&](const token_chunk&) {
+      ++calls;
+      throw std::runtime_error("callback refused the chunk");
+    });
+  });
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_held() == 1; }));
+  handler.held(0)->send_chunk("a", {1});
+  BOOST_TEST_REQUIRE((stream.wait_for(wait_limit) == std::future_status::ready));
+  BOOST_CHECK_THROW(stream.get(), std::runtime_error);
+  BOOST_TEST(calls == 1);
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_cancels() == 1; }));  // the request was cancelled
+  handler.held(0)->send_chunk("b", {2});  // after generate returned: not delivered to the gone callback
+
+  // The connection still serves.
+  auto again = std::async(std::launch::async, [&] { return c.generate(text_request("x")); });
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_held() == 2; }));
+  handler.held(1)->send_final(final_frame{0, finish_reason::length, 1, 0, 0, 0});
+  BOOST_TEST_REQUIRE((again.wait_for(wait_limit) == std::future_status::ready));
+  BOOST_TEST(again.get().has_value());
+  BOOST_TEST(calls == 1);
 }
 
 BOOST_AUTO_TEST_CASE(request_errors_keep_the_connection_open) {
