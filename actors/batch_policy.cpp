@@ -138,11 +138,12 @@ planned_seq batch_policy::make_work(sequence& s, int n_tokens) {
   s.n_computed += n_tokens;
   w.sample = s.n_computed == int(s.tokens.size());
   w.step = s.n_generated;
+  s.first_step = s.n_generated;
   s.in_flight = true;
   return w;
 }
 
-step_plan batch_policy::plan(int64_t now_ns) {
+step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
   step_plan p;
   p.micro_batch = next_micro_batch_;
 
@@ -219,6 +220,36 @@ step_plan batch_policy::plan(int64_t now_ns) {
     }
   }
 
+  // 4. Several decode steps in one go: only decodes planned, nobody waiting for a start, no
+  //    preemption. Each sequence bounds the count: it must not pass max_tokens or the context
+  //    (so those finishes land on the last step, as one step at a time would), and its blocks
+  //    must cover every position now.
+  if (max_steps > 1 && !p.seqs.empty() && waiting_.empty() && !preempted &&
+      p.n_decodes == int(p.seqs.size()) && p.seqs.size() == running_.size()) {
+    int k = max_steps;
+    for (const planned_seq& w : p.seqs) {
+      const sequence& s = seqs_.at(w.id);
+      k = std::min({k, s.spec.max_tokens - s.n_generated, cfg_.ctx_size - w.start_pos});
+    }
+    if (k > 1) {
+      int need = 0;
+      for (const planned_seq& w : p.seqs) {
+        const sequence& s = seqs_.at(w.id);
+        need += std::max(0, blocks_for(w.start_pos + k, cfg_.block_size) - int(s.blocks.size()));
+      }
+      if (need > int(free_blocks_.size())) k = 1;
+    }
+    if (k > 1) {
+      for (planned_seq& w : p.seqs) {
+        sequence& s = seqs_.at(w.id);
+        grow(s, w.start_pos + k);
+        w.new_blocks.insert(w.new_blocks.end(), s.blocks.begin() + s.n_blocks_sent, s.blocks.end());
+        s.n_blocks_sent = int(s.blocks.size());
+      }
+      p.n_steps = k;
+    }
+  }
+
   p.finished = std::move(pending_finished_);
   pending_finished_.clear();
   if (p.seqs.empty()) return p;
@@ -244,6 +275,9 @@ std::vector<finished_seq> batch_policy::on_result(uint64_t micro_batch, std::spa
     if (it == seqs_.end()) continue;  // cancelled (or finished) while in flight
     sequence& s = it->second;
     if (t.index != s.n_generated) continue;  // stale: not the token this sequence waits for
+    // In a run of several decode steps, every token after the first was fed back in: its K/V
+    // are in the cache too.
+    if (t.index > s.first_step) ++s.n_computed;
     s.tokens.push_back(t.token);
     ++s.n_generated;
     // The order of the engine's generate(): EOS, stop, length, then context.
@@ -258,6 +292,15 @@ std::vector<finished_seq> batch_policy::on_result(uint64_t micro_batch, std::spa
       finish(s, finish_reason::context_full, out);
     }
   }
+  return out;
+}
+
+std::vector<int32_t> batch_policy::stop_ids(request_id id) const {
+  std::vector<int32_t> out;
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return out;
+  if (it->second.spec.stop_at_eos) out.push_back(cfg_.eos_id);
+  out.insert(out.end(), it->second.spec.stop_tokens.begin(), it->second.spec.stop_tokens.end());
   return out;
 }
 

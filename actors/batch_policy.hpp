@@ -90,6 +90,10 @@ struct step_plan {
   int n_tokens = 0;
   int n_decodes = 0;
   int n_preempted = 0;  // sequences preempted while planning this step
+  // Decode steps the stage runs for this micro-batch, feeding each sampled token back in
+  // (> 1 only when every planned sequence decodes and nothing waits; see plan()). Sequence i
+  // then samples tokens step .. step + n_steps - 1, or fewer if it produces one of its stop ids.
+  int n_steps = 1;
   bool empty() const { return seqs.empty(); }
 };
 
@@ -125,8 +129,16 @@ class batch_policy {
   bool cancel(request_id id);
 
   /// The next micro-batch (empty when nothing can run now). The plan's sequences are in flight
-  /// until on_result / on_failure for its micro_batch.
-  step_plan plan(int64_t now_ns);
+  /// until on_result / on_failure for its micro_batch. With max_steps > 1, a micro-batch of
+  /// decodes only, planned while no request waits, runs up to max_steps decode steps in one go
+  /// (fewer where a sequence would reach max_tokens or the context, or blocks are short): one
+  /// round trip between SCHEDULER and stage per max_steps tokens instead of per token. Only for a
+  /// replica of one stage, which can feed its own samples back.
+  step_plan plan(int64_t now_ns, int max_steps = 1);
+
+  /// The ids after which a sequence stops (EOS when it stops there, then its stop tokens): a
+  /// stage running several decode steps ends the sequence's run at one of them.
+  std::vector<int32_t> stop_ids(request_id id) const;
 
   /// Tokens sampled by micro-batch `micro_batch`; returns the sequences that finished.
   std::vector<finished_seq> on_result(uint64_t micro_batch, std::span<const sampled_token> tokens);
@@ -159,6 +171,7 @@ class batch_policy {
     int n_blocks_sent = 0;         // table entries the stages know
     bool registered = false;       // stages hold its state
     bool in_flight = false;
+    int first_step = 0;            // n_generated when its micro-batch was planned
     state st = state::waiting;
   };
 

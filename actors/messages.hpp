@@ -118,8 +118,9 @@ struct scheduler_stats {
   int32_t n_running = 0;
   int32_t n_in_flight = 0;
   int64_t n_preemptions = 0;
-  int64_t n_steps = 0;
+  int64_t n_steps = 0;          // forward steps (a request of several decode steps counts each)
   int64_t n_step_tokens = 0;
+  int64_t n_step_requests = 0;  // step requests sent to the REPLICA
 };
 
 // ---- SCHEDULER -> REPLICA -> PIPELINE STAGEs ------------------------------------------------------
@@ -129,6 +130,7 @@ struct new_sequence {
   std::vector<int32_t> history;  // prompt + tokens generated so far (the repetition-penalty set)
   engine::sampling_params sampling;
   token_sink_actor sink;  // where the last stage sends sampled tokens
+  std::vector<int32_t> stop_ids;  // a run of several decode steps ends after one of these
 };
 
 /// One micro-batch, as deltas: stages drop `released`, add `added`, then run `work` (block tables
@@ -138,6 +140,7 @@ struct step_request {
   std::vector<request_id> released;
   std::vector<new_sequence> added;
   std::vector<planned_seq> work;
+  int32_t n_steps = 1;  // decode steps to run, each feeding back its samples (single-stage replicas)
 };
 
 /// The activations one stage hands the next. In-process the tensor travels in the message
@@ -198,15 +201,15 @@ typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("scheduler_stats"), x.n_blocks, x.n_free_blocks, x.n_waiting, x.n_running,
-           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens);
+           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens, x.n_step_requests);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, new_sequence& x) {
-  return f(caf::meta::type_name("new_sequence"), x.id, x.history, x.sampling, x.sink);
+  return f(caf::meta::type_name("new_sequence"), x.id, x.history, x.sampling, x.sink, x.stop_ids);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
-  return f(caf::meta::type_name("step_request"), x.micro_batch, x.released, x.added, x.work);
+  return f(caf::meta::type_name("step_request"), x.micro_batch, x.released, x.added, x.work, x.n_steps);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, hidden_states& x) {

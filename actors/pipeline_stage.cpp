@@ -1,5 +1,6 @@
 #include "actors/pipeline_stage.hpp"
 
+#include <algorithm>
 #include <span>
 #include <unordered_map>
 
@@ -20,6 +21,7 @@ struct stage_sequence {
   std::vector<int32_t> history;  // last stage: prompt + generated (repetition penalty)
   engine::sampling_params sampling;
   token_sink_actor sink;
+  std::vector<int32_t> stop_ids;  // last stage: a run of several decode steps ends after one
 };
 
 struct stage_state {
@@ -58,7 +60,11 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
       s.history = std::move(ns.history);
       s.sampling = ns.sampling;
       s.sink = std::move(ns.sink);
+      s.stop_ids = std::move(ns.stop_ids);
     }
+  }
+  if (req.n_steps > 1 && !(w.is_first() && w.is_last())) {
+    return make_error(serve_errc::internal, "several decode steps in one request need a replica of one stage");
   }
   engine::forward_batch batch;
   batch.seqs.reserve(req.work.size());
@@ -95,28 +101,51 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
                           pack_hidden(std::move(st.out), n, w.config.dim));
   }
 
-  // 3b. Last: sample where the plan says so, with the engine's counter-based sampler.
+  // 3b. Last: sample where the plan says so, with the engine's counter-based sampler. With
+  //     n_steps > 1 (a single-stage replica, decodes only) the samples go straight back in as
+  //     the next step's tokens, n_steps times, each step's tokens streamed as they come; a
+  //     sequence drops out after one of its stop ids.
   step_result result;
   result.micro_batch = req.micro_batch;
-  std::unordered_map<token_sink_actor, token_batch> by_sink;
   const int vocab = w.config.vocab_size;
-  for (size_t i = 0; i < req.work.size(); ++i) {
-    const planned_seq& p = req.work[i];
-    if (!p.sample) continue;
-    stage_sequence& s = st.seqs.at(p.id);
-    std::span<float> logits(st.out.data() + i * size_t(vocab), size_t(vocab));
-    const int32_t token = engine::sample(logits, s.sampling, uint64_t(p.step), s.history);
-    s.history.push_back(token);
-    const sampled_token t{p.id, token, p.step};
-    result.tokens.push_back(t);
-    if (s.sink) by_sink[s.sink].tokens.push_back(t);
+  std::vector<size_t> rows;  // req.work index of each row of logits in st.out
+  for (size_t i = 0; i < req.work.size(); ++i) rows.push_back(i);
+  for (int k = 0;; ++k) {
+    std::unordered_map<token_sink_actor, token_batch> by_sink;
+    std::vector<size_t> next_rows;
+    engine::forward_batch next;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const planned_seq& p = req.work[rows[r]];
+      if (!p.sample) continue;
+      stage_sequence& s = st.seqs.at(p.id);
+      std::span<float> logits(st.out.data() + r * size_t(vocab), size_t(vocab));
+      const int32_t token = engine::sample(logits, s.sampling, uint64_t(p.step + k), s.history);
+      s.history.push_back(token);
+      const sampled_token t{p.id, token, p.step + k};
+      result.tokens.push_back(t);
+      if (s.sink) by_sink[s.sink].tokens.push_back(t);
+      if (k + 1 < req.n_steps && std::find(s.stop_ids.begin(), s.stop_ids.end(), token) == s.stop_ids.end()) {
+        next_rows.push_back(rows[r]);
+        next.seqs.push_back(engine::seq_slice{1, p.start_pos + k + 1, std::span<const int32_t>(s.blocks)});
+        next.tokens.push_back(token);
+      }
+    }
+    if (next_rows.empty()) {
+      // The reply first, so that the SCHEDULER can plan the next step while the tokens are on
+      // their way; then the tokens, to the ROUTER directly (not through the SCHEDULER).
+      auto rp = self->make_response_promise<step_result>();
+      rp.deliver(std::move(result));
+      for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
+      return rp;
+    }
+    for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
+    if (auto r = st.tf->forward(next, engine::output_mode::last_logits, st.out); !r) {
+      logger().error("forward failed stage=[{},{}) micro_batch={} decode step {} error={}", w.first_layer,
+                     w.last_layer, req.micro_batch, k + 1, r.error().message);
+      return make_error(serve_errc::failed, r.error().message);
+    }
+    rows = std::move(next_rows);
   }
-  // The reply first, so that the SCHEDULER can plan the next step while the tokens are on their
-  // way; then the tokens, to the ROUTER directly (not through the SCHEDULER).
-  auto rp = self->make_response_promise<step_result>();
-  rp.deliver(std::move(result));
-  for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
-  return rp;
 }
 
 stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup) {

@@ -1,5 +1,6 @@
 #include "actors/scheduler.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <unordered_map>
 
@@ -23,9 +24,14 @@ struct scheduler_state {
     token_sink_actor sink;
   };
   std::unordered_map<request_id, sequence_meta> meta;
-  // Micro-batches in flight -> when they were sent (ns). A reply for one no longer here (the
-  // watchdog failed it) is ignored.
-  std::unordered_map<uint64_t, int64_t> in_flight_since;
+  // Micro-batches in flight -> when they were sent (ns) and their decode steps. A reply for one
+  // no longer here (the watchdog failed it) is ignored.
+  struct in_flight_step {
+    int64_t since = 0;
+    int n_steps = 1;
+  };
+  std::unordered_map<uint64_t, in_flight_step> in_flight_since;
+  int64_t step_ns = 0;  // time of one decode step, as last measured (0: not yet)
   int in_flight = 0;
   bool schedule_queued = false;
   bool watchdog_armed = false;
@@ -69,18 +75,28 @@ void arm_watchdog(scheduler_pointer self) {
 void pump(scheduler_pointer self);
 
 // A step's reply (or its failure): the micro-batch leaves the pipeline.
-bool take_in_flight(scheduler_pointer self, uint64_t micro_batch) {
+bool take_in_flight(scheduler_pointer self, uint64_t micro_batch, bool measure = false) {
   auto& st = self->state;
-  if (st.in_flight_since.erase(micro_batch) == 0) return false;  // already failed by the watchdog
+  auto it = st.in_flight_since.find(micro_batch);
+  if (it == st.in_flight_since.end()) return false;  // already failed by the watchdog
+  if (measure && st.in_flight == 1) st.step_ns = (now_ns() - it->second.since) / it->second.n_steps;
+  st.in_flight_since.erase(it);
   --st.in_flight;
   return true;
+}
+
+// Decode steps the next request may run: as many as fit the budget at the last measured speed.
+int decode_steps(const scheduler_state& st) {
+  if (st.setup.max_decode_steps <= 1 || st.step_ns <= 0) return 1;
+  const int64_t budget = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.decode_steps_budget).count();
+  return int(std::clamp<int64_t>(budget / st.step_ns, 1, st.setup.max_decode_steps));
 }
 
 // Plans and sends micro-batches while the pipeline has room.
 void pump(scheduler_pointer self) {
   auto& st = self->state;
   while (st.in_flight < st.setup.max_in_flight) {
-    step_plan plan = st.policy->plan(now_ns());
+    step_plan plan = st.policy->plan(now_ns(), decode_steps(st));
     notify_finished(self, plan.finished);
     if (plan.empty()) break;
 
@@ -90,22 +106,24 @@ void pump(scheduler_pointer self) {
     for (planned_seq& p : plan.seqs) {
       if (!p.is_new) continue;
       const auto& m = st.meta.at(p.id);
-      req.added.push_back(new_sequence{p.id, std::move(p.history), m.sampling, m.sink});
+      req.added.push_back(new_sequence{p.id, std::move(p.history), m.sampling, m.sink, st.policy->stop_ids(p.id)});
       p.history.clear();
     }
     req.work = std::move(plan.seqs);
+    req.n_steps = plan.n_steps;
     ++st.in_flight;
-    ++st.stats.n_steps;
-    st.stats.n_step_tokens += plan.n_tokens;
-    logger().trace("step micro_batch={} seqs={} tokens={} decodes={} preempted={}", plan.micro_batch, req.work.size(),
-                   plan.n_tokens, plan.n_decodes, plan.n_preempted);
+    st.stats.n_steps += plan.n_steps;
+    ++st.stats.n_step_requests;
+    st.stats.n_step_tokens += int64_t(plan.n_tokens) * plan.n_steps;
+    logger().trace("step micro_batch={} seqs={} tokens={} decodes={} steps={} preempted={}", plan.micro_batch,
+                   req.work.size(), plan.n_tokens, plan.n_decodes, plan.n_steps, plan.n_preempted);
     const uint64_t mb = plan.micro_batch;
-    st.in_flight_since[mb] = now_ns();
+    st.in_flight_since[mb] = scheduler_state::in_flight_step{now_ns(), plan.n_steps};
     arm_watchdog(self);
     self->request(st.setup.replica, caf::infinite, step_atom::value, std::move(req))
       .then(
         [self, mb](step_result& r) {
-          if (!take_in_flight(self, mb)) return;
+          if (!take_in_flight(self, mb, true)) return;
           notify_finished(self, self->state.policy->on_result(r.micro_batch, r.tokens));
           pump(self);
         },
@@ -167,8 +185,8 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       const int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.step_timeout).count();
       const int64_t now = now_ns();
       std::vector<uint64_t> expired;
-      for (const auto& [mb, since] : st.in_flight_since) {
-        if (now - since >= limit) expired.push_back(mb);
+      for (const auto& [mb, f] : st.in_flight_since) {
+        if (now - f.since >= limit * f.n_steps) expired.push_back(mb);
       }
       for (uint64_t mb : expired) {
         take_in_flight(self, mb);

@@ -126,6 +126,9 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     sched.replica = replica;
     sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
     sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
+    // Only a stage that is first and last can feed its samples back by itself.
+    sched.max_decode_steps = n_stages == 1 ? b.decode_steps : 1;
+    sched.decode_steps_budget = std::chrono::milliseconds(b.decode_steps_ms);
     node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
     node.replicas.push_back(replica);
     node.stages.push_back(std::move(chain));

@@ -165,6 +165,8 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.integer("max_waiting", b.max_waiting, 0, 1 << 24));
     TROUPE_TRY(t.integer("prefill_chunk", b.prefill_chunk, 1, 1 << 20));
     TROUPE_TRY(t.integer("micro_batches", b.micro_batches, 0, 64));
+    TROUPE_TRY(t.integer("decode_steps", b.decode_steps, 1, 256));
+    TROUPE_TRY(t.integer("decode_steps_ms", b.decode_steps_ms, 1, 60'000));
     TROUPE_TRY(t.no_unknown_keys());
   }
 

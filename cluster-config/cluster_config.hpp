@@ -48,6 +48,8 @@ struct batching_section {
   int max_waiting = 256;     // queued requests; past it requests are refused as overloaded
   int prefill_chunk = 128;   // prompt tokens of one sequence per step
   int micro_batches = 0;     // micro-batches in flight per replica; 0: one per stage
+  int decode_steps = 8;      // decode steps per step request when only decodes run (1-stage replicas)
+  int decode_steps_ms = 20;  // ... as many as take about this long (a new request waits for them)
 };
 
 struct limits_section {

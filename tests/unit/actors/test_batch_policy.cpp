@@ -422,4 +422,92 @@ BOOST_AUTO_TEST_CASE(finishes_every_sequence_under_random_arrivals_and_a_tiny_ca
   }
 }
 
+// Runs n_steps decode steps of plan p as a single-stage replica would: token `first + k` for
+// step k of every sequence, stopping a sequence after `stop_at` (if given).
+std::vector<sampled_token> run_steps(const step_plan& p, int32_t first, int32_t stop_at = -1) {
+  std::vector<sampled_token> out;
+  for (const auto& w : p.seqs) {
+    for (int k = 0; k < p.n_steps; ++k) {
+      out.push_back(sampled_token{w.id, first + k, w.step + k});
+      if (first + k == stop_at) break;
+    }
+  }
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(runs_several_decode_steps_when_only_decodes_run_and_nobody_waits) {
+  auto cfg = small_config();  // block_size 4, ctx 64
+  ::troupe::actors::batch_policy bp(cfg);
+  bp.admit(spec(1, 6, 20), 0);
+  bp.admit(spec(2, 3, 5), 0);
+  // Prefill steps never run several steps.
+  auto p1 = bp.plan(0, 8);
+  BOOST_TEST(p1.n_steps == 1);
+  complete(bp, p1, 40);  // both prompts fit the first step: token 0 sampled for each
+  // Decodes only, nobody waiting: as many steps as the shortest max_tokens allows (2 has 4 left).
+  auto p2 = bp.plan(0, 8);
+  BOOST_REQUIRE_EQUAL(p2.seqs.size(), 2u);
+  BOOST_TEST(p2.n_steps == 4);
+  const planned_seq* a = find(p2, 1);
+  BOOST_REQUIRE(a != nullptr);
+  BOOST_TEST(a->start_pos == 6);
+  BOOST_TEST(a->tokens == std::vector<int32_t>{40});
+  BOOST_TEST(a->step == 1);
+  // Blocks cover every position of the run: 6..9 for sequence 1 (blocks 0-2 of 4 positions).
+  BOOST_TEST(bp.n_blocks_held(request_id{1}) == 3);
+  BOOST_TEST(bp.n_blocks_held(request_id{2}) == 2);  // positions 3..6
+  auto fin = bp.on_result(p2.micro_batch, run_steps(p2, 50));
+  BOOST_REQUIRE_EQUAL(fin.size(), 1u);  // 2 reached max_tokens on the last step
+  BOOST_TEST((fin[0].id == request_id{2} && fin[0].reason == finish_reason::length && fin[0].n_generated == 5));
+  BOOST_TEST(bp.n_generated(request_id{1}) == 5);
+  // The next step starts after the run: the last sampled token, at position 6 + 4.
+  auto p3 = bp.plan(0, 2);
+  BOOST_REQUIRE_EQUAL(p3.seqs.size(), 1u);
+  BOOST_TEST(p3.seqs[0].start_pos == 10);
+  BOOST_TEST(p3.seqs[0].tokens == std::vector<int32_t>{53});
+  BOOST_TEST(p3.seqs[0].step == 5);
+  BOOST_TEST(p3.n_steps == 2);
+  BOOST_TEST(p3.released.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(runs_one_step_at_a_time_while_a_request_waits_or_a_prefill_runs) {
+  auto cfg = small_config();
+  cfg.max_running = 1;
+  ::troupe::actors::batch_policy bp(cfg);
+  bp.admit(spec(1, 3, 20), 0);
+  complete(bp, bp.plan(0, 8));
+  bp.admit(spec(2, 3, 20), 0);  // waits: max_running is 1
+  auto p = bp.plan(0, 8);
+  BOOST_TEST(p.n_steps == 1);
+  BOOST_TEST(bp.n_waiting() == 1);
+
+  ::troupe::actors::batch_policy bp2(small_config());
+  bp2.admit(spec(1, 3, 20), 0);
+  complete(bp2, bp2.plan(0, 8));
+  bp2.admit(spec(2, 20, 20), 0);  // starts in this step with a prefill chunk
+  auto q = bp2.plan(0, 8);
+  BOOST_TEST(q.seqs.size() == 2u);
+  BOOST_TEST(q.n_steps == 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_run_of_decode_steps_stops_at_eos_and_respects_the_context) {
+  auto cfg = small_config();  // ctx 64, eos 2
+  ::troupe::actors::batch_policy bp(cfg);
+  auto s = spec(1, 60, 100);
+  s.stop_tokens = {77};
+  bp.admit(s, 0);
+  BOOST_TEST((bp.stop_ids(request_id{1}) == std::vector<int32_t>{2, 77}));
+  for (int i = 0; i < 16 && bp.n_generated(request_id{1}) == 0; ++i) complete(bp, bp.plan(0, 8), 40);  // prefill
+  // Position 60 now; the context (64 positions) allows 4 more steps, not 8.
+  auto p = bp.plan(0, 8);
+  BOOST_TEST(p.seqs[0].start_pos == 60);
+  BOOST_TEST(p.n_steps == 4);
+  // The stage stopped after EOS on the second step: two tokens, finished with eos.
+  auto fin = bp.on_result(p.micro_batch, run_steps(p, 1, 2));
+  BOOST_REQUIRE_EQUAL(fin.size(), 1u);
+  BOOST_TEST((fin[0].reason == finish_reason::eos && fin[0].n_generated == 3));
+  BOOST_TEST(bp.plan(0, 8).empty());
+  BOOST_TEST(bp.n_free_blocks() == cfg.n_blocks);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

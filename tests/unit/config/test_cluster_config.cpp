@@ -50,6 +50,7 @@ BOOST_AUTO_TEST_CASE(parses_a_complete_file_and_resolves_paths_against_its_folde
   BOOST_TEST(r->batching.block_size == 8);
   BOOST_TEST(r->batching.n_blocks == 64);
   BOOST_TEST(r->batching.max_step_tokens == 256);  // default
+  BOOST_TEST(r->batching.decode_steps == 8);        // default
   BOOST_REQUIRE_EQUAL(r->stages.size(), 2u);
   BOOST_TEST(r->stages[1].first_layer == 3);
   BOOST_TEST(r->stages[1].last_layer == -1);
