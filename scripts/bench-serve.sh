@@ -4,17 +4,18 @@
 #  (b) 32 concurrent streams vs one on stories110M (f32), one stage, 2 engine threads;
 #  (c) the same with a 2-stage pipeline (1 engine thread per stage: 2 threads in all).
 # Every server is started here on 127.0.0.1 with an ephemeral port and stopped afterwards.
-# Usage: scripts/bench-serve.sh [--prompt-len L] [--gen-len G] [--rounds N]
+# Usage: scripts/bench-serve.sh [--prompt-len L] [--gen-len G] [--rounds N] [--only a|b|c]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 troupe=build/bin/troupe
-prompt_len=128 gen_len=128 rounds=1
+prompt_len=128 gen_len=128 rounds=1 only=abc
 while [ $# -gt 0 ]; do
   case "$1" in
     --prompt-len) prompt_len="$2"; shift 2 ;;
     --gen-len) gen_len="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --only) only="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "bench-serve.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,19 +57,36 @@ serve_load() {  # CONCURRENCY REQUESTS [extra flags]: prints bench serve's JSON
     --prompt-len "$prompt_len" --gen-len "$gen_len" --timeout-s 500 --json "$@"
 }
 
+# The engine's single-stream figure on the same terms as the client's (prefill + decode time):
+engine_e2e() {  # bench engine JSON -> end-to-end tok/s
+  awk -v p="$prompt_len" -v g="$gen_len" -v pf="$(field "$1" prefill_tok_s)" -v d="$(field "$1" decode_tok_s)" \
+    'BEGIN { printf "%.1f", g / (p / pf + g / d) }'
+}
+run_engine_15m() {
+  "$troupe" bench engine --model "$m15" --batch 1 --threads 2 --prompt-len "$prompt_len" --gen-len "$gen_len" --runs 3 --json
+}
+
+if [[ $only == *a* ]]; then
 echo "== (a) one stream, stories15M f32, 2 threads: serve vs engine (prompt $prompt_len, gen $gen_len) =="
+# Each round sandwiches the server between two engine runs and compares it with their mean, so
+# that a drift in the machine's speed during the round (other tenants) does not bias the ratio.
+ratios=()
 for round in $(seq 1 "$rounds"); do
+  e1=$(run_engine_15m)
   start_server --model "$m15" --threads 2
   s=$(serve_load 1 8 --warmup 1)
   stop_server
-  e=$("$troupe" bench engine --model "$m15" --batch 1 --threads 2 --prompt-len "$prompt_len" --gen-len "$gen_len" --runs 3 --json)
-  st=$(field "$s" gen_tok_s) et=$(field "$e" decode_tok_s) ep=$(field "$e" prefill_tok_s)
-  # The engine's single-stream figure on the same terms as the client's (prefill + decode time):
-  ee=$(awk -v p="$prompt_len" -v g="$gen_len" -v pf="$ep" -v d="$et" 'BEGIN { printf "%.1f", g / (p / pf + g / d) }')
-  echo "round $round: serve gen_tok_s $st (ITL p50 $(field "$s" itl_ms_p50) ms, TTFT p50 $(field "$s" ttft_ms_p50) ms);" \
-       "engine decode $et tok/s, prefill $ep tok/s, end to end $ee tok/s;" \
-       "ratio serve/engine(end to end) $(awk -v a="$st" -v b="$ee" 'BEGIN { printf "%.2f", a / b }')"
+  e2=$(run_engine_15m)
+  st=$(field "$s" gen_tok_s) a=$(engine_e2e "$e1") b=$(engine_e2e "$e2")
+  ee=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+  ratio=$(awk -v a="$st" -v b="$ee" 'BEGIN { printf "%.2f", a / b }')
+  ratios+=("$ratio")
+  echo "round $round: serve gen_tok_s $(printf %.1f "$st") (ITL p50 $(field "$s" itl_ms_p50) ms, TTFT p50 $(field "$s" ttft_ms_p50) ms);" \
+       "engine before/after: decode $(field "$e1" decode_tok_s)/$(field "$e2" decode_tok_s) tok/s," \
+       "end to end $a/$b tok/s; ratio serve/engine(end to end) $ratio"
 done
+echo "(a) median ratio over $rounds rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')"
+fi
 
 run_scaling() {  # LABEL serve-args...
   local label="$1"; shift
@@ -84,7 +102,11 @@ run_scaling() {  # LABEL serve-args...
   done
 }
 
+if [[ $only == *b* ]]; then
 echo "== (b) 32 streams vs 1, stories110M f32, one stage, 2 threads (prompt $prompt_len, gen $gen_len) =="
 run_scaling "(b)" --model "$m110" --threads 2
+fi
+if [[ $only == *c* ]]; then
 echo "== (c) the same with 2 pipeline stages x 1 thread =="
 run_scaling "(c)" --model "$m110" --stages 2 --threads 1
+fi
