@@ -69,7 +69,7 @@ void arm_watchdog(scheduler_pointer self) {
   auto& st = self->state;
   if (st.watchdog_armed || st.in_flight_since.empty()) return;
   st.watchdog_armed = true;
-  self->delayed_send(self, st.setup.step_timeout / 2, watchdog_atom::value);
+  self->delayed_send(self, std::max(st.setup.step_timeout / 2, std::chrono::milliseconds(1)), watchdog_atom::value);
 }
 
 void pump(scheduler_pointer self);
