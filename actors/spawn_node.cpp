@@ -135,6 +135,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   }
   router_setup rs;
   rs.schedulers = node.schedulers;
+  node.tokenizer = tokenizer;
   rs.tokenizer = std::move(tokenizer);
   rs.eos_id = model.eos_id;
   rs.vocab_size = model.vocab_size;

@@ -26,6 +26,7 @@ struct serve_node {
   std::vector<replica_actor> replicas;
   std::vector<std::vector<stage_actor>> stages;  // [replica][stage]
   engine::model_config model;
+  std::shared_ptr<const engine::tokenizer> tokenizer;  // the ROUTER's (gateways tokenize with it)
   config::cluster_config cluster;  // with layer ranges resolved
 
   /// Stops every actor (the actor system's destructor waits for them). Idempotent.

@@ -146,8 +146,13 @@ serve_request to_serve_request(const transport::generate_request& r) {
   return s;
 }
 
-tcp_gateway::tcp_gateway(caf::actor_system& sys, router_actor router, std::chrono::milliseconds admit_timeout)
-    : sys_(sys), router_(std::move(router)), admit_timeout_(admit_timeout), registry_(std::make_shared<registry>()) {}
+tcp_gateway::tcp_gateway(caf::actor_system& sys, router_actor router, std::chrono::milliseconds admit_timeout,
+                         std::shared_ptr<const engine::tokenizer> tokenizer)
+    : sys_(sys),
+      router_(std::move(router)),
+      admit_timeout_(admit_timeout),
+      tokenizer_(std::move(tokenizer)),
+      registry_(std::make_shared<registry>()) {}
 
 tcp_gateway::~tcp_gateway() {
   std::map<std::pair<uint64_t, uint64_t>, caf::actor> relays;
@@ -160,8 +165,13 @@ tcp_gateway::~tcp_gateway() {
 
 void tcp_gateway::on_generate(std::shared_ptr<transport::stream_sink> sink, transport::generate_request request) {
   const std::pair<uint64_t, uint64_t> key{uint64_t(sink->connection()), sink->request_id()};
+  serve_request req = to_serve_request(request);
+  if (tokenizer_ && !req.prompt.empty() && req.prompt_tokens.empty()) {
+    req.prompt_tokens = tokenizer_->encode(req.prompt, true);  // as the ROUTER would
+    req.prompt.clear();
+  }
   std::lock_guard lock(registry_->mutex);  // the relay's first steps wait for its registration
-  auto a = sys_.spawn(relay, std::move(sink), registry_, router_, to_serve_request(request), admit_timeout_);
+  auto a = sys_.spawn(relay, std::move(sink), registry_, router_, std::move(req), admit_timeout_);
   registry_->relays[key] = a;
 }
 

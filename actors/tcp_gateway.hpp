@@ -9,14 +9,19 @@
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
+#include "engine/tokenizer.hpp"
 #include "transport/request_handler.hpp"
 
 namespace troupe::actors {
 
 class tcp_gateway final : public transport::request_handler {
  public:
+  /// With a tokenizer, prompt text is tokenized here, on the transport's I/O thread, and the
+  /// ROUTER gets token ids: a long prompt (a 256 KiB one takes ~150 ms) then does not hold up the
+  /// ROUTER, and with it every stream's tokens. Without one, the ROUTER tokenizes.
   tcp_gateway(caf::actor_system& sys, router_actor router,
-              std::chrono::milliseconds admit_timeout = std::chrono::milliseconds(30'000));
+              std::chrono::milliseconds admit_timeout = std::chrono::milliseconds(30'000),
+              std::shared_ptr<const engine::tokenizer> tokenizer = nullptr);
   ~tcp_gateway() override;  // stops the relays still running
 
   void on_generate(std::shared_ptr<transport::stream_sink> sink, transport::generate_request request) override;
@@ -32,6 +37,7 @@ class tcp_gateway final : public transport::request_handler {
   caf::actor_system& sys_;
   router_actor router_;
   std::chrono::milliseconds admit_timeout_;
+  std::shared_ptr<const engine::tokenizer> tokenizer_;
   std::shared_ptr<registry> registry_;
 };
 

@@ -52,7 +52,9 @@ BOOST_AUTO_TEST_SUITE(tcp)
 
 BOOST_AUTO_TEST_CASE(concurrent_clients_over_tcp_get_the_engine_text) {
   serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2));
-  actors::tcp_gateway gateway(h.system(), h.node().router);
+  // As troupe serve does: prompts tokenized by the gateway (the other tests leave it to the ROUTER).
+  BOOST_REQUIRE(h.node().tokenizer);
+  actors::tcp_gateway gateway(h.system(), h.node().router, std::chrono::milliseconds(30'000), h.node().tokenizer);
   transport::server_options so;
   so.host = "127.0.0.1";
   so.port = 0;
