@@ -30,9 +30,8 @@ struct scheduler_state {
     int64_t since = 0;
     int n_steps = 1;
   };
-  std::unordered_map<uint64_t, in_flight_step> in_flight_since;
+  std::unordered_map<uint64_t, in_flight_step> in_flight;
   int64_t step_ns = 0;  // time of one decode step, as last measured (0: not yet)
-  int in_flight = 0;
   bool schedule_queued = false;
   bool watchdog_armed = false;
   scheduler_stats stats;
@@ -67,7 +66,7 @@ void queue_schedule(scheduler_pointer self) {
 // and 1.5 x step_timeout after it was sent.
 void arm_watchdog(scheduler_pointer self) {
   auto& st = self->state;
-  if (st.watchdog_armed || st.in_flight_since.empty()) return;
+  if (st.watchdog_armed || st.in_flight.empty()) return;
   st.watchdog_armed = true;
   self->delayed_send(self, std::max(st.setup.step_timeout / 2, std::chrono::milliseconds(1)), watchdog_atom::value);
 }
@@ -77,11 +76,10 @@ void pump(scheduler_pointer self);
 // A step's reply (or its failure): the micro-batch leaves the pipeline.
 bool take_in_flight(scheduler_pointer self, uint64_t micro_batch, bool measure = false) {
   auto& st = self->state;
-  auto it = st.in_flight_since.find(micro_batch);
-  if (it == st.in_flight_since.end()) return false;  // already failed by the watchdog
-  if (measure && st.in_flight == 1) st.step_ns = (now_ns() - it->second.since) / it->second.n_steps;
-  st.in_flight_since.erase(it);
-  --st.in_flight;
+  auto it = st.in_flight.find(micro_batch);
+  if (it == st.in_flight.end()) return false;  // already failed by the watchdog
+  if (measure && st.in_flight.size() == 1) st.step_ns = (now_ns() - it->second.since) / it->second.n_steps;
+  st.in_flight.erase(it);
   return true;
 }
 
@@ -95,7 +93,7 @@ int decode_steps(const scheduler_state& st) {
 // Plans and sends micro-batches while the pipeline has room.
 void pump(scheduler_pointer self) {
   auto& st = self->state;
-  while (st.in_flight < st.setup.max_in_flight) {
+  while (int(st.in_flight.size()) < st.setup.max_in_flight) {
     step_plan plan = st.policy->plan(now_ns(), decode_steps(st));
     notify_finished(self, plan.finished);
     if (plan.empty()) break;
@@ -111,14 +109,13 @@ void pump(scheduler_pointer self) {
     }
     req.work = std::move(plan.seqs);
     req.n_steps = plan.n_steps;
-    ++st.in_flight;
     st.stats.n_steps += plan.n_steps;
     ++st.stats.n_step_requests;
     st.stats.n_step_tokens += int64_t(plan.n_tokens) * plan.n_steps;
     logger().trace("step micro_batch={} seqs={} tokens={} decodes={} steps={} preempted={}", plan.micro_batch,
                    req.work.size(), plan.n_tokens, plan.n_decodes, plan.n_steps, plan.n_preempted);
     const uint64_t mb = plan.micro_batch;
-    st.in_flight_since[mb] = scheduler_state::in_flight_step{now_ns(), plan.n_steps};
+    st.in_flight[mb] = scheduler_state::in_flight_step{now_ns(), plan.n_steps};
     arm_watchdog(self);
     self->request(st.setup.replica, caf::infinite, step_atom::value, std::move(req))
       .then(
@@ -185,7 +182,7 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       const int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.step_timeout).count();
       const int64_t now = now_ns();
       std::vector<uint64_t> expired;
-      for (const auto& [mb, f] : st.in_flight_since) {
+      for (const auto& [mb, f] : st.in_flight) {
         if (now - f.since >= limit * f.n_steps) expired.push_back(mb);
       }
       for (uint64_t mb : expired) {

@@ -29,7 +29,7 @@ using tcp = asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
 
 struct client::impl {
-  using event = std::variant<token_chunk, final_frame, error>;
+  using event = std::variant<final_frame, error>;  // chunks go to the callback (deliver_chunk)
   struct pending {
     std::deque<event> events;  // guarded by impl::mu
     // The caller's chunk callback, run on the I/O thread under deliver_mu; generate() clears it
@@ -53,6 +53,7 @@ struct client::impl {
   void do_write();
   void fail_connection(error e);
   void deliver(uint64_t request_id, event ev);
+  void deliver_chunk(uint64_t request_id, const token_chunk& chunk);
 
   client_options options;
   asio::io_context io;
@@ -211,7 +212,7 @@ void client::impl::on_frame(const frame& f) {
       auto c = decode_token_chunk(f.payload);
       if (!c) return fail_connection(c.error());
       const uint64_t id = c->request_id;
-      return deliver(id, std::move(*c));
+      return deliver_chunk(id, *c);
     }
     case frame_kind::final: {
       auto fin = decode_final(f.payload);
@@ -239,26 +240,29 @@ void client::impl::on_frame(const frame& f) {
 }
 
 void client::impl::deliver(uint64_t request_id, event ev) {
+  std::lock_guard lock(mu);
+  auto it = requests.find(request_id);
+  if (it == requests.end()) return;  // timed out or unknown: dropped
+  it->second->events.push_back(std::move(ev));
+  cv.notify_all();
+}
+
+// A chunk goes to the callback here, on the I/O thread: waking the caller's thread for every
+// token would cost a context switch per token on both sides of the futex.
+void client::impl::deliver_chunk(uint64_t request_id, const token_chunk& chunk) {
   std::shared_ptr<pending> p;
   {
     std::lock_guard lock(mu);
     auto it = requests.find(request_id);
-    if (it == requests.end()) return;  // timed out or unknown: dropped
+    if (it == requests.end() || it->second->callback_failure) return;  // gone, or cancelled by a throw
     p = it->second;
-    if (!std::holds_alternative<token_chunk>(ev) || p->callback_failure) {
-      p->events.push_back(std::move(ev));
-      cv.notify_all();
-      return;
-    }
   }
-  // A chunk goes to the callback here, on the I/O thread: waking the caller's thread for every
-  // token would cost a context switch per token on both sides of the futex.
   std::exception_ptr failure;
   {
     std::lock_guard lock(p->deliver_mu);
     if (p->on_chunk == nullptr || !*p->on_chunk) return;
     try {
-      (*p->on_chunk)(std::get<token_chunk>(ev));
+      (*p->on_chunk)(chunk);
     } catch (...) {
       failure = std::current_exception();
     }
@@ -373,36 +377,27 @@ result<final_frame> client::generate(generate_request request, const chunk_callb
 
   s.post_write(encode(request, s.server.version));
   const auto deadline = timeout.count() > 0 ? clock_type::now() + timeout : clock_type::time_point::max();
-  for (;;) {
-    std::deque<impl::event> batch;
-    {
-      std::unique_lock lock(s.mu);
-      const auto ready = [&] { return !p->events.empty() || p->callback_failure; };
-      if (deadline == clock_type::time_point::max()) {
-        s.cv.wait(lock, ready);
-      } else if (!s.cv.wait_until(lock, deadline, ready)) {
-        lock.unlock();
-        (void)cancel(id);
-        return fail_request(id, errc::timeout, "request {} timed out after {} ms", id, timeout.count());
-      }
-      if (p->callback_failure) {
-        const auto failure = p->callback_failure;
-        lock.unlock();
-        (void)cancel(id);
-        std::rethrow_exception(failure);
-      }
-      batch.swap(p->events);
-    }
-    for (auto& ev : batch) {
-      if (std::holds_alternative<token_chunk>(ev)) {
-        continue;  // chunks are handed to on_chunk on the I/O thread (deliver)
-      } else if (auto* fin = std::get_if<final_frame>(&ev)) {
-        return *fin;
-      } else {
-        return unexpected_error(std::get<error>(std::move(ev)));
-      }
-    }
+  // Chunks go to on_chunk on the I/O thread; what comes here ends the request: its final frame,
+  // an error, or an exception from on_chunk.
+  std::unique_lock lock(s.mu);
+  const auto ready = [&] { return !p->events.empty() || p->callback_failure; };
+  if (deadline == clock_type::time_point::max()) {
+    s.cv.wait(lock, ready);
+  } else if (!s.cv.wait_until(lock, deadline, ready)) {
+    lock.unlock();
+    (void)cancel(id);
+    return fail_request(id, errc::timeout, "request {} timed out after {} ms", id, timeout.count());
   }
+  if (p->callback_failure) {
+    const auto failure = p->callback_failure;
+    lock.unlock();
+    (void)cancel(id);
+    std::rethrow_exception(failure);
+  }
+  impl::event ev = std::move(p->events.front());
+  lock.unlock();
+  if (auto* fin = std::get_if<final_frame>(&ev)) return *fin;
+  return unexpected_error(std::get<error>(std::move(ev)));
 }
 
 result<void> client::cancel(uint64_t request_id) {

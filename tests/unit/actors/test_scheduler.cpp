@@ -55,7 +55,7 @@ caf::behavior fake_replica(caf::stateful_actor<fake_replica_state>* self) {
 // Forwards what a sink receives to the test's scoped actor.
 caf::behavior forwarding_sink(caf::event_based_actor*, caf::actor to) {
   return {
-    [to](tokens_atom, token_batch&) {},
+    [](tokens_atom, token_batch&) {},
     [to](finished_atom, finished_seq& f) { caf::anon_send(to, f); },
   };
 }
