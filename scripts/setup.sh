@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libcaf-dev
-  libucx-dev ucx-utils
+  libucx-dev ucx-utils libssl-dev
   libmsgpack-cxx-dev
   libboost-dev libboost-test-dev
   libspdlog-dev
