@@ -40,15 +40,19 @@ double percentile(std::vector<double> v, double q) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, size_t(q * double(v.size() - 1) + 0.5))];
 }
 
-// The echo end: takes messages 1, 2, 3, ... in order and sends each back to its sender.
+// The echo end: takes messages 1, 2, 3, ... in order and sends each back to its sender. Two
+// seconds without a message end a measuring run: the next run starts at 1 again.
 void echo_loop(transport::data_plane& plane, const std::atomic<bool>& stop) {
-  for (uint64_t tag = 1; !stop; ++tag) {
-    auto m = plane.receive_wait(tag, 0, std::chrono::milliseconds(500));
-    while (!m && m.error().code == transport::errc::timeout && !stop) {
-      m = plane.receive_wait(tag, 0, std::chrono::milliseconds(500));
+  uint64_t tag = 1;
+  while (!stop) {
+    auto m = plane.receive_wait(tag, 0, std::chrono::milliseconds(2000));
+    if (!m) {
+      if (m.error().code != transport::errc::timeout) return;
+      tag = 1;
+      continue;
     }
-    if (!m) return;
     plane.send(m->from, tag | echo_bit, std::move(m->bytes));
+    ++tag;
   }
 }
 
@@ -63,6 +67,7 @@ int run_bench_data_plane(int argc, char** argv) {
     .option("host", "ADDR", "address to listen on", "127.0.0.1")
     .option("port", "P", "port to listen on (0: ephemeral, printed)", "0")
     .option("net-devices", "DEV", "UCX_NET_DEVICES for this end (e.g. lo, eth0); default: lo for loopback")
+    .option("transports", "TLS", "UCX_TLS for this end (default: all but shared memory, '^sm')")
     .option("secret-file", "FILE", "cluster secret (default: a fixed benchmark secret)")
     .option("dim", "N", "floats per token", "768")
     .option("rounds", "N", "ping-pongs per size (after 10 warm-up ones)", "200")
@@ -90,6 +95,7 @@ int run_bench_data_plane(int argc, char** argv) {
   o.host = args.str("host");
   o.port = uint16_t(*port);
   o.secret = secret;
+  if (args.given("transports")) o.transports = args.str("transports");
   o.net_devices = args.given("net-devices") ? args.str("net-devices") : (o.host == "127.0.0.1" ? "lo" : "");
 
   if (args.flag_set("serve")) {
@@ -107,8 +113,15 @@ int run_bench_data_plane(int argc, char** argv) {
     std::fflush(stdout);
     std::atomic<bool> stop{false};
     std::thread echo([&] { echo_loop(**plane, stop); });
-    timespec limit{long(*duration), 0};
-    sigtimedwait(&signals, nullptr, &limit);
+    // Until SIGINT/SIGTERM or the duration. sigtimedwait can return early without a signal (seen
+    // here: EAGAIN after a few seconds while UCX's threads were busy), so the clock decides.
+    const auto until = clock_type::now() + std::chrono::seconds(*duration);
+    for (auto now = clock_type::now(); now < until; now = clock_type::now()) {
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - now).count();
+      timespec limit{long(left / 1'000'000'000), long(left % 1'000'000'000)};
+      const int sig = sigtimedwait(&signals, nullptr, &limit);
+      if (sig == SIGINT || sig == SIGTERM) break;
+    }
     stop = true;
     echo.join();
     return 0;
@@ -189,6 +202,7 @@ int run_bench_data_plane(int argc, char** argv) {
     nlohmann::json j;
     j["where"] = where;
     j["net_devices"] = o.net_devices;
+    j["transports"] = o.transports;
     j["dim"] = *dim;
     j["rounds"] = *rounds;
     for (const auto& r : results) {
@@ -197,8 +211,9 @@ int run_bench_data_plane(int argc, char** argv) {
     }
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("data plane (%s, net_devices=%s, dim=%lld, %lld rounds)\n", where.c_str(),
-                o.net_devices.empty() ? "(ucx default)" : o.net_devices.c_str(), *dim, *rounds);
+    std::printf("data plane (%s, net_devices=%s, transports=%s, dim=%lld, %lld rounds)\n", where.c_str(),
+                o.net_devices.empty() ? "(ucx default)" : o.net_devices.c_str(),
+                o.transports.empty() ? "(ucx default)" : o.transports.c_str(), *dim, *rounds);
     std::printf("%-20s %12s %14s %14s %10s\n", "message", "bytes", "one-way p50 us", "one-way p99 us", "GiB/s");
     for (const auto& r : results) {
       std::printf("%-20s %12zu %14.1f %14.1f %10.2f\n", r.name.c_str(), r.bytes, r.p50_us, r.p99_us, r.gib_per_s);

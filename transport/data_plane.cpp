@@ -69,16 +69,13 @@ nonce random_nonce() {
 
 const char* status_text(ucs_status_t s) { return ucs_status_string(s); }
 
-// UCX defaults for a cluster: notice a dead peer in seconds, not minutes (see PLATFORM.md), keep
-// shared memory usable with peer error handling.
+// UCX defaults for a cluster: notice a dead peer in seconds, not minutes (see PLATFORM.md).
 // Variables already in the environment win.
 void set_ucx_defaults() {
   ::setenv("UCX_KEEPALIVE_INTERVAL", "1s", 0);
   ::setenv("UCX_TCP_KEEPIDLE", "1s", 0);
   ::setenv("UCX_TCP_KEEPINTVL", "500ms", 0);
   ::setenv("UCX_TCP_KEEPCNT", "3", 0);
-  ::setenv("UCX_POSIX_ERROR_HANDLING", "y", 0);
-  ::setenv("UCX_SYSV_ERROR_HANDLING", "y", 0);
 }
 
 }  // namespace
@@ -165,6 +162,12 @@ struct data_plane::impl {
     if (auto s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK) {
       return fail(errc::io_error, "data plane: ucp_config_read: {}", status_text(s));
     }
+    if (!options.transports.empty()) {
+      if (auto s = ucp_config_modify(config, "TLS", options.transports.c_str()); s != UCS_OK) {
+        ucp_config_release(config);
+        return fail(errc::io_error, "data plane: transports (UCX_TLS) {}: {}", options.transports, status_text(s));
+      }
+    }
     if (!options.net_devices.empty()) {
       if (auto s = ucp_config_modify(config, "NET_DEVICES", options.net_devices.c_str()); s != UCS_OK) {
         ucp_config_release(config);
@@ -236,8 +239,9 @@ struct data_plane::impl {
       }
     }
     thread = std::thread([this] { run(); });
-    logger().info("data plane listening host={} port={} net_devices={}", options.host, bound_port,
-                  options.net_devices.empty() ? "(ucx default)" : options.net_devices);
+    logger().info("data plane listening host={} port={} net_devices={} transports={}", options.host, bound_port,
+                  options.net_devices.empty() ? "(ucx default)" : options.net_devices,
+                  options.transports.empty() ? "(ucx default)" : options.transports);
     return {};
   }
 
