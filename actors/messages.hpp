@@ -144,11 +144,13 @@ struct step_request {
 };
 
 /// The activations one stage hands the next. In-process the tensor travels in the message
-/// (moved, not copied); over UCX this becomes a tag and the tensor goes on the data plane.
+/// (moved, not copied); between processes it goes on the data plane and the message carries
+/// only its tag.
 struct hidden_states {
   int32_t n_tokens = 0;
   int32_t dim = 0;
-  std::vector<float> data;  // [n_tokens][dim]
+  std::vector<float> data;  // [n_tokens][dim]; empty when tag != 0
+  uint64_t tag = 0;         // != 0: take the tensor from the data plane under this tag
 };
 
 /// What the last stage sampled for a micro-batch (the SCHEDULER's view).
@@ -213,7 +215,7 @@ typename Inspector::result_type inspect(Inspector& f, step_request& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, hidden_states& x) {
-  return f(caf::meta::type_name("hidden_states"), x.n_tokens, x.dim, x.data);
+  return f(caf::meta::type_name("hidden_states"), x.n_tokens, x.dim, x.data, x.tag);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {

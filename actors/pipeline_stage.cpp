@@ -1,6 +1,7 @@
 #include "actors/pipeline_stage.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <span>
 #include <unordered_map>
 
@@ -36,14 +37,40 @@ struct stage_state {
 
 using stage_pointer = stage_actor::stateful_pointer<stage_state>;
 
-// The seam between stages: in-process the activations move inside the message; a UCX channel
-// would put them on the data plane and send a tag instead.
-hidden_states pack_hidden(std::vector<float>&& data, int n_tokens, int dim) {
+// The seam between stages: in-process the activations move inside the message; to a stage in
+// another process they go on the data plane and the message carries their tag (this link's id
+// and the micro-batch: unique while the step is in flight).
+hidden_states pack_hidden(stage_state& st, std::vector<float>& data, int n_tokens, int dim, uint64_t micro_batch) {
   hidden_states h;
   h.n_tokens = n_tokens;
   h.dim = dim;
-  h.data = std::move(data);
+  if (st.setup.plane == nullptr || st.setup.next_peer == 0) {
+    h.data = std::move(data);  // moved, not copied
+    return h;
+  }
+  h.tag = (uint64_t(st.setup.link_id) << 40) | (micro_batch & ((uint64_t(1) << 40) - 1));
+  std::vector<std::byte> bytes(data.size() * sizeof(float));
+  std::memcpy(bytes.data(), data.data(), bytes.size());
+  st.setup.plane->send(st.setup.next_peer, h.tag, std::move(bytes), [tag = h.tag](transport::result<void> r) {
+    // The next stage's receive times out and fails the step; this says why.
+    if (!r) logger().error("data plane send failed tag={:#x} error={}", tag, r.error().message);
+  });
   return h;
+}
+
+// A tagged tensor from the previous stage's process: wait for it (this stage's own thread).
+caf::expected<std::vector<float>> take_hidden(stage_state& st, const hidden_states& in) {
+  if (st.setup.plane == nullptr) return make_error(serve_errc::internal, "tagged activations but no data plane");
+  auto m = st.setup.plane->receive_wait(in.tag, 0, st.setup.data_timeout);
+  if (!m) return make_error(serve_errc::failed, fmt::format("activations {:#x}: {}", in.tag, m.error().message));
+  const size_t expected = size_t(in.n_tokens) * size_t(in.dim) * sizeof(float);
+  if (m->bytes.size() != expected) {
+    return make_error(serve_errc::failed, fmt::format("activations {:#x}: {} bytes, expected {}", in.tag,
+                                                      m->bytes.size(), expected));
+  }
+  std::vector<float> data(size_t(in.n_tokens) * size_t(in.dim));
+  std::memcpy(data.data(), m->bytes.data(), expected);
+  return data;
 }
 
 // One micro-batch through this stage: apply deltas, forward, then pass on or sample.
@@ -83,7 +110,17 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
   }
   if (!w.is_first()) {
     if (in == nullptr) return make_error(serve_errc::internal, "a later stage got tokens instead of activations");
-    batch.hidden = std::move(in->data);
+    if (in->tag != 0) {
+      auto data = take_hidden(st, *in);
+      if (!data) {
+        logger().error("step failed stage=[{},{}) micro_batch={} error={}", w.first_layer, w.last_layer,
+                       req.micro_batch, describe(data.error()));
+        return std::move(data.error());
+      }
+      batch.hidden = std::move(*data);
+    } else {
+      batch.hidden = std::move(in->data);
+    }
   }
 
   // 2. Forward through this stage's layers.
@@ -97,8 +134,9 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
   // 3a. Not last: hand the activations to the next stage, which answers the requester.
   if (!w.is_last()) {
     const int n = batch.total_tokens();
+    const uint64_t micro_batch = req.micro_batch;
     return self->delegate(st.setup.next, hidden_atom::value, std::move(req),
-                          pack_hidden(std::move(st.out), n, w.config.dim));
+                          pack_hidden(st, st.out, n, w.config.dim, micro_batch));
   }
 
   // 3b. Last: sample where the plan says so, with the engine's counter-based sampler. With

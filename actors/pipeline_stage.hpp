@@ -4,12 +4,15 @@
 // Per micro-batch it applies the deltas (released / added sequences, grown block tables), runs
 // its layers, and either hands the activations to the next stage or, as the last stage, samples
 // and sends the tokens straight to each sequence's sink (the ROUTER).
+#include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
 #include "engine/model_weights.hpp"
+#include "transport/data_plane.hpp"
 
 namespace troupe::actors {
 
@@ -19,6 +22,12 @@ struct stage_setup {
   int n_blocks = 256;
   int threads = 1;    // engine threads, the stage's own included
   stage_actor next;   // invalid for the last stage
+  /// The data plane, when a neighbour stage is in another process: activations for `next` go to
+  /// `next_peer` on it (0: in the message), and activations that arrive tagged are taken from it.
+  std::shared_ptr<transport::data_plane> plane;
+  transport::peer_id next_peer = 0;
+  uint32_t link_id = 0;  // this stage's outgoing link, unique within the cluster (part of each tag)
+  std::chrono::milliseconds data_timeout{10'000};  // a tagged tensor that does not come fails the step
 };
 
 /// Spawns a stage as a detached actor: its own thread runs its forward passes (plus setup.threads - 1

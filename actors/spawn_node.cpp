@@ -66,10 +66,12 @@ void serve_node::shutdown() {
   schedulers.clear();
   replicas.clear();
   stages.clear();
+  planes.clear();  // stages still running keep theirs until they are gone
 }
 
 std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
-                                                   std::shared_ptr<const engine::tokenizer> tokenizer) {
+                                                   std::shared_ptr<const engine::tokenizer> tokenizer,
+                                                   serve_options options) {
   if (!tokenizer) return std::unexpected(std::string("no tokenizer"));
   if (auto v = config::validate(cluster); !v) return std::unexpected(v.error().message);
   // The model's header: layer count for the stage ranges (maps layer 0 only).
@@ -98,6 +100,30 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
 
   serve_node node;
   node.model = model;
+  // stage_link::data_plane: a data plane per stage, as if each were its own process, each
+  // connected to the next stage's (loopback, a secret made up here).
+  std::vector<std::vector<std::shared_ptr<transport::data_plane>>> planes(size_t(cluster.replicas));
+  std::vector<std::vector<transport::peer_id>> next_peers(size_t(cluster.replicas));
+  if (options.links == stage_link::data_plane) {
+    transport::data_plane_options po;
+    po.host = "127.0.0.1";
+    po.net_devices = "lo";
+    po.secret = fmt::format("in-process {}", reinterpret_cast<uintptr_t>(&node));
+    for (int r = 0; r < cluster.replicas; ++r) {
+      for (int s = 0; s < n_stages; ++s) {
+        auto p = transport::data_plane::start(po);
+        if (!p) return std::unexpected(p.error().message);
+        planes[size_t(r)].push_back(std::shared_ptr<transport::data_plane>(std::move(*p)));
+        node.planes.push_back(planes[size_t(r)].back());
+      }
+      next_peers[size_t(r)].assign(size_t(n_stages), 0);
+      for (int s = 0; s + 1 < n_stages; ++s) {
+        auto peer = planes[size_t(r)][size_t(s)]->connect("127.0.0.1", planes[size_t(r)][size_t(s) + 1]->port());
+        if (!peer) return std::unexpected(peer.error().message);
+        next_peers[size_t(r)][size_t(s)] = *peer;
+      }
+    }
+  }
   for (int r = 0; r < cluster.replicas; ++r) {
     // Spawn the chain back to front: each stage knows the next.
     std::vector<stage_actor> chain;
@@ -110,6 +136,11 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
       ss.n_blocks = b.n_blocks;
       ss.threads = cluster.stages[size_t(s)].threads;
       ss.next = next;
+      if (options.links == stage_link::data_plane) {
+        ss.plane = planes[size_t(r)][size_t(s)];
+        ss.next_peer = next_peers[size_t(r)][size_t(s)];
+        ss.link_id = uint32_t(r * n_stages + s + 1);
+      }
       chain[size_t(s)] = spawn_stage(sys, std::move(ss));
       next = chain[size_t(s)];
     }

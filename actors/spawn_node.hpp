@@ -13,6 +13,7 @@
 #include "cluster-config/cluster_config.hpp"
 #include "engine/model_config.hpp"
 #include "engine/tokenizer.hpp"
+#include "transport/data_plane.hpp"
 
 namespace troupe::actors {
 
@@ -28,14 +29,26 @@ struct serve_node {
   engine::model_config model;
   std::shared_ptr<const engine::tokenizer> tokenizer;  // the ROUTER's (gateways tokenize with it)
   config::cluster_config cluster;  // with layer ranges resolved
+  std::vector<std::shared_ptr<transport::data_plane>> planes;  // stage_link::data_plane: one per stage
 
   /// Stops every actor (the actor system's destructor waits for them). Idempotent.
   void shutdown();
 };
 
+/// How the stages of one replica hand activations to each other in this process.
+enum class stage_link {
+  message,     // inside the CAF message (moved): the normal in-process path
+  data_plane,  // over the UCX data plane on loopback, as between processes (tests, measurements)
+};
+
+struct serve_options {
+  stage_link links = stage_link::message;
+};
+
 /// Loads the stages' layers and spawns the actors. Errors name the config file and key where
 /// they come from a config ("local.toml:30: stages[1].last_layer: ...") or the model file.
 std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
-                                                   std::shared_ptr<const engine::tokenizer> tokenizer);
+                                                   std::shared_ptr<const engine::tokenizer> tokenizer,
+                                                   serve_options options = {});
 
 }  // namespace troupe::actors

@@ -65,7 +65,7 @@ struct reference {
 
 class serve_harness {
  public:
-  serve_harness(config::cluster_config cluster) {
+  serve_harness(config::cluster_config cluster, actors::serve_options options = {}) {
     actors::configure_actor_system(cfg_);
     sys_ = std::make_unique<caf::actor_system>(cfg_);
     auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
@@ -74,7 +74,7 @@ class serve_harness {
     auto full = engine::load_model(cluster.model.path);
     BOOST_REQUIRE_MESSAGE(full, (full ? "" : full.error().message));
     full_ = std::make_unique<engine::model_weights>(std::move(*full));
-    auto node = actors::spawn_serve(*sys_, std::move(cluster), tok_);
+    auto node = actors::spawn_serve(*sys_, std::move(cluster), tok_, options);
     BOOST_REQUIRE_MESSAGE(node, (node ? "" : node.error()));
     node_ = std::move(*node);
     self_ = std::make_unique<caf::scoped_actor>(*sys_);

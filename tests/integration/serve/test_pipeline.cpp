@@ -52,4 +52,27 @@ BOOST_AUTO_TEST_CASE(two_stages_of_the_q8_gguf_model_match_the_engine) {
   run_mix(h, 96);
 }
 
+// Activations over the UCX data plane (loopback, one data plane per stage as if each stage were
+// its own process; the messages carry only tags): the same text as the engine.
+BOOST_AUTO_TEST_CASE(stages_linked_by_the_data_plane_match_the_engine) {
+  actors::serve_options o;
+  o.links = actors::stage_link::data_plane;
+  serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 3), o);
+  BOOST_REQUIRE_EQUAL(h.node().planes.size(), 3u);
+  run_mix(h, 96);
+  // Every activation crossed a data plane: the middle and last stages received them all.
+  BOOST_TEST(h.node().planes[1]->stats().n_received > 0u);
+  BOOST_TEST(h.node().planes[2]->stats().n_received > 0u);
+  BOOST_TEST(h.node().planes[0]->stats().n_sent == h.node().planes[1]->stats().n_received);
+  BOOST_TEST(h.node().planes[2]->stats().n_sent == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(q8_gguf_stages_linked_by_the_data_plane_match_the_engine) {
+  actors::serve_options o;
+  o.links = actors::stage_link::data_plane;
+  serve_harness h(make_cluster(model_path("TinyStories-656K-Q8_0.gguf"), "", 2, 2), o);
+  run_mix(h, 96);
+  BOOST_TEST(h.node().planes[1]->stats().n_received > 0u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
