@@ -5,17 +5,9 @@
 # ~1 s that a lost wake-up would cost (shared memory across namespaces did exactly that).
 # Exit 77 (CTest: Skipped) where namespaces cannot be made.
 set -euo pipefail
-src=$(cd "$(dirname "$0")/../.." && pwd)
 troupe=${1:?usage: test_data_plane_netns.sh TROUPE_BINARY}
-hosts="$src/scripts/netns-hosts"
-export TROUPE_NETNS_DIR=$(mktemp -d /tmp/troupe-netns-dp.XXXXXX)
-rmdir "$TROUPE_NETNS_DIR"
-opts=(--prefix trd --subnet 10.233.0 --dir "$TROUPE_NETNS_DIR")
-
-if [ "$(id -u)" -ne 0 ]; then echo "SKIP: not root (network namespaces need root)"; exit 77; fi
-if ! ip netns add trd-probe 2>/dev/null; then echo "SKIP: cannot create a network namespace here"; exit 77; fi
-ip netns delete trd-probe
-if [ ! -x /usr/sbin/sshd ]; then echo "SKIP: /usr/sbin/sshd missing (scripts/setup.sh installs openssh-server)"; exit 77; fi
+source "$(dirname "$0")/netns_common.sh"
+netns_setup trd 10.233.0
 
 cleanup() { "$hosts" down "${opts[@]}" >/dev/null 2>&1 || true; }
 trap cleanup EXIT

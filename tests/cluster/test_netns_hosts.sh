@@ -3,16 +3,8 @@
 # with its own address, reachable from each other and from the root namespace; `down` leaves no
 # namespace, link, process or state behind. Exit 77 (CTest: Skipped) where namespaces cannot be made.
 set -euo pipefail
-src=$(cd "$(dirname "$0")/../.." && pwd)
-hosts="$src/scripts/netns-hosts"
-export TROUPE_NETNS_DIR=$(mktemp -d /tmp/troupe-netns-test.XXXXXX)
-rmdir "$TROUPE_NETNS_DIR"
-opts=(--prefix trt --subnet 10.232.0 --dir "$TROUPE_NETNS_DIR")
-
-if [ "$(id -u)" -ne 0 ]; then echo "SKIP: not root (network namespaces need root)"; exit 77; fi
-if ! ip netns add trt-probe 2>/dev/null; then echo "SKIP: cannot create a network namespace here"; exit 77; fi
-ip netns delete trt-probe
-if [ ! -x /usr/sbin/sshd ]; then echo "SKIP: /usr/sbin/sshd missing (scripts/setup.sh installs openssh-server)"; exit 77; fi
+source "$(dirname "$0")/netns_common.sh"
+netns_setup trt 10.232.0
 
 fail() { echo "FAIL: $*"; "$hosts" down "${opts[@]}" >/dev/null 2>&1 || true; exit 1; }
 trap '"$hosts" down "${opts[@]}" >/dev/null 2>&1 || true' EXIT
