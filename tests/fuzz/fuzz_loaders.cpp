@@ -548,6 +548,8 @@ int main(int argc, char** argv) {
 #ifdef TROUPE_FUZZ_HAVE_SANITIZER
   __sanitizer_set_death_callback(on_death);
 #endif
+  const char* env = std::getenv("TROUPE_MODELS_DIR");
+  const fs::path models = env != nullptr ? fs::path(env) : fs::path(TROUPE_MODELS_DIR);
   uint64_t seed = 20240611;
   std::string only;
   bool verbose = false;
@@ -561,11 +563,13 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (a == "--check-harness" && i + 1 < argc) {
       // Reads one byte past the end of a mapped file: ASan must report it (a CTest checks that).
-      if (std::error_code ec; !fs::exists(argv[i + 1], ec)) {
-        std::fprintf(stderr, "SKIP: %s missing (set TROUPE_MODELS_DIR to the real models)\n", argv[i + 1]);
+      // A relative FILE is taken from the models directory.
+      const fs::path file = fs::path(argv[i + 1]).is_relative() ? models / argv[i + 1] : fs::path(argv[i + 1]);
+      if (std::error_code ec; !fs::exists(file, ec)) {
+        std::fprintf(stderr, "SKIP: %s missing (set TROUPE_MODELS_DIR to the real models)\n", file.c_str());
         return skip_exit_code;
       }
-      auto f = mapped_file::open(argv[i + 1]);
+      auto f = mapped_file::open(file);
       if (!f) return 2;
       const volatile std::byte* end = (*f)->data() + (*f)->size();
       std::printf("read past the end: %d (not caught)\n", int(std::to_integer<int>(*end)));
@@ -596,8 +600,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  const char* env = std::getenv("TROUPE_MODELS_DIR");
-  const fs::path models = env != nullptr ? fs::path(env) : fs::path(TROUPE_MODELS_DIR);
   const fs::path tmp =
       fs::temp_directory_path() / fmt::format("troupe-fuzz-loaders-{}", ::getpid());
   fs::create_directories(tmp);
