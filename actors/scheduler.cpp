@@ -11,10 +11,6 @@
 namespace troupe::actors {
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-    .count();
-}
 
 struct scheduler_state {
   scheduler_setup setup;
@@ -39,6 +35,12 @@ struct scheduler_state {
 };
 
 using scheduler_pointer = scheduler_actor::stateful_pointer<scheduler_state>;
+
+// The actor system's clock (the steady clock; simulated time under CAF's test coordinator, so
+// the watchdog can be tested without waiting).
+int64_t now_ns(scheduler_pointer self) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(self->clock().now().time_since_epoch()).count();
+}
 
 // Tells each finished sequence's sink; forgets the sequence.
 void notify_finished(scheduler_pointer self, const std::vector<finished_seq>& finished) {
@@ -78,7 +80,7 @@ bool take_in_flight(scheduler_pointer self, uint64_t micro_batch, bool measure =
   auto& st = self->state;
   auto it = st.in_flight.find(micro_batch);
   if (it == st.in_flight.end()) return false;  // already failed by the watchdog
-  if (measure && st.in_flight.size() == 1) st.step_ns = (now_ns() - it->second.since) / it->second.n_steps;
+  if (measure && st.in_flight.size() == 1) st.step_ns = (now_ns(self) - it->second.since) / it->second.n_steps;
   st.in_flight.erase(it);
   return true;
 }
@@ -94,7 +96,7 @@ int decode_steps(const scheduler_state& st) {
 void pump(scheduler_pointer self) {
   auto& st = self->state;
   while (int(st.in_flight.size()) < st.setup.max_in_flight) {
-    step_plan plan = st.policy->plan(now_ns(), decode_steps(st));
+    step_plan plan = st.policy->plan(now_ns(self), decode_steps(st));
     notify_finished(self, plan.finished);
     if (plan.empty()) break;
 
@@ -115,7 +117,7 @@ void pump(scheduler_pointer self) {
     logger().trace("step micro_batch={} seqs={} tokens={} decodes={} steps={} preempted={}", plan.micro_batch,
                    req.work.size(), plan.n_tokens, plan.n_decodes, plan.n_steps, plan.n_preempted);
     const uint64_t mb = plan.micro_batch;
-    st.in_flight[mb] = scheduler_state::in_flight_step{now_ns(), plan.n_steps};
+    st.in_flight[mb] = scheduler_state::in_flight_step{now_ns(self), plan.n_steps};
     arm_watchdog(self);
     self->request(st.setup.replica, caf::infinite, step_atom::value, std::move(req))
       .then(
@@ -144,7 +146,7 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       auto& st = self->state;
       const request_id id = r.spec.id;
       const int n_prompt = int(r.spec.prompt.size());
-      switch (st.policy->admit(std::move(r.spec), now_ns())) {
+      switch (st.policy->admit(std::move(r.spec), now_ns(self))) {
         case admit_status::ok: break;
         case admit_status::overloaded:
           return make_error(serve_errc::overloaded,
@@ -180,7 +182,7 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       auto& st = self->state;
       st.watchdog_armed = false;
       const int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.step_timeout).count();
-      const int64_t now = now_ns();
+      const int64_t now = now_ns(self);
       std::vector<uint64_t> expired;
       for (const auto& [mb, f] : st.in_flight) {
         if (now - f.since >= limit * f.n_steps) expired.push_back(mb);

@@ -2,7 +2,6 @@
 #include <boost/test/unit_test.hpp>
 
 #include <filesystem>
-#include <fstream>
 
 #include "../../test_support.hpp"
 
@@ -12,11 +11,6 @@ namespace {
 // Runs troupe with stderr captured into stdout.
 command_result run_troupe(const std::string& args) {
   return run_command(troupe_binary().string() + " " + args + " 2>&1");
-}
-std::filesystem::path temp_file(const std::string& name, const std::string& content) {
-  auto p = std::filesystem::temp_directory_path() / ("troupe_cli_" + name);
-  std::ofstream(p, std::ios::binary) << content;
-  return p;
 }
 }  // namespace
 
@@ -38,12 +32,15 @@ BOOST_AUTO_TEST_CASE(missing_model_file_is_named) {
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_model_files_give_one_clear_line) {
-  auto gguf = temp_file("bad.gguf", std::string("GGUF\x03\0\0\0", 8) + std::string(10, '\xff'));
+  const temp_dir dir("cli");
+  const auto gguf = dir / "bad.gguf";
+  write_bytes(gguf, std::string("GGUF\x03\0\0\0", 8) + std::string(10, '\xff'));
   auto r = run_troupe("generate --model " + gguf.string() + " --prompt hi");
   BOOST_TEST(r.exit_code != 0);
   BOOST_TEST(r.out.find("troupe: ") == 0u, r.out);
   BOOST_TEST(r.out.find("gguf") != std::string::npos, r.out);
-  auto bin = temp_file("bad.bin", std::string(20, '\x01'));
+  const auto bin = dir / "bad.bin";
+  write_bytes(bin, std::string(20, '\x01'));
   auto r2 = run_troupe("generate --model " + bin.string() + " --prompt hi");
   BOOST_TEST(r2.exit_code != 0);
   BOOST_TEST(r2.out.find("troupe: ") == 0u, r2.out);
@@ -62,18 +59,20 @@ BOOST_AUTO_TEST_CASE(bad_options_are_named) {
   BOOST_TEST(run_troupe("frobnicate").exit_code == 2);
 }
 
-BOOST_AUTO_TEST_CASE(llama2c_checkpoint_without_tokenizer_says_so) {
-  if (!std::filesystem::exists(model_path("stories260K.bin"))) return;
+BOOST_AUTO_TEST_CASE(llama2c_checkpoint_without_tokenizer_says_so, *needs_models({"stories260K.bin"})) {
   auto r = run_troupe("generate --model " + model_path("stories260K.bin").string() + " --prompt hi");
   BOOST_TEST(r.exit_code != 0);
   BOOST_TEST(r.out.find("tokenizer") != std::string::npos, r.out);
 }
 
-BOOST_AUTO_TEST_CASE(seeded_sampling_is_reproducible_and_seed_dependent) {
-  if (!std::filesystem::exists(model_path("TinyStories-656K-Q8_0.gguf"))) return;
+BOOST_AUTO_TEST_CASE(seeded_sampling_is_reproducible_and_seed_dependent, *needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   const std::string base = "generate --model " + model_path("TinyStories-656K-Q8_0.gguf").string() +
                            " --prompt 'Once upon a time' -n 60 --temperature 0.9 --top-p 0.95 --top-k 40 ";
-  auto q = [&](const std::string& extra) { return run_command(troupe_binary().string() + " " + base + extra + " 2>/dev/null").out; };
+  auto q = [&](const std::string& extra) {
+    auto r = run_command(troupe_binary().string() + " " + base + extra + " 2>/dev/null");
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    return r.out;
+  };
   const auto a = q("--seed 1"), b = q("--seed 1 --threads 1"), c = q("--seed 2");
   BOOST_TEST(a == b);
   BOOST_TEST(a != c);
@@ -81,7 +80,8 @@ BOOST_AUTO_TEST_CASE(seeded_sampling_is_reproducible_and_seed_dependent) {
 }
 
 BOOST_AUTO_TEST_CASE(synth_writes_a_model_that_generates) {
-  auto out = std::filesystem::temp_directory_path() / "troupe_cli_tiny.gguf";
+  const temp_dir dir("cli");
+  const auto out = dir / "tiny.gguf";
   auto s = run_troupe("model synth --shape tiny --dtype q4_0 --out " + out.string());
   BOOST_REQUIRE_MESSAGE(s.exit_code == 0, s.out);
   auto info = run_troupe("model info " + out.string());

@@ -16,7 +16,7 @@ actors::serve_request long_request() {
 }
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(admission)
+BOOST_AUTO_TEST_SUITE(admission, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(cancellation_frees_blocks_at_once) {
   serve_harness h(stories(2));

@@ -3,10 +3,7 @@
 // `troupe bench serve --json` completes its requests and prints one well-formed JSON object.
 #include <boost/test/unit_test.hpp>
 
-#include <poll.h>
-#include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <string>
@@ -17,70 +14,12 @@
 
 using namespace troupe::test;
 
-namespace {
-
-/// `troupe serve` as a child process; stopped with SIGTERM however the test ends.
-struct serve_process {
-  pid_t pid = -1;
-  int fd = -1;
-  int status = -1;
-  uint16_t port = 0;
-  std::string output;  // stdout up to the listening line
-
-  explicit serve_process(const std::string& model) {
-    int out[2];
-    if (::pipe(out) != 0) return;
-    pid = ::fork();
-    if (pid < 0) return;
-    if (pid == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      ::close(out[1]);
-      const std::string bin = troupe_binary().string();
-      ::execl(bin.c_str(), bin.c_str(), "serve", "--model", model.c_str(), "--host", "127.0.0.1", "--port", "0",
-              "--threads", "1", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    fd = out[0];
-    // Bounded wait for the "listening on 127.0.0.1:PORT" line.
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    std::string line;
-    while (std::chrono::steady_clock::now() < give_up) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 1000) <= 0) continue;
-      char ch = 0;
-      if (::read(fd, &ch, 1) != 1) break;  // the server exited
-      if (ch != '\n') {
-        line += ch;
-        continue;
-      }
-      output += line + "\n";
-      if (const auto at = line.find("listening on 127.0.0.1:"); at != std::string::npos) {
-        port = uint16_t(std::stoi(line.substr(at + 23)));
-        break;
-      }
-      line.clear();
-    }
-  }
-  void stop() {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, &status, 0);
-    ::close(fd);
-    pid = 0;
-  }
-  ~serve_process() { stop(); }
-};
-
-}  // namespace
-
 BOOST_AUTO_TEST_SUITE(client_cli)
 
-BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve) {
+BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve, *needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();
   const std::string bin = troupe_binary().string();
-  serve_process server(model);
+  serve_process server({"--model", model, "--threads", "1"});
   BOOST_REQUIRE_MESSAGE(server.port != 0, "no listening line from troupe serve: " << server.output);
   const std::string addr = " --host 127.0.0.1 --port " + std::to_string(server.port);
 

@@ -22,7 +22,7 @@ void run_mix(serve_harness& h, int max_tokens) {
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(pipeline)
+BOOST_AUTO_TEST_SUITE(pipeline, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(two_stages_match_the_engine) {
   serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2));
@@ -47,7 +47,7 @@ BOOST_AUTO_TEST_CASE(five_single_layer_stages_with_small_chunks_match_the_engine
   run_mix(h, 48);
 }
 
-BOOST_AUTO_TEST_CASE(two_stages_of_the_q8_gguf_model_match_the_engine) {
+BOOST_AUTO_TEST_CASE(two_stages_of_the_q8_gguf_model_match_the_engine, *needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   serve_harness h(make_cluster(model_path("TinyStories-656K-Q8_0.gguf"), "", 2, 2));
   run_mix(h, 96);
 }

@@ -4,7 +4,7 @@
 using namespace troupe;
 using namespace troupe::test;
 
-BOOST_AUTO_TEST_SUITE(replicas)
+BOOST_AUTO_TEST_SUITE(replicas, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(thirty_two_requests_joining_at_different_times_match_the_engine) {
   auto c = make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2, 2);

@@ -10,7 +10,7 @@ serve_harness make_stories260k() {
 }
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(single_stage)
+BOOST_AUTO_TEST_SUITE(single_stage, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(greedy_requests_match_the_engine_one_at_a_time) {
   auto h = make_stories260k();

@@ -2,9 +2,7 @@
 // on 127.0.0.1 with an ephemeral port, and the blocking client library. Same text as the engine.
 #include "tests/integration/serve/serve_harness.hpp"
 
-#include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <future>
 #include <thread>
@@ -48,7 +46,7 @@ wire_result run_on(transport::client& c, const actors::serve_request& r) {
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(tcp)
+BOOST_AUTO_TEST_SUITE(tcp, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(concurrent_clients_over_tcp_get_the_engine_text) {
   serve_harness h(make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2));
@@ -136,49 +134,10 @@ BOOST_AUTO_TEST_CASE(disconnect_cancels_and_frees_blocks) {
 
 BOOST_AUTO_TEST_CASE(troupe_serve_binary_answers_a_client) {
   // Start `troupe serve --port 0`, read the port it prints, ask it, stop it with SIGTERM.
-  int out[2];
-  BOOST_REQUIRE(::pipe(out) == 0);
-  const pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    const std::string model = model_path("stories260K.bin").string();
-    const std::string tok = model_path("tok512.bin").string();
-    const std::string bin = troupe_binary().string();
-    ::execl(bin.c_str(), bin.c_str(), "serve", "--model", model.c_str(), "--tokenizer", tok.c_str(), "--stages", "2",
-            "--port", "0", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  // Stops the server however the test ends.
-  struct child_guard {
-    pid_t pid;
-    int fd;
-    int status = -1;
-    void stop() {
-      if (pid <= 0) return;
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, &status, 0);
-      ::close(fd);
-      pid = 0;
-    }
-    ~child_guard() { stop(); }
-  } guard{pid, out[0]};
-  std::string line, all;
-  char ch = 0;
-  while (::read(out[0], &ch, 1) == 1) {
-    if (ch != '\n') {
-      line += ch;
-      continue;
-    }
-    if (line.find("listening on") != std::string::npos) break;
-    all += line + "\n";
-    line.clear();
-  }
-  const auto colon = line.find("127.0.0.1:");
-  BOOST_REQUIRE_MESSAGE(colon != std::string::npos, "no listening line in: " << all << line);
-  const uint16_t port = uint16_t(std::stoi(line.substr(colon + 10)));
+  serve_process server({"--model", model_path("stories260K.bin").string(), "--tokenizer",
+                        model_path("tok512.bin").string(), "--stages", "2"});
+  BOOST_REQUIRE_MESSAGE(server.port != 0, "no listening line from troupe serve: " << server.output);
+  const uint16_t port = server.port;
   {
     auto c = transport::client::connect(transport::client_options{"127.0.0.1", port});
     BOOST_REQUIRE_MESSAGE(c, (c ? "" : c.error().message));
@@ -193,9 +152,9 @@ BOOST_AUTO_TEST_CASE(troupe_serve_binary_answers_a_client) {
     BOOST_TEST(gen.out == "Once upon a time" + w.text + "\n");
     c->close();
   }
-  guard.stop();
-  BOOST_TEST(WIFEXITED(guard.status));
-  BOOST_TEST(WEXITSTATUS(guard.status) == 0);
+  server.stop();
+  BOOST_TEST(WIFEXITED(server.status));
+  BOOST_TEST(WEXITSTATUS(server.status) == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

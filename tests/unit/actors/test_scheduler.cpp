@@ -1,8 +1,10 @@
-// The SCHEDULER actor against a fake REPLICA: the step watchdog fails a micro-batch whose reply
-// does not come within the step timeout, ignores that reply when it comes late, and keeps serving.
+// The SCHEDULER actor against a fake REPLICA, on CAF's deterministic test coordinator (simulated
+// time): the step watchdog fails a micro-batch whose reply does not come within the step timeout,
+// not before, ignores that reply when it comes late, and keeps serving.
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 
 #include "actors/scheduler.hpp"
 #include "actors/spawn_node.hpp"
+#include "deterministic_system.hpp"
 
 using namespace troupe::actors;
 using namespace std::chrono_literals;
@@ -52,31 +55,13 @@ caf::behavior fake_replica(caf::stateful_actor<fake_replica_state>* self) {
   };
 }
 
-// Forwards what a sink receives to the test's scoped actor.
-caf::behavior forwarding_sink(caf::event_based_actor*, caf::actor to) {
+// Records what a sink receives (the test coordinator runs it on the test's thread).
+caf::behavior recording_sink(caf::event_based_actor*, std::shared_ptr<std::vector<finished_seq>> finished) {
   return {
     [](tokens_atom, token_batch&) {},
-    [to](finished_atom, finished_seq& f) { caf::anon_send(to, f); },
+    [finished](finished_atom, finished_seq& f) { finished->push_back(f); },
   };
 }
-
-struct fixture {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  std::vector<caf::actor> actors;  // stopped at the end, also when a check failed (or the system would wait)
-  fixture() {
-    configure_actor_system(cfg);
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-  ~fixture() {
-    for (const caf::actor& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  }
-  template <class Handle>
-  Handle keep(Handle h) {
-    actors.push_back(caf::actor_cast<caf::actor>(h));
-    return h;
-  }
-};
 
 sequence_request request_for(uint64_t id, int max_tokens, const token_sink_actor& sink) {
   sequence_request r;
@@ -89,58 +74,96 @@ sequence_request request_for(uint64_t id, int max_tokens, const token_sink_actor
   return r;
 }
 
+/// A SCHEDULER over a fake REPLICA (holding steps at first) on the deterministic coordinator.
+struct scheduler_fixture : troupe::test::deterministic_system {
+  caf::actor replica = spawn(fake_replica);
+  std::shared_ptr<std::vector<finished_seq>> finished = std::make_shared<std::vector<finished_seq>>();
+  token_sink_actor sink = caf::actor_cast<token_sink_actor>(spawn(recording_sink, finished));
+  scheduler_actor sched;
+
+  void start(std::chrono::milliseconds step_timeout) {
+    scheduler_setup setup;
+    setup.replica = caf::actor_cast<replica_actor>(replica);
+    setup.step_timeout = step_timeout;
+    sched = keep(spawn_scheduler(sys(), setup));
+  }
+  void admit(uint64_t id, int max_tokens) {
+    bool replied = false;
+    request(
+      sched, [&replied, id](request_id got) { replied = got.value == id; },
+      [](caf::error& e) { BOOST_FAIL("admit failed: " << caf::to_string(e)); }, admit_atom::value,
+      request_for(id, max_tokens, sink));
+    run();
+    BOOST_TEST(replied);
+  }
+  size_t held() {
+    size_t n = 0;
+    request(replica, [&n](size_t k) { n = k; }, [](caf::error&) { BOOST_FAIL("replica gone"); }, hold_atom::value);
+    run();
+    return n;
+  }
+  scheduler_stats stats() {
+    scheduler_stats out;
+    out.n_blocks = -1;
+    request(sched, [&out](scheduler_stats s) { out = s; }, [](caf::error&) { BOOST_FAIL("no stats"); },
+            stats_atom::value);
+    run();
+    BOOST_REQUIRE(out.n_blocks >= 0);
+    return out;
+  }
+};
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(scheduler)
 
-BOOST_FIXTURE_TEST_CASE(fails_a_hung_step_after_the_step_timeout_and_ignores_its_late_reply, fixture) {
-  caf::scoped_actor test{*sys};
-  auto replica = keep(sys->spawn(fake_replica));
-  scheduler_setup setup;
-  setup.replica = caf::actor_cast<replica_actor>(replica);
-  setup.step_timeout = 300ms;
-  auto sched = keep(spawn_scheduler(*sys, setup));
-  auto sink = caf::actor_cast<token_sink_actor>(keep(sys->spawn(forwarding_sink, caf::actor{test})));
+BOOST_FIXTURE_TEST_CASE(fails_a_hung_step_after_the_step_timeout_and_ignores_its_late_reply, scheduler_fixture) {
+  start(300ms);
+  // A: its first step never comes back.
+  admit(1, 4);
+  BOOST_TEST(held() == 1u);
+  BOOST_TEST(finished->empty());
 
-  // A: its first step never comes back; the watchdog fails it within 1.5 x the timeout (+ slack).
-  const auto t0 = std::chrono::steady_clock::now();
-  test->request(sched, 5s, admit_atom::value, request_for(1, 4, sink)).receive(
-    [](request_id id) { BOOST_TEST(id.value == 1u); },
-    [](caf::error& e) { BOOST_FAIL("admit failed: " << caf::to_string(e)); });
-  bool failed = false;
-  test->receive(
-    [&](finished_seq& f) {
-      BOOST_TEST(f.id.value == 1u);
-      failed = f.reason == finish_reason::failed;
-    },
-    caf::after(5s) >> [] { BOOST_FAIL("no finish for a hung step"); });
-  const auto waited = std::chrono::steady_clock::now() - t0;
-  BOOST_TEST(failed);
-  BOOST_TEST(waited >= 300ms);
-  BOOST_TEST(waited < 2s);
+  // The watchdog looks every step_timeout / 2: at 150 ms the step is not late yet...
+  advance(150ms);
+  BOOST_TEST(finished->empty());
+  advance(149ms);
+  BOOST_TEST(finished->empty());
+  // ...at 300 ms it is: A fails, and nothing else happened meanwhile.
+  advance(1ms);
+  BOOST_REQUIRE_EQUAL(finished->size(), 1u);
+  BOOST_TEST(finished->at(0).id.value == 1u);
+  BOOST_TEST(std::string(finish_reason_name(finished->at(0).reason)) == "failed");
+  BOOST_TEST(stats().n_in_flight == 0);
 
-  // The hung reply arrives late: ignored. Then B runs to completion as usual.
-  test->request(replica, 5s, hold_atom::value).receive([](size_t n) { BOOST_TEST(n == 1u); },
-                                                       [](caf::error&) { BOOST_FAIL("replica gone"); });
-  test->send(replica, release_atom::value);
-  test->request(sched, 5s, admit_atom::value, request_for(2, 3, sink)).receive(
-    [](request_id id) { BOOST_TEST(id.value == 2u); },
-    [](caf::error& e) { BOOST_FAIL("admit failed: " << caf::to_string(e)); });
-  test->receive(
-    [&](finished_seq& f) {
-      BOOST_TEST(f.id.value == 2u);
-      BOOST_TEST(std::string(finish_reason_name(f.reason)) == "length");
-      BOOST_TEST(f.n_generated == 3);
-    },
-    caf::after(5s) >> [] { BOOST_FAIL("B did not finish"); });
-  test->request(sched, 5s, stats_atom::value).receive(
-    [](scheduler_stats s) {
-      BOOST_TEST(s.n_in_flight == 0);
-      BOOST_TEST(s.n_running == 0);
-      BOOST_TEST(s.n_free_blocks == s.n_blocks);
-    },
-    [](caf::error&) { BOOST_FAIL("no stats"); });
+  // The hung reply arrives late: ignored (no second finish). Then B runs to completion as usual.
+  caf::anon_send(replica, release_atom::value);
+  run();
+  BOOST_TEST(finished->size() == 1u);
+  admit(2, 3);
+  BOOST_REQUIRE_EQUAL(finished->size(), 2u);
+  BOOST_TEST(finished->at(1).id.value == 2u);
+  BOOST_TEST(std::string(finish_reason_name(finished->at(1).reason)) == "length");
+  BOOST_TEST(finished->at(1).n_generated == 3);
+  const auto st = stats();
+  BOOST_TEST(st.n_in_flight == 0);
+  BOOST_TEST(st.n_running == 0);
+  BOOST_TEST(st.n_free_blocks == st.n_blocks);
+}
 
+BOOST_FIXTURE_TEST_CASE(a_step_answered_in_time_is_never_failed, scheduler_fixture) {
+  start(300ms);
+  admit(1, 2);
+  advance(299ms);  // just inside the timeout
+  BOOST_TEST(finished->empty());
+  caf::anon_send(replica, release_atom::value);  // answers the held step and every later one
+  run();
+  // Long after: the watchdog has nothing left to fail, and it does not re-arm for nothing.
+  advance(10'000ms);
+  BOOST_REQUIRE_EQUAL(finished->size(), 1u);
+  BOOST_TEST(std::string(finish_reason_name(finished->at(0).reason)) == "length");
+  BOOST_TEST(finished->at(0).n_generated == 2);
+  BOOST_TEST(!coordinator().has_pending_timeout());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -19,11 +19,7 @@ using namespace troupe::engine;
 
 namespace {
 
-std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = test::rand_weight(seed, scale);
-  return v;
-}
+using test::randv;
 
 // Runs the body once with the AVX2 kernels (where the CPU has them) and once with the portable
 // fallbacks, restoring the detected setting afterwards.

@@ -20,30 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A scratch directory removed at the end of the test.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("troupe_test_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-}
-
-std::vector<uint8_t> read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using troupe::test::temp_dir;
+using troupe::test::write_bytes;
+const auto read_bytes = troupe::test::read_bytes<uint8_t>;
 
 /// Builds GGUF bytes by hand, including things the writer never produces.
 struct raw_gguf {
@@ -148,7 +127,7 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 BOOST_AUTO_TEST_SUITE(gguf)
 
-BOOST_AUTO_TEST_CASE(reads_tinystories_656k_q8_0) {
+BOOST_AUTO_TEST_CASE(reads_tinystories_656k_q8_0, *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   const auto path = troupe::test::model_path("TinyStories-656K-Q8_0.gguf");
   auto f = gg::file::open(path);
   BOOST_REQUIRE_MESSAGE(f, (f ? "" : f.error().message));
@@ -230,7 +209,7 @@ BOOST_AUTO_TEST_CASE(reads_tinystories_656k_q8_0) {
   BOOST_TEST(m->weight_bytes() == expect);
 }
 
-BOOST_AUTO_TEST_CASE(reads_stories260k_f32_with_defaults) {
+BOOST_AUTO_TEST_CASE(reads_stories260k_f32_with_defaults, *troupe::test::needs_models({"derived/stories260K.gguf", "stories260K.bin"})) {
   const auto path = troupe::test::model_path("derived/stories260K.gguf");
   auto m = eng::load_model(path);
   BOOST_REQUIRE_MESSAGE(m, (m ? "" : m.error().message));
@@ -258,7 +237,7 @@ BOOST_AUTO_TEST_CASE(reads_stories260k_f32_with_defaults) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(maps_only_the_requested_layers) {
+BOOST_AUTO_TEST_CASE(maps_only_the_requested_layers, *troupe::test::needs_models({"derived/stories260K.gguf", "TinyStories-656K-Q8_0.gguf"})) {
   const auto path = troupe::test::model_path("derived/stories260K.gguf");
   auto mid = eng::load_model(path, {eng::layer_range{1, 3}});
   BOOST_REQUIRE_MESSAGE(mid, (mid ? "" : mid.error().message));
@@ -626,7 +605,7 @@ BOOST_AUTO_TEST_CASE(corrupt_tensor_directories_give_errors) {
   BOOST_TEST(gg::file::open(p).has_value());
 }
 
-BOOST_AUTO_TEST_CASE(every_truncation_of_a_small_model_is_an_error) {
+BOOST_AUTO_TEST_CASE(every_truncation_of_a_small_model_is_an_error, *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   temp_dir dir;
   auto w = small_llama_writer();
   const auto p = dir / "full.gguf";

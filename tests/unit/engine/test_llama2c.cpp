@@ -25,28 +25,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / fmt::format("troupe-llama2c-{}-{}", ::getpid(), counter++);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::vector<char> read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& p, const void* data, size_t n) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(static_cast<const char*>(data), std::streamsize(n));
-}
+using troupe::test::read_bytes;
+using troupe::test::temp_dir;
+using troupe::test::write_bytes;
 
 template <class T>
 std::string message_of(const result<T>& r) {
@@ -90,7 +71,7 @@ struct synthetic {
 
 BOOST_AUTO_TEST_SUITE(llama2c)
 
-BOOST_AUTO_TEST_CASE(loads_stories260k_header_and_maps_all_layers) {
+BOOST_AUTO_TEST_CASE(loads_stories260k_header_and_maps_all_layers, *troupe::test::needs_models({"stories260K.bin"})) {
   auto m = load_llama2c_model(troupe::test::model_path("stories260K.bin"), {});
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
   const model_config& c = m->config;
@@ -140,7 +121,7 @@ BOOST_AUTO_TEST_CASE(loads_stories260k_header_and_maps_all_layers) {
   for (int i = 0; i < 64; ++i) BOOST_TEST(std::abs(m->final_norm.f32()[i]) < 100.0f);
 }
 
-BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
+BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range, *troupe::test::needs_models({"stories260K.bin"})) {
   const auto path = troupe::test::model_path("stories260K.bin");
   auto full = load_llama2c_model(path, {});
   BOOST_REQUIRE_MESSAGE(full, message_of(full));
@@ -178,7 +159,7 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(load_model_detects_llama2c_files) {
+BOOST_AUTO_TEST_CASE(load_model_detects_llama2c_files, *troupe::test::needs_models({"derived/TinyStories-656K.llama2c.bin"})) {
   auto m = load_model(troupe::test::model_path("derived/TinyStories-656K.llama2c.bin"));
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
   BOOST_TEST(m->format == "llama2c");
@@ -192,7 +173,7 @@ BOOST_AUTO_TEST_CASE(load_model_detects_llama2c_files) {
 
 // The llama2c file was converted from the HF directory: the same numbers, with q/k rows moved from
 // the rotate-half order (pairs i, i + head_dim/2) to the interleaved order (pairs 2i, 2i + 1).
-BOOST_AUTO_TEST_CASE(derived_656k_holds_the_hf_weights_with_qk_rows_interleaved) {
+BOOST_AUTO_TEST_CASE(derived_656k_holds_the_hf_weights_with_qk_rows_interleaved, *troupe::test::needs_models({"TinyStories-656K", "derived/TinyStories-656K.llama2c.bin"})) {
   auto hf = load_hf_model(troupe::test::model_path("TinyStories-656K"), {});
   BOOST_REQUIRE_MESSAGE(hf, message_of(hf));
   auto l2c =
@@ -302,7 +283,7 @@ BOOST_AUTO_TEST_CASE(separate_classifier_follows_the_freq_cis_tables) {
   BOOST_TEST((r.error().code == errc::truncated));
 }
 
-BOOST_AUTO_TEST_CASE(truncated_files_are_errors) {
+BOOST_AUTO_TEST_CASE(truncated_files_are_errors, *troupe::test::needs_models({"stories260K.bin"})) {
   temp_dir dir;
   const auto bytes = read_bytes(troupe::test::model_path("stories260K.bin"));
   BOOST_REQUIRE_EQUAL(bytes.size(), 1056540u);

@@ -28,29 +28,7 @@ namespace st = troupe::engine::safetensors;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path =
-        fs::temp_directory_path() / fmt::format("troupe-safetensors-{}-{}", ::getpid(), counter++);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void write_text(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(s.data(), std::streamsize(s.size()));
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using troupe::test::temp_dir;
 
 template <class T>
 std::string message_of(const result<T>& r) {
@@ -109,7 +87,7 @@ void write_safetensors(const fs::path& p, const std::vector<st_tensor>& ts, size
   file += header;
   for (const auto& t : ts)
     file.append(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
-  write_text(p, file);
+  troupe::test::write_bytes(p, file);
 }
 
 /// Writes a raw file: 8-byte length, header text, data bytes.
@@ -119,7 +97,7 @@ void write_raw(const fs::path& p, uint64_t header_len, const std::string& header
   std::memcpy(file.data(), &header_len, 8);
   file += header;
   file.append(data_bytes, '\0');
-  write_text(p, file);
+  troupe::test::write_bytes(p, file);
 }
 
 // A tiny Llama: dim 8, hidden 16, 2 layers, 2 heads (head_dim 4), 1 kv head, vocab 16.
@@ -184,7 +162,7 @@ fs::path copy_of_656k(const temp_dir& dir) {
 
 BOOST_AUTO_TEST_SUITE(safetensors)
 
-BOOST_AUTO_TEST_CASE(reads_the_index_of_the_656k_model) {
+BOOST_AUTO_TEST_CASE(reads_the_index_of_the_656k_model, *troupe::test::needs_models({"TinyStories-656K/model.safetensors"})) {
   auto file = mapped_file::open(troupe::test::model_path("TinyStories-656K/model.safetensors"));
   BOOST_REQUIRE_MESSAGE(file, message_of(file));
   auto index = st::read_index(*file);
@@ -202,7 +180,7 @@ BOOST_AUTO_TEST_CASE(reads_the_index_of_the_656k_model) {
   BOOST_TEST(norm.offset + norm.size_bytes == (*file)->size());
 }
 
-BOOST_AUTO_TEST_CASE(loads_the_656k_directory) {
+BOOST_AUTO_TEST_CASE(loads_the_656k_directory, *troupe::test::needs_models({"TinyStories-656K"})) {
   auto m = load_model(troupe::test::model_path("TinyStories-656K"));
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
   const model_config& c = m->config;
@@ -239,7 +217,7 @@ BOOST_AUTO_TEST_CASE(loads_the_656k_directory) {
   BOOST_TEST(m->final_norm.data == base + 8 + 2160 + 2623488);
 }
 
-BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
+BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range, *troupe::test::needs_models({"TinyStories-656K"})) {
   const auto dir = troupe::test::model_path("TinyStories-656K");
   auto full = load_hf_model(dir, {});
   BOOST_REQUIRE_MESSAGE(full, message_of(full));
@@ -277,7 +255,7 @@ BOOST_AUTO_TEST_CASE(maps_only_the_requested_layer_range) {
 
 BOOST_AUTO_TEST_CASE(loads_f16_matrices_and_converts_bf16_norms) {
   temp_dir dir;
-  write_text(dir.path / "config.json", tiny_config);
+  troupe::test::write_bytes(dir.path / "config.json", tiny_config);
   write_safetensors(dir.path / "model.safetensors", tiny_tensors("F16", "BF16"));
   auto m = load_hf_model(dir.path, {});
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
@@ -313,7 +291,7 @@ BOOST_AUTO_TEST_CASE(loads_f16_matrices_and_converts_bf16_norms) {
 
 BOOST_AUTO_TEST_CASE(copies_misaligned_data_instead_of_viewing_it) {
   temp_dir dir;
-  write_text(dir.path / "config.json", tiny_config);
+  troupe::test::write_bytes(dir.path / "config.json", tiny_config);
   write_safetensors(dir.path / "model.safetensors", tiny_tensors("F32", "F32"), /*data_align=*/2);
   auto m = load_hf_model(dir.path, {});
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
@@ -325,12 +303,12 @@ BOOST_AUTO_TEST_CASE(copies_misaligned_data_instead_of_viewing_it) {
 
 BOOST_AUTO_TEST_CASE(loads_sharded_directories_and_rejects_duplicates) {
   temp_dir dir;
-  write_text(dir.path / "config.json", tiny_config);
+  troupe::test::write_bytes(dir.path / "config.json", tiny_config);
   auto ts = tiny_tensors("BF16", "F32");
   const std::vector<st_tensor> a(ts.begin(), ts.begin() + 10), b(ts.begin() + 10, ts.end());
   write_safetensors(dir.path / "model-00001-of-00002.safetensors", a);
   write_safetensors(dir.path / "model-00002-of-00002.safetensors", b);
-  write_text(dir.path / "model.safetensors.index.json", "{}");  // not a shard, ignored
+  troupe::test::write_bytes(dir.path / "model.safetensors.index.json", "{}");  // not a shard, ignored
   auto m = load_hf_model(dir.path, {});
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
   BOOST_TEST(m->tensors.size() == ts.size());
@@ -348,7 +326,7 @@ BOOST_AUTO_TEST_CASE(loads_sharded_directories_and_rejects_duplicates) {
 
 BOOST_AUTO_TEST_CASE(shape_mismatches_and_missing_tensors_name_the_tensor) {
   temp_dir dir;
-  write_text(dir.path / "config.json", tiny_config);
+  troupe::test::write_bytes(dir.path / "config.json", tiny_config);
   auto ts = tiny_tensors("F32", "F32");
   // k_proj of layer 1 with 8 rows: the config (1 kv head x head_dim 4) says 4.
   ts[12] = {"model.layers.1.self_attn.k_proj.weight", "F32", {8, 8}, encode("F32", 64, 0)};
@@ -390,7 +368,7 @@ BOOST_AUTO_TEST_CASE(corrupt_headers_are_errors) {
   write_raw(p, one.size(), one, 16);
   BOOST_REQUIRE_MESSAGE(index_of(), message_of(index_of()));  // the well-formed baseline
 
-  write_text(p, "abc");
+  troupe::test::write_bytes(p, "abc");
   check_error(index_of(), errc::truncated, "header length");
   write_raw(p, 1000, one, 16);
   check_error(index_of(), errc::truncated, "past the end");
@@ -437,13 +415,13 @@ BOOST_AUTO_TEST_CASE(corrupt_headers_are_errors) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(truncated_656k_model_is_an_error) {
+BOOST_AUTO_TEST_CASE(truncated_656k_model_is_an_error, *troupe::test::needs_models({"TinyStories-656K"})) {
   temp_dir dir;
   const auto model = copy_of_656k(dir);
-  const std::string bytes = read_text(model / "model.safetensors");
+  const std::string bytes = troupe::test::read_file(model / "model.safetensors");
   for (size_t n : {size_t(0), size_t(7), size_t(8), size_t(100), size_t(2167), size_t(2168),
                    size_t(500000), bytes.size() - 1}) {
-    write_text(model / "model.safetensors", bytes.substr(0, n));
+    troupe::test::write_bytes(model / "model.safetensors", bytes.substr(0, n));
     auto r = load_hf_model(model, {});
     BOOST_TEST_CONTEXT("truncated to " << n << " bytes") {
       BOOST_REQUIRE(!r);
@@ -455,17 +433,17 @@ BOOST_AUTO_TEST_CASE(truncated_656k_model_is_an_error) {
   check_error(load_hf_model(model, {}), errc::io_error, "no *.safetensors");
 }
 
-BOOST_AUTO_TEST_CASE(bad_config_files_are_errors) {
+BOOST_AUTO_TEST_CASE(bad_config_files_are_errors, *troupe::test::needs_models({"TinyStories-656K"})) {
   temp_dir dir;
   const auto model = copy_of_656k(dir);
-  const std::string good = read_text(model / "config.json");
+  const std::string good = troupe::test::read_file(model / "config.json");
   BOOST_REQUIRE(load_hf_model(model, {}).has_value());
   const auto with = [&](const std::string& from, const std::string& to) {
     std::string s = good;
     const auto at = s.find(from);
     BOOST_REQUIRE_MESSAGE(at != std::string::npos, from);
     s.replace(at, from.size(), to);
-    write_text(model / "config.json", s);
+    troupe::test::write_bytes(model / "config.json", s);
     return load_hf_model(model, {});
   };
   check_error(with("\"hidden_size\": 128", "\"hidden_size\": 64"), errc::bad_format,

@@ -25,25 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("troupe_test_synth_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using troupe::test::read_file;
+using troupe::test::temp_dir;
 
 /// Row r of w as floats, decoded here independently of the kernels.
 std::vector<float> decode_row(const eng::weight& w, int64_t r) {
@@ -375,10 +358,7 @@ BOOST_AUTO_TEST_CASE(stories15m_q4_0_has_the_llama_shape) {
 
 BOOST_AUTO_TEST_CASE(model_synth_and_info_commands) {
   const auto bin = troupe::test::troupe_binary();
-  if (!fs::exists(bin)) {
-    BOOST_TEST_MESSAGE("skipped: " << bin << " is not built");
-    return;
-  }
+  BOOST_REQUIRE_MESSAGE(fs::exists(bin), bin << " is not built");
   temp_dir dir;
   const auto out = dir / "cli.gguf";
   auto synth = troupe::test::run_command(bin.string() + " model synth --shape tiny --dtype q8_0 --seed 9 --out " +
@@ -396,11 +376,6 @@ BOOST_AUTO_TEST_CASE(model_synth_and_info_commands) {
     BOOST_TEST(info.out.find(part) != std::string::npos, "missing '" << part << "' in:\n" << info.out);
   }
 
-  auto real = troupe::test::run_command(bin.string() + " model info " +
-                                        troupe::test::model_path("TinyStories-656K-Q8_0.gguf").string());
-  BOOST_TEST(real.exit_code == 0);
-  BOOST_TEST(real.out.find("tied_output    yes") != std::string::npos);
-
   auto bad_shape = troupe::test::run_command(bin.string() + " model synth --shape nope --out " +
                                              (dir / "x.gguf").string() + " 2>&1");
   BOOST_TEST(bad_shape.exit_code == 1);
@@ -416,6 +391,13 @@ BOOST_AUTO_TEST_CASE(model_synth_and_info_commands) {
   auto corrupt = troupe::test::run_command(bin.string() + " model info " + junk.string() + " 2>&1");
   BOOST_TEST(corrupt.exit_code == 1);
   BOOST_TEST(corrupt.out.starts_with("troupe: gguf: "));
+}
+
+BOOST_AUTO_TEST_CASE(model_info_reports_a_real_models_tied_output, *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
+  auto real = troupe::test::run_command(troupe::test::troupe_binary().string() + " model info " +
+                                        troupe::test::model_path("TinyStories-656K-Q8_0.gguf").string());
+  BOOST_TEST(real.exit_code == 0);
+  BOOST_TEST(real.out.find("tied_output    yes") != std::string::npos, real.out);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

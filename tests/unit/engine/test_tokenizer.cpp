@@ -22,6 +22,8 @@ using ids_t = std::vector<int32_t>;
 
 namespace {
 
+using troupe::test::read_file;
+
 const std::string hf_json = "TinyStories-656K/tokenizer.json";
 const std::string hf_dir = "TinyStories-656K";
 const std::string tok2048 = "derived/tok2048-656K.bin";
@@ -70,29 +72,6 @@ bool valid_utf8(std::string_view s) {
     i += n + 1;
   }
   return true;
-}
-
-struct temp_file {
-  fs::path path;
-  explicit temp_file(const std::string& name) {
-    static int counter = 0;
-    const fs::path dir = fs::temp_directory_path() / fmt::format("troupe-tokenizer-{}-{}", ::getpid(), counter++);
-    fs::create_directories(dir);
-    path = dir / name;
-  }
-  ~temp_file() {
-    std::error_code ec;
-    fs::remove_all(path.parent_path(), ec);
-  }
-  void write(std::string_view bytes) const {
-    std::ofstream out(path, std::ios::binary);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-  }
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::string story_text(size_t min_bytes) {
@@ -170,6 +149,20 @@ ids_t run_c_encode(const bin_vocab& v, const std::string& text, bool bos) {
   return t;
 }
 
+/// The text as SentencePiece sees it before merging: a leading U+2581, spaces as U+2581, one
+/// symbol per UTF-8 character.
+std::vector<std::string> spm_symbols(const std::string& text) {
+  std::string norm = "\xe2\x96\x81";
+  for (char c : text) norm += c == ' ' ? std::string("\xe2\x96\x81") : std::string(1, c);
+  std::vector<std::string> sym;
+  for (size_t i = 0; i < norm.size();) {
+    const size_t n = tokenizer_detail::utf8_len(uint8_t(norm[i]));
+    sym.push_back(norm.substr(i, n));
+    i += n;
+  }
+  return sym;
+}
+
 /// Textbook BPE over the tokenizer.json: repeatedly merge the lowest-ranked adjacent pair
 /// (leftmost on ties). Characters of the text must all be in the vocabulary.
 ids_t naive_hf_encode(const std::string& text) {
@@ -184,14 +177,7 @@ ids_t naive_hf_encode(const std::string& text) {
     const size_t sp = s.find(' ');
     rank.emplace(std::pair{s.substr(0, sp), s.substr(sp + 1)}, r++);
   }
-  std::string norm = "\xe2\x96\x81";
-  for (char c : text) norm += c == ' ' ? std::string("\xe2\x96\x81") : std::string(1, c);
-  std::vector<std::string> sym;
-  for (size_t i = 0; i < norm.size();) {
-    const size_t n = tokenizer_detail::utf8_len(uint8_t(norm[i]));
-    sym.push_back(norm.substr(i, n));
-    i += n;
-  }
+  std::vector<std::string> sym = spm_symbols(text);
   for (;;) {
     int best = -1, best_i = -1;
     for (size_t i = 0; i + 1 < sym.size(); ++i) {
@@ -215,14 +201,7 @@ ids_t naive_hf_encode(const std::string& text) {
 ids_t naive_spm_encode(const spm_vocab& v, const std::string& text) {
   std::map<std::string, int32_t> index;
   for (int32_t i = 0; i < int32_t(v.tokens.size()); ++i) index[v.tokens[i]] = i;
-  std::string norm = "\xe2\x96\x81";
-  for (char c : text) norm += c == ' ' ? std::string("\xe2\x96\x81") : std::string(1, c);
-  std::vector<std::string> sym;
-  for (size_t i = 0; i < norm.size();) {
-    const size_t n = tokenizer_detail::utf8_len(uint8_t(norm[i]));
-    sym.push_back(norm.substr(i, n));
-    i += n;
-  }
+  std::vector<std::string> sym = spm_symbols(text);
   for (;;) {
     int best_i = -1;
     float best = 0;
@@ -276,7 +255,7 @@ BOOST_AUTO_TEST_SUITE(tokenizer)
 
 // ---- reference ids ------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(tokenizer_json_gives_the_reference_ids) {
+BOOST_AUTO_TEST_CASE(tokenizer_json_gives_the_reference_ids, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json"})) {
   auto tok = load(hf_json);
   BOOST_TEST(tok->vocab_size() == 2048);
   BOOST_TEST(tok->bos_id() == 1);
@@ -288,7 +267,7 @@ BOOST_AUTO_TEST_CASE(tokenizer_json_gives_the_reference_ids) {
   BOOST_TEST(tok->encode("", false).empty());
 }
 
-BOOST_AUTO_TEST_CASE(llama2c_656k_tokenizer_gives_the_reference_ids) {
+BOOST_AUTO_TEST_CASE(llama2c_656k_tokenizer_gives_the_reference_ids, *troupe::test::needs_models({"derived/tok2048-656K.bin"})) {
   auto tok = load(tok2048);
   BOOST_TEST(tok->vocab_size() == 2048);
   BOOST_TEST(tok->bos_id() == 1);
@@ -298,7 +277,7 @@ BOOST_AUTO_TEST_CASE(llama2c_656k_tokenizer_gives_the_reference_ids) {
   BOOST_TEST(tok->encode("", true) == (ids_t{1}), boost::test_tools::per_element());
 }
 
-BOOST_AUTO_TEST_CASE(gguf_vocabulary_gives_the_llama_cpp_reference_ids) {
+BOOST_AUTO_TEST_CASE(gguf_vocabulary_gives_the_llama_cpp_reference_ids, *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   auto tok = load(gguf_656k);
   BOOST_TEST(tok->vocab_size() == 2048);
   BOOST_TEST(tok->bos_id() == 1);
@@ -309,7 +288,7 @@ BOOST_AUTO_TEST_CASE(gguf_vocabulary_gives_the_llama_cpp_reference_ids) {
   BOOST_TEST(tok->token_text(80) == "\xe2\x96\x81");
 }
 
-BOOST_AUTO_TEST_CASE(spm_merging_splits_the_656k_vocabulary_as_llama_cpp_does) {
+BOOST_AUTO_TEST_CASE(spm_merging_splits_the_656k_vocabulary_as_llama_cpp_does, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json"})) {
   // The GGUF rule on the same pieces, without the GGUF reader: all scores tie, so the leftmost
   // mergeable pair wins, which splits "little" unlike the merge ranks.
   auto tok = make_spm_tokenizer(vocab_656k_as_gguf());
@@ -319,7 +298,7 @@ BOOST_AUTO_TEST_CASE(spm_merging_splits_the_656k_vocabulary_as_llama_cpp_does) {
   BOOST_TEST(decode_all(*tok, tok->encode("The little dog", true)) == "The little dog");
 }
 
-BOOST_AUTO_TEST_CASE(llama2c_tokenizers_match_run_c_encode) {
+BOOST_AUTO_TEST_CASE(llama2c_tokenizers_match_run_c_encode, *troupe::test::needs_models({"derived/tok2048-656K.bin", "tok512.bin", "tokenizer.bin"})) {
   for (const std::string& rel : {tok512, tok32000, tok2048}) {
     BOOST_TEST_CONTEXT(rel) {
       auto tok = load(rel);
@@ -338,7 +317,7 @@ BOOST_AUTO_TEST_CASE(llama2c_tokenizers_match_run_c_encode) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(tokenizer_json_matches_textbook_bpe) {
+BOOST_AUTO_TEST_CASE(tokenizer_json_matches_textbook_bpe, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json"})) {
   auto tok = load(hf_json);
   std::mt19937 rng(7);
   for (int i = 0; i < 40; ++i) {
@@ -347,7 +326,7 @@ BOOST_AUTO_TEST_CASE(tokenizer_json_matches_textbook_bpe) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(spm_merging_matches_the_naive_loop) {
+BOOST_AUTO_TEST_CASE(spm_merging_matches_the_naive_loop, *troupe::test::needs_models({"derived/tok2048-656K.bin", "TinyStories-656K/tokenizer.json"})) {
   spm_vocab v = vocab_656k_as_gguf();
   // Distinct scores too (the -(merge rank) of tok2048-656K.bin), not only the all-equal case.
   spm_vocab ranked = v;
@@ -384,7 +363,7 @@ BOOST_AUTO_TEST_CASE(spm_cuts_user_defined_tokens_out_of_the_text) {
 
 // ---- round trips ----------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(ascii_text_round_trips_through_every_tokenizer) {
+BOOST_AUTO_TEST_CASE(ascii_text_round_trips_through_every_tokenizer, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json", "derived/tok2048-656K.bin", "tok512.bin", "tokenizer.bin", "TinyStories-656K-Q8_0.gguf"})) {
   const std::vector<std::string> texts = {
       "Once upon a time",
       "The little dog",
@@ -405,7 +384,7 @@ BOOST_AUTO_TEST_CASE(ascii_text_round_trips_through_every_tokenizer) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(utf8_text_round_trips_with_byte_fallback) {
+BOOST_AUTO_TEST_CASE(utf8_text_round_trips_with_byte_fallback, *troupe::test::needs_models({"tok512.bin", "tokenizer.bin"})) {
   const std::string text = "h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82";  // héllo wörld 日本 🙂
   for (const std::string& rel : {tok32000, tok512}) {
     BOOST_TEST_CONTEXT(rel) {
@@ -419,7 +398,7 @@ BOOST_AUTO_TEST_CASE(utf8_text_round_trips_with_byte_fallback) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(characters_outside_a_vocabulary_without_byte_tokens_become_unk) {
+BOOST_AUTO_TEST_CASE(characters_outside_a_vocabulary_without_byte_tokens_become_unk, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json", "derived/tok2048-656K.bin"})) {
   // tokenizer.json: fused <unk> (id 0) per run of unknown characters.
   auto hf = load(hf_json);
   const ids_t ids = hf->encode("\xe6\x97\xa5\xe6\x9c\xac", false);  // 日本
@@ -433,7 +412,7 @@ BOOST_AUTO_TEST_CASE(characters_outside_a_vocabulary_without_byte_tokens_become_
   BOOST_TEST(spm->encode("a\xe6\x97\xa5", false).back() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(decode_drops_the_leading_space_only_after_bos) {
+BOOST_AUTO_TEST_CASE(decode_drops_the_leading_space_only_after_bos, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json", "derived/tok2048-656K.bin", "tokenizer.bin", "TinyStories-656K-Q8_0.gguf"})) {
   for (const std::string& rel : {tok32000, tok2048, hf_json, gguf_656k}) {
     BOOST_TEST_CONTEXT(rel) {
       auto tok = load(rel);
@@ -455,7 +434,7 @@ BOOST_AUTO_TEST_CASE(decode_drops_the_leading_space_only_after_bos) {
 
 // ---- streaming ------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(incremental_decoder_holds_a_split_emoji_until_complete) {
+BOOST_AUTO_TEST_CASE(incremental_decoder_holds_a_split_emoji_until_complete, *troupe::test::needs_models({"tokenizer.bin"})) {
   auto tok = load(tok32000);
   const ids_t ids = tok->encode("\xf0\x9f\x99\x82", false);  // 🙂 as four byte tokens
   // The dummy-prefix space, then <0xF0> <0x9F> <0x99> <0x82>.
@@ -470,7 +449,7 @@ BOOST_AUTO_TEST_CASE(incremental_decoder_holds_a_split_emoji_until_complete) {
   BOOST_TEST(dec.flush() == "");
 }
 
-BOOST_AUTO_TEST_CASE(incremental_decoder_replaces_invalid_bytes) {
+BOOST_AUTO_TEST_CASE(incremental_decoder_replaces_invalid_bytes, *troupe::test::needs_models({"tokenizer.bin"})) {
   auto tok = load(tok32000);
   auto byte = [&](uint8_t b) { return int32_t(b) + 3; };  // <0xNN> sits at byte + 3
   BOOST_REQUIRE(tok->token_text(byte(0xF0)) == "<0xF0>");
@@ -494,7 +473,7 @@ BOOST_AUTO_TEST_CASE(incremental_decoder_replaces_invalid_bytes) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(streamed_utf8_never_splits_a_character) {
+BOOST_AUTO_TEST_CASE(streamed_utf8_never_splits_a_character, *troupe::test::needs_models({"tokenizer.bin"})) {
   auto tok = load(tok32000);
   std::string text;
   for (int i = 0; i < 20; ++i) text += "Caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x99\x82\xf0\x9f\x8e\x89 ok\n";
@@ -503,7 +482,7 @@ BOOST_AUTO_TEST_CASE(streamed_utf8_never_splits_a_character) {
 
 // ---- loading and errors -----------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(load_tokenizer_finds_the_models_own_tokenizer) {
+BOOST_AUTO_TEST_CASE(load_tokenizer_finds_the_models_own_tokenizer, *troupe::test::needs_models({"stories260K.bin", "TinyStories-656K", "tok512.bin"})) {
   auto dir = load_tokenizer(troupe::test::model_path(hf_dir));
   BOOST_REQUIRE_MESSAGE(dir.has_value(), (dir ? std::string() : dir.error().message));
   BOOST_TEST((*dir)->encode("The little dog", true) == (ids_t{1, 80, 247, 229, 604}), boost::test_tools::per_element());
@@ -526,7 +505,7 @@ BOOST_AUTO_TEST_CASE(load_tokenizer_finds_the_models_own_tokenizer) {
   BOOST_TEST(errc_name(no_file.error().code) == errc_name(errc::io_error));
 }
 
-BOOST_AUTO_TEST_CASE(load_tokenizer_reads_a_gguf_models_vocabulary) {
+BOOST_AUTO_TEST_CASE(load_tokenizer_reads_a_gguf_models_vocabulary, *troupe::test::needs_models({"derived/stories260K.gguf", "TinyStories-656K-Q8_0.gguf"})) {
   auto tok = load_tokenizer(troupe::test::model_path(gguf_656k));
   BOOST_REQUIRE_MESSAGE(tok.has_value(), (tok ? std::string() : tok.error().message));
   BOOST_TEST((*tok)->encode("The little dog", true) == (ids_t{1, 80, 247, 158, 420, 177, 604}),
@@ -541,14 +520,15 @@ BOOST_AUTO_TEST_CASE(load_tokenizer_reads_a_gguf_models_vocabulary) {
   BOOST_TEST(decode_all(**small, (*small)->encode(utf8, true)) == utf8);
 }
 
-BOOST_AUTO_TEST_CASE(truncated_llama2c_tokenizer_is_an_error) {
+BOOST_AUTO_TEST_CASE(truncated_llama2c_tokenizer_is_an_error, *troupe::test::needs_models({"tok512.bin"})) {
   const std::string good = read_file(troupe::test::model_path(tok512));
   BOOST_REQUIRE(good.size() > 100);
-  temp_file f("tok.bin");
+  const troupe::test::temp_dir dir("tokenizer");
+  const auto path = dir / "tok.bin";
   for (size_t cut : {size_t(0), size_t(2), size_t(7), size_t(13), good.size() - 1}) {
     BOOST_TEST_CONTEXT("cut at " << cut) {
-      f.write(std::string_view(good).substr(0, cut));
-      auto t = load_tokenizer({}, f.path);
+      troupe::test::write_bytes(path, std::string_view(good).substr(0, cut));
+      auto t = load_tokenizer({}, path);
       BOOST_REQUIRE(!t.has_value());
       BOOST_TEST((t.error().code == errc::truncated || t.error().code == errc::bad_format));
       BOOST_TEST(t.error().message.find("tokenizer: ") == 0);
@@ -559,17 +539,18 @@ BOOST_AUTO_TEST_CASE(truncated_llama2c_tokenizer_is_an_error) {
   const float score = 0;
   const int32_t len = 1 << 30;
   bad.append(reinterpret_cast<const char*>(&score), 4).append(reinterpret_cast<const char*>(&len), 4).append("ab");
-  f.write(bad);
-  auto t = load_tokenizer({}, f.path);
+  troupe::test::write_bytes(path, bad);
+  auto t = load_tokenizer({}, path);
   BOOST_REQUIRE(!t.has_value());
   BOOST_TEST(errc_name(t.error().code) == errc_name(errc::truncated));
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_or_unsupported_tokenizer_json_is_an_error) {
-  temp_file f("tokenizer.json");
+  const troupe::test::temp_dir dir("tokenizer");
+  const auto path = dir / "tokenizer.json";
   auto expect_error = [&](const std::string& content, errc code, const std::string& mention) {
-    f.write(content);
-    auto t = load_tokenizer({}, f.path);
+    troupe::test::write_bytes(path, content);
+    auto t = load_tokenizer({}, path);
     BOOST_REQUIRE_MESSAGE(!t.has_value(), "accepted: " << content.substr(0, 80));
     BOOST_TEST(errc_name(t.error().code) == errc_name(code), t.error().message);
     BOOST_TEST(t.error().message.find(mention) != std::string::npos, t.error().message);
@@ -585,14 +566,15 @@ BOOST_AUTO_TEST_CASE(corrupt_or_unsupported_tokenizer_json_is_an_error) {
   expect_error("{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, " + ok_model + "}", errc::unsupported, "ByteLevel");
   expect_error("{\"decoder\": {\"type\": \"WordPiece\"}, " + ok_model + "}", errc::unsupported, "WordPiece");
   // The same model with nothing unsupported loads, and pair-style merges work.
-  f.write("{" + ok_model + "}");
-  auto t = load_tokenizer({}, f.path);
+  troupe::test::write_bytes(path, "{" + ok_model + "}");
+  auto t = load_tokenizer({}, path);
   BOOST_REQUIRE_MESSAGE(t.has_value(), (t ? std::string() : t.error().message));
   BOOST_TEST((*t)->encode("abab", false) == (ids_t{2, 2}), boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(metaspace_pre_tokenizer_splits_words) {
-  temp_file f("tokenizer.json");
+  const troupe::test::temp_dir dir("tokenizer");
+  const auto path = dir / "tokenizer.json";
   // Llama-style: Metaspace pre-tokenizer and decoder, byte fallback tokens.
   nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {"\xe2\x96\x81", 3}, {"a", 4}, {"b", 5},
                           {"\xe2\x96\x81" "a", 6}, {"ab", 7}, {"\xe2\x96\x81" "ab", 8}, {"<0xC3>", 9}, {"<0xA9>", 10}};
@@ -611,8 +593,8 @@ BOOST_AUTO_TEST_CASE(metaspace_pre_tokenizer_splits_words) {
       {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true}, {"vocab", vocab},
                  {"merges", {"\xe2\x96\x81 a", "a b", "\xe2\x96\x81 ab", "\xe2\x96\x81" "a b"}}}},
   };
-  f.write(j.dump());
-  auto t = load_tokenizer({}, f.path);
+  troupe::test::write_bytes(path, j.dump());
+  auto t = load_tokenizer({}, path);
   BOOST_REQUIRE_MESSAGE(t.has_value(), (t ? std::string() : t.error().message));
   const troupe::engine::tokenizer& tok = **t;
   BOOST_TEST(tok.bos_id() == 1);
@@ -624,7 +606,7 @@ BOOST_AUTO_TEST_CASE(metaspace_pre_tokenizer_splits_words) {
 
 // ---- speed --------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(long_prompts_encode_quickly) {
+BOOST_AUTO_TEST_CASE(long_prompts_encode_quickly, *troupe::test::needs_models({"TinyStories-656K/tokenizer.json", "derived/tok2048-656K.bin", "tok512.bin", "tokenizer.bin"})) {
   const std::string text = story_text(50'000);
   std::vector<std::unique_ptr<troupe::engine::tokenizer>> toks;
   for (const std::string& rel : {tok512, tok32000, tok2048, hf_json}) toks.push_back(load(rel));
@@ -641,7 +623,7 @@ BOOST_AUTO_TEST_CASE(long_prompts_encode_quickly) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(long_prompts_encode_quickly_with_the_gguf_vocabulary) {
+BOOST_AUTO_TEST_CASE(long_prompts_encode_quickly_with_the_gguf_vocabulary, *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   auto tok = load(gguf_656k);
   const std::string text = story_text(50'000);
   const auto start = std::chrono::steady_clock::now();
