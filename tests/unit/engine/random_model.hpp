@@ -16,6 +16,13 @@ inline float rand_weight(uint64_t& state, float scale) {
   return (float((state >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f) * scale;
 }
 
+/// n random floats in [-scale, scale), deterministic for a seed.
+inline std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = rand_weight(seed, scale);
+  return v;
+}
+
 /// A weight of `rows` x `cols` in dtype t (quantized from random floats), kept alive by m.
 inline engine::weight make_weight(engine::model_weights& m, engine::dtype t, int64_t rows, int64_t cols,
                                   uint64_t& state, float scale, bool ones = false) {

@@ -17,13 +17,9 @@
 using namespace troupe;
 using namespace troupe::engine;
 
-namespace {
+using test::randv;
 
-std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = test::rand_weight(seed, scale);
-  return v;
-}
+namespace {
 
 // Runs the body once with the AVX2 kernels (where the CPU has them) and once with the portable
 // fallbacks, restoring the detected setting afterwards.

@@ -13,27 +13,15 @@
 #include "engine/gguf.hpp"
 #include "engine/model_weights.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/temp_dir.hpp"
 
 namespace eng = troupe::engine;
 namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
-namespace {
+using troupe::test::temp_dir;
 
-/// A scratch directory removed at the end of the test.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("troupe_test_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
+namespace {
 
 void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);

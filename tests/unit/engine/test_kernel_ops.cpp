@@ -12,13 +12,7 @@
 using namespace troupe;
 using namespace troupe::engine;
 
-namespace {
-std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = test::rand_weight(seed, scale);
-  return v;
-}
-}  // namespace
+using test::randv;
 
 BOOST_AUTO_TEST_SUITE(kernel_ops)
 

@@ -19,24 +19,14 @@
 #include "engine/model_weights.hpp"
 #include "engine/safetensors.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/temp_dir.hpp"
 
 using namespace troupe::engine;
 namespace fs = std::filesystem;
 
-namespace {
+using troupe::test::temp_dir;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / fmt::format("troupe-llama2c-{}-{}", ::getpid(), counter++);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+namespace {
 
 std::vector<char> read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -20,27 +20,16 @@
 #include "engine/model_weights.hpp"
 #include "engine/safetensors.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/temp_dir.hpp"
 
 using namespace troupe::engine;
 namespace fs = std::filesystem;
 // The suite below is named `safetensors` too: reach the engine namespace through an alias.
 namespace st = troupe::engine::safetensors;
 
-namespace {
+using troupe::test::temp_dir;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path =
-        fs::temp_directory_path() / fmt::format("troupe-safetensors-{}-{}", ::getpid(), counter++);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+namespace {
 
 void write_text(const fs::path& p, const std::string& s) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);

@@ -18,27 +18,15 @@
 #include "engine/synth_model.hpp"
 #include "engine/transformer.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/temp_dir.hpp"
 
 namespace eng = troupe::engine;
 namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
-namespace {
+using troupe::test::temp_dir;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("troupe_test_synth_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
+namespace {
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -94,22 +82,21 @@ BOOST_AUTO_TEST_SUITE(synth)
 BOOST_AUTO_TEST_CASE(knows_the_three_shapes) {
   auto tiny = eng::find_synth_shape("tiny");
   BOOST_REQUIRE(tiny);
-  BOOST_TEST(tiny->dim == 64);
-  BOOST_TEST(tiny->hidden_dim == 172);
-  BOOST_TEST(tiny->n_layers == 2);
-  BOOST_TEST(tiny->n_heads == 4);
-  BOOST_TEST(tiny->n_kv_heads == 2);
-  BOOST_TEST(tiny->vocab_size == 512);
-  BOOST_TEST(tiny->max_seq_len == 256);
+  BOOST_TEST((std::vector<int>{tiny->config.dim, tiny->config.hidden_dim, tiny->config.n_layers,
+                               tiny->config.n_heads, tiny->config.n_kv_heads, tiny->config.vocab_size,
+                               tiny->config.max_seq_len}) == (std::vector<int>{64, 172, 2, 4, 2, 512, 256}));
+  BOOST_TEST(tiny->config.head_dim == 16);
   auto s15 = eng::find_synth_shape("stories15M");
   BOOST_REQUIRE(s15);
-  BOOST_TEST((std::vector<int>{s15->dim, s15->hidden_dim, s15->n_layers, s15->n_heads, s15->n_kv_heads,
-                               s15->vocab_size, s15->max_seq_len}) ==
+  BOOST_TEST((std::vector<int>{s15->config.dim, s15->config.hidden_dim, s15->config.n_layers,
+                               s15->config.n_heads, s15->config.n_kv_heads, s15->config.vocab_size,
+                               s15->config.max_seq_len}) ==
              (std::vector<int>{288, 768, 6, 6, 6, 32000, 256}));
   auto s110 = eng::find_synth_shape("stories110M");
   BOOST_REQUIRE(s110);
-  BOOST_TEST((std::vector<int>{s110->dim, s110->hidden_dim, s110->n_layers, s110->n_heads, s110->n_kv_heads,
-                               s110->vocab_size, s110->max_seq_len}) ==
+  BOOST_TEST((std::vector<int>{s110->config.dim, s110->config.hidden_dim, s110->config.n_layers,
+                               s110->config.n_heads, s110->config.n_kv_heads, s110->config.vocab_size,
+                               s110->config.max_seq_len}) ==
              (std::vector<int>{768, 2048, 12, 12, 12, 32000, 1024}));
   BOOST_TEST(!eng::find_synth_shape("huge").has_value());
 }
