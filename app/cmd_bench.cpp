@@ -35,11 +35,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-int fail_with(const std::string& message) {
-  std::fprintf(stderr, "troupe: %s\n", message.c_str());
-  return 1;
-}
-
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
@@ -86,10 +81,8 @@ engine::result<std::filesystem::path> model_file(const std::string& model, const
   if (std::filesystem::exists(model, ec)) return std::filesystem::path(model);
   const auto shape = engine::find_synth_shape(model);
   if (!shape) {
-    std::string names;
-    for (const auto& s : engine::synth_shapes()) names += (names.empty() ? "" : ", ") + s.name;
     return engine::fail(engine::errc::invalid_argument, "--model {}: no such file, nor a synthetic shape ({})",
-                        model, names);
+                        model, engine::synth_shape_names(", "));
   }
   const auto type = engine::parse_dtype(dtype_text);
   if (!type) return engine::fail(engine::errc::invalid_argument, "--dtype {}: not f32, f16, bf16, q8_0 or q4_0", dtype_text);
@@ -208,8 +201,7 @@ engine::result<bench_result> run_setting(const engine::model_weights& m, const b
 int run_bench_engine(int argc, char** argv) {
   const char* tmp = std::getenv("TMPDIR");
   const std::string default_cache = (std::filesystem::path(tmp && *tmp ? tmp : "/tmp") / "troupe-synth").string();
-  std::string shapes;
-  for (const auto& s : engine::synth_shapes()) shapes += (shapes.empty() ? "" : "|") + s.name;
+  const std::string shapes = engine::synth_shape_names("|");
   arg_parser args("troupe bench engine --model FILE|" + shapes + " [--dtype f32,q8_0,q4_0] [--batch 1,8,32] [--threads 1,2]",
                   "Measures the engine alone: per (dtype, threads, batch), prefill tok/s (each sequence's prompt\n"
                   "in one forward call), decode tok/s summed over the batch, time per decode step and peak RSS;\n"
@@ -234,19 +226,8 @@ int run_bench_engine(int argc, char** argv) {
   auto runs = args.integer("runs", 1, 1000);
   auto block_size = args.integer("block-size", 1, 4096);
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
-  if (!batches || !threads || !prompt_len || !gen_len || !runs || !block_size || !seed) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
-  std::vector<std::string> dtypes;
-  {
-    std::string list = args.str("dtype");
-    for (size_t p = 0; p <= list.size();) {
-      const size_t q = std::min(list.find(',', p), list.size());
-      dtypes.push_back(list.substr(p, q - p));
-      p = q + 1;
-    }
-  }
+  if (!batches || !threads || !prompt_len || !gen_len || !runs || !block_size || !seed) return args.usage_error();
+  std::vector<std::string> dtypes = args.string_list("dtype");
   const std::string model_arg = args.str("model");
   std::error_code ec;
   const bool is_file = std::filesystem::exists(model_arg, ec);
@@ -331,10 +312,7 @@ int run_bench_memory(int argc, char** argv) {
   auto threads = args.integer_list("threads", 1, 1024);
   auto size_mb = args.integer("size-mb", 1, 1 << 20);
   auto runs = args.integer("runs", 1, 1000);
-  if (!threads || !size_mb || !runs) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
+  if (!threads || !size_mb || !runs) return args.usage_error();
   const size_t n_words = size_t(*size_mb) << 17;  // MiB / 8 bytes
   std::unique_ptr<uint64_t[]> buf(new uint64_t[n_words]);
   for (size_t i = 0; i < n_words; ++i) buf[i] = i;  // touch every page
