@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/llama_tensors.hpp"
@@ -12,13 +13,8 @@ namespace {
 
 model_config gqa_config() {
   model_config c;
-  c.dim = 64;
-  c.hidden_dim = 172;
-  c.n_layers = 4;
-  c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.vocab_size = 512;
+  std::tie(c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size) =
+      std::tuple(64, 172, 4, 8, 2, 8, 512);
   return c;
 }
 
