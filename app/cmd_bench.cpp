@@ -24,6 +24,7 @@
 
 #include "app/args.hpp"
 #include "app/command.hpp"
+#include "engine/device.hpp"
 #include "engine/kv_cache.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/synth_model.hpp"
@@ -234,6 +235,12 @@ int run_bench_engine(int argc, char** argv) {
   if (is_file && args.given("dtype")) return fail_with("--dtype applies to synthetic shapes, not to a model file");
   if (is_file) dtypes = {""};
   const bool json = args.flag_set("json");
+  // The engine computes on the CPU: where GPUs are present, say so, so that no one reads these
+  // figures as GPU ones.
+  if (const engine::device_info dev = engine::probe_devices(); dev.n_gpus > 0) {
+    std::fprintf(stderr, "bench: note: %d GPU(s) found (%s); the engine runs on the CPU\n", dev.n_gpus,
+                 dev.gpu_name.c_str());
+  }
 
   if (!json) {
     std::printf("%-14s %-5s %7s %6s %13s %13s %9s %10s\n", "model", "dtype", "threads", "batch", "prefill tok/s",
