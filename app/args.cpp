@@ -239,4 +239,15 @@ std::optional<transport::client_options> read_server_options(arg_parser& args, s
   return co;
 }
 
+arg_parser& add_length_options(arg_parser& args, const std::string& per, const std::string& gen_help) {
+  return args.option("prompt-len", "L", "prompt tokens per " + per, "128").option("gen-len", "G", gen_help, "128");
+}
+
+std::optional<length_options> read_length_options(arg_parser& args) {
+  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
+  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  if (!prompt_len || !gen_len) return std::nullopt;
+  return length_options{int(*prompt_len), int(*gen_len)};
+}
+
 }  // namespace troupe::app

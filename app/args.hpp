@@ -88,4 +88,14 @@ arg_parser& add_server_options(arg_parser& args);
 /// Fills host, port and api_key; nullopt (and args.error()) when the port is out of range.
 std::optional<transport::client_options> read_server_options(arg_parser& args, std::string client_name);
 
+/// --prompt-len and --gen-len of a benchmark's requests (bench engine, bench serve); `per` names
+/// what they apply to ("sequence", "request"), gen_help says what the generated length means.
+arg_parser& add_length_options(arg_parser& args, const std::string& per, const std::string& gen_help);
+struct length_options {
+  int prompt_len = 0;
+  int gen_len = 0;
+};
+/// nullopt (and args.error()) when a length is out of range.
+std::optional<length_options> read_length_options(arg_parser& args);
+
 }  // namespace troupe::app

@@ -211,9 +211,8 @@ int run_bench_engine(int argc, char** argv) {
   args.option("model", "FILE|SHAPE", "a model file, or a synthetic shape: " + shapes, "", true)
       .option("dtype", "LIST", "for a shape: weight types to test, comma-separated (f32, f16, bf16, q8_0, q4_0)", "f32")
       .option("batch", "LIST", "sequences decoded together, comma-separated", "1,8,32")
-      .option("threads", "LIST", "thread counts, comma-separated", "1,2")
-      .option("prompt-len", "N", "prompt tokens per sequence", "128")
-      .option("gen-len", "N", "decode steps", "128")
+      .option("threads", "LIST", "thread counts, comma-separated", "1,2");
+  add_length_options(args, "sequence", "decode steps")
       .option("runs", "N", "runs per setting (figures are medians)", "3")
       .option("block-size", "N", "KV cache block size (positions)", "16")
       .option("seed", "S", "seed of the synthetic weights", "0")
@@ -222,12 +221,11 @@ int run_bench_engine(int argc, char** argv) {
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   auto batches = args.integer_list("batch", 1, 4096);
   auto threads = args.integer_list("threads", 1, 1024);
-  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
-  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  auto lengths = read_length_options(args);
   auto runs = args.integer("runs", 1, 1000);
   auto block_size = args.integer("block-size", 1, 4096);
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
-  if (!batches || !threads || !prompt_len || !gen_len || !runs || !block_size || !seed) return args.usage_error();
+  if (!batches || !threads || !lengths || !runs || !block_size || !seed) return args.usage_error();
   std::vector<std::string> dtypes = args.string_list("dtype");
   const std::string model_arg = args.str("model");
   std::error_code ec;
@@ -252,7 +250,7 @@ int run_bench_engine(int argc, char** argv) {
     auto model = engine::load_model(*path);
     if (!model) return fail_with(model.error().message);
     if (!model->is_first() || !model->is_last()) return fail_with("bench engine needs the whole model");
-    const int ctx = int(*prompt_len + *gen_len);
+    const int ctx = lengths->prompt_len + lengths->gen_len;
     const std::string type = model_dtype(*model);
     if (ctx > model->config.max_seq_len && !json) {
       std::fprintf(stderr, "bench: note: %d positions exceed the model's context of %d\n", ctx, model->config.max_seq_len);
@@ -262,8 +260,8 @@ int run_bench_engine(int argc, char** argv) {
         bench_config cfg;
         cfg.batch = int(b);
         cfg.threads = int(th);
-        cfg.prompt_len = int(*prompt_len);
-        cfg.gen_len = int(*gen_len);
+        cfg.prompt_len = lengths->prompt_len;
+        cfg.gen_len = lengths->gen_len;
         cfg.runs = int(*runs);
         cfg.block_size = int(*block_size);
         auto r = run_setting(*model, cfg);

@@ -125,9 +125,8 @@ int run_bench_serve(int argc, char** argv) {
     "they came). Reports throughput, time to first token and inter-token latency.");
   add_server_options(args)
     .option("concurrency", "N", "connections (closed loop: requests in flight)", "1")
-    .option("requests", "M", "requests in all", "32")
-    .option("prompt-len", "L", "prompt tokens per request", "128")
-    .option("gen-len", "G", "max_tokens per request", "128")
+    .option("requests", "M", "requests in all", "32");
+  add_length_options(args, "request", "max_tokens per request")
     .option("rate", "R", "open loop: requests per second (0: closed loop)", "0")
     .option("arrivals", "KIND", "open loop arrivals: poisson or fixed", "poisson")
     .option("seed", "S", "seed of the Poisson arrivals", "0")
@@ -138,13 +137,12 @@ int run_bench_serve(int argc, char** argv) {
   auto co = read_server_options(args, "troupe bench serve");
   auto concurrency = args.integer("concurrency", 1, 1024);
   auto requests = args.integer("requests", 1, 100'000);
-  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
-  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  auto lengths = read_length_options(args);
   auto rate = args.number("rate", 0, 1e6);
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
   auto timeout_s = args.number("timeout-s", 0.001, 86'400);
   auto warmup = args.integer("warmup", 0, 1000);
-  if (!warmup || !co || !concurrency || !requests || !prompt_len || !gen_len || !rate || !seed || !timeout_s) {
+  if (!warmup || !co || !concurrency || !requests || !lengths || !rate || !seed || !timeout_s) {
     return args.usage_error();
   }
   const std::string arrivals = args.str("arrivals");
@@ -155,8 +153,8 @@ int run_bench_serve(int argc, char** argv) {
   const bool json = args.flag_set("json");
   const int n_conn = int(*concurrency);
   const int n_req = int(*requests);
-  const int plen = int(*prompt_len);
-  const int glen = int(*gen_len);
+  const int plen = lengths->prompt_len;
+  const int glen = lengths->gen_len;
 
   std::vector<request_result> results(static_cast<size_t>(n_req));
   std::mutex err_mu;
