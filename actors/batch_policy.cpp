@@ -30,15 +30,9 @@ const char* admit_status_name(admit_status s) {
   return "unknown";
 }
 
-namespace {
-constexpr int blocks_for(int n_positions, int block_size) { return (n_positions + block_size - 1) / block_size; }
-}  // namespace
+using engine::blocks_for;
 
-batch_policy::batch_policy(const batch_policy_config& cfg) : cfg_(cfg) {
-  // A stack that hands out blocks 0, 1, 2, ... first.
-  free_blocks_.reserve(size_t(cfg_.n_blocks));
-  for (int b = cfg_.n_blocks - 1; b >= 0; --b) free_blocks_.push_back(b);
-}
+batch_policy::batch_policy(const batch_policy_config& cfg) : cfg_(cfg), blocks_(cfg.n_blocks) {}
 
 bool batch_policy::before(const sequence& a, const sequence& b) const {
   auto key = [](const sequence& s) {
@@ -72,8 +66,7 @@ admit_status batch_policy::admit(sequence_spec spec, int64_t /*now_ns*/) {
 }
 
 void batch_policy::free_blocks(sequence& s) {
-  for (auto it = s.blocks.rbegin(); it != s.blocks.rend(); ++it) free_blocks_.push_back(*it);
-  s.blocks.clear();
+  s.table.release(blocks_);
   s.n_blocks_sent = 0;
   if (s.registered) {
     pending_released_.push_back(s.spec.id);
@@ -113,14 +106,7 @@ bool batch_policy::cancel(request_id id) {
 }
 
 bool batch_policy::grow(sequence& s, int n_positions) {
-  const int need = blocks_for(n_positions, cfg_.block_size) - int(s.blocks.size());
-  if (need <= 0) return true;
-  if (need > int(free_blocks_.size())) return false;
-  for (int i = 0; i < need; ++i) {
-    s.blocks.push_back(free_blocks_.back());
-    free_blocks_.pop_back();
-  }
-  return true;
+  return s.table.reserve(n_positions, cfg_.block_size, blocks_);
 }
 
 planned_seq batch_policy::make_work(sequence& s, int n_tokens) {
@@ -128,8 +114,8 @@ planned_seq batch_policy::make_work(sequence& s, int n_tokens) {
   w.id = s.spec.id;
   w.start_pos = s.n_computed;
   w.tokens.assign(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n_tokens);
-  w.new_blocks.assign(s.blocks.begin() + s.n_blocks_sent, s.blocks.end());
-  s.n_blocks_sent = int(s.blocks.size());
+  w.new_blocks.assign(s.table.blocks.begin() + s.n_blocks_sent, s.table.blocks.end());
+  s.n_blocks_sent = int(s.table.blocks.size());
   if (!s.registered) {
     w.is_new = true;
     w.history = s.tokens;
@@ -196,7 +182,7 @@ step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
       ++p.n_preempted;
       if (self_preempted) break;
     }
-    if (self_preempted || int(s.blocks.size()) < blocks_for(s.n_computed + n, cfg_.block_size)) continue;
+    if (self_preempted || int(s.table.blocks.size()) < blocks_for(s.n_computed + n, cfg_.block_size)) continue;
     if (n == 1) ++p.n_decodes;
     p.seqs.push_back(make_work(s, n));
     budget -= n;
@@ -235,16 +221,16 @@ step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
       int need = 0;
       for (const planned_seq& w : p.seqs) {
         const sequence& s = seqs_.at(w.id);
-        need += std::max(0, blocks_for(w.start_pos + k, cfg_.block_size) - int(s.blocks.size()));
+        need += std::max(0, blocks_for(w.start_pos + k, cfg_.block_size) - int(s.table.blocks.size()));
       }
-      if (need > int(free_blocks_.size())) k = 1;
+      if (need > blocks_.n_free()) k = 1;
     }
     if (k > 1) {
       for (planned_seq& w : p.seqs) {
         sequence& s = seqs_.at(w.id);
         grow(s, w.start_pos + k);
-        w.new_blocks.insert(w.new_blocks.end(), s.blocks.begin() + s.n_blocks_sent, s.blocks.end());
-        s.n_blocks_sent = int(s.blocks.size());
+        w.new_blocks.insert(w.new_blocks.end(), s.table.blocks.begin() + s.n_blocks_sent, s.table.blocks.end());
+        s.n_blocks_sent = int(s.table.blocks.size());
       }
       p.n_steps = k;
     }
@@ -323,7 +309,7 @@ int batch_policy::n_generated(request_id id) const {
 
 int batch_policy::n_blocks_held(request_id id) const {
   auto it = seqs_.find(id);
-  return it == seqs_.end() ? -1 : int(it->second.blocks.size());
+  return it == seqs_.end() ? -1 : int(it->second.table.blocks.size());
 }
 
 }  // namespace troupe::actors

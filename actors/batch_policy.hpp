@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/kv_cache.hpp"
+
 namespace troupe::actors {
 
 /// A request's id, unique within a ROUTER; a sequence in the SCHEDULER and the stages has the
@@ -147,7 +149,7 @@ class batch_policy {
   std::vector<finished_seq> on_failure(uint64_t micro_batch);
 
   // Observers (metrics, tests).
-  int n_free_blocks() const { return int(free_blocks_.size()); }
+  int n_free_blocks() const { return blocks_.n_free(); }
   int n_waiting() const { return int(waiting_.size()); }
   int n_running() const { return int(running_.size()); }
   int n_in_flight() const { return int(in_flight_.size()); }
@@ -167,7 +169,7 @@ class batch_policy {
     std::vector<int32_t> tokens;   // prompt + generated
     int n_generated = 0;
     int n_computed = 0;            // positions whose K/V are (planned to be) in the cache
-    std::vector<int32_t> blocks;   // the block table
+    engine::block_table table;     // its KV blocks
     int n_blocks_sent = 0;         // table entries the stages know
     bool registered = false;       // stages hold its state
     bool in_flight = false;
@@ -187,7 +189,7 @@ class batch_policy {
   std::unordered_map<request_id, sequence> seqs_;
   std::vector<request_id> waiting_;  // unordered; sorted when planning
   std::vector<request_id> running_;
-  std::vector<int32_t> free_blocks_;
+  engine::block_allocator blocks_;
   std::map<uint64_t, std::vector<request_id>> in_flight_;  // micro-batch -> its sequences
   std::vector<request_id> pending_released_;
   std::vector<finished_seq> pending_finished_;

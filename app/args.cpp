@@ -1,8 +1,10 @@
 #include "app/args.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 namespace troupe::app {
@@ -23,9 +25,15 @@ arg_parser& arg_parser::flag(const std::string& name, const std::string& help) {
   return *this;
 }
 
+arg_parser& arg_parser::alias(const std::string& short_name, const std::string& name) {
+  aliases_[short_name] = name;
+  return *this;
+}
+
 bool arg_parser::parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+    const auto al = aliases_.find(argv[i]);
+    const std::string a = al != aliases_.end() ? "--" + al->second : std::string(argv[i]);
     if (a == "--help" || a == "-h") {
       help_ = true;
       return false;
@@ -103,12 +111,16 @@ std::string arg_parser::str(const std::string& name) const {
 }
 
 std::optional<long long> arg_parser::integer(const std::string& name, long long min, long long max) {
-  const std::string s = str(name);
+  return integer_in(name, str(name), min, max);
+}
+
+std::optional<long long> arg_parser::integer_in(const std::string& name, const std::string& text, long long min,
+                                                long long max) {
   char* end = nullptr;
   errno = 0;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-    error_ = "option --" + name + ": '" + s + "' is not an integer in [" + std::to_string(min) + ", " +
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
+    error_ = "option --" + name + ": '" + text + "' is not an integer in [" + std::to_string(min) + ", " +
              std::to_string(max) + "]";
     return std::nullopt;
   }
@@ -135,21 +147,31 @@ std::optional<std::vector<long long>> arg_parser::integer_list(const std::string
   std::stringstream ss(str(name));
   std::string item;
   while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-      error_ = "option --" + name + ": '" + item + "' is not an integer in [" + std::to_string(min) + ", " +
-               std::to_string(max) + "]";
-      return std::nullopt;
-    }
-    out.push_back(v);
+    const auto v = integer_in(name, item, min, max);
+    if (!v) return std::nullopt;
+    out.push_back(*v);
   }
   if (out.empty()) {
     error_ = "option --" + name + " needs at least one value";
     return std::nullopt;
   }
   return out;
+}
+
+std::vector<std::string> arg_parser::string_list(const std::string& name) const {
+  std::vector<std::string> out;
+  const std::string list = str(name);
+  for (size_t p = 0; p <= list.size();) {
+    const size_t q = std::min(list.find(',', p), list.size());
+    out.push_back(list.substr(p, q - p));
+    p = q + 1;
+  }
+  return out;
+}
+
+int arg_parser::usage_error() const {
+  std::fprintf(stderr, "troupe: %s\n", error_.c_str());
+  return 2;
 }
 
 int arg_parser::handle(int argc, char** argv) {
@@ -160,6 +182,72 @@ int arg_parser::handle(int argc, char** argv) {
   }
   std::fprintf(stderr, "troupe: %s\n", error_.c_str());
   return 2;
+}
+
+int fail_with(const std::string& message) {
+  std::fprintf(stderr, "troupe: %s\n", message.c_str());
+  return 1;
+}
+
+// ---- option groups ---------------------------------------------------------------------------
+
+arg_parser& add_model_options(arg_parser& args, bool model_required) {
+  return args.option("model", "PATH", "model: a .gguf file, a Hugging Face directory, or a llama2.c .bin", "",
+                     model_required)
+      .option("tokenizer", "PATH", "tokenizer file (needed for llama2.c checkpoints)");
+}
+
+arg_parser& add_sampling_options(arg_parser& args, const std::string& seed_help, const std::string& seed_default) {
+  return args.option("temperature", "T", "sampling temperature; 0 = greedy", "0")
+      .option("top-k", "K", "keep the K most likely tokens; 0 = all", "0")
+      .option("top-p", "P", "nucleus sampling mass", "1.0")
+      .option("repetition-penalty", "R", "penalty for tokens already in the context; 1 = off", "1.0")
+      .option("seed", "S", seed_help, seed_default);
+}
+
+std::optional<engine::sampling_params> read_sampling_options(arg_parser& args) {
+  auto temperature = args.number("temperature", 0, 100);
+  auto top_k = args.integer("top-k", 0, std::numeric_limits<int32_t>::max());
+  auto top_p = args.number("top-p", 0, 1);
+  auto rep = args.number("repetition-penalty", 0, 100);
+  std::optional<long long> seed = 0;
+  if (args.has("seed")) seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
+  if (!temperature || !top_k || !top_p || !rep || !seed) return std::nullopt;
+  engine::sampling_params p;
+  p.temperature = float(*temperature);
+  p.top_k = int(*top_k);
+  p.top_p = float(*top_p);
+  p.repetition_penalty = float(*rep);
+  p.seed = uint64_t(*seed);
+  return p;
+}
+
+arg_parser& add_server_options(arg_parser& args) {
+  return args.option("host", "H", "server address", "127.0.0.1")
+      .option("port", "P", "server port", "", true)
+      .option("api-key", "KEY", "API key for the server");
+}
+
+std::optional<transport::client_options> read_server_options(arg_parser& args, std::string client_name) {
+  auto port = args.integer("port", 1, 65535);
+  if (!port) return std::nullopt;
+  transport::client_options co;
+  co.host = args.str("host");
+  co.port = uint16_t(*port);
+  if (args.given("api-key")) co.api_key = args.str("api-key");
+  co.client_name = std::move(client_name);
+  return co;
+}
+
+arg_parser& add_length_options(arg_parser& args, const std::string& per, const std::string& gen_help) {
+  return args.option("prompt-len", "L", "prompt tokens per " + per, "128").option("gen-len", "G", gen_help, "128");
+}
+
+std::optional<length_options> read_length_options(arg_parser& args) {
+  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
+  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  if (!prompt_len || !gen_len) return std::nullopt;
+  return length_options{int(*prompt_len), int(*gen_len)};
 }
 
 }  // namespace troupe::app

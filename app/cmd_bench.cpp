@@ -24,6 +24,7 @@
 
 #include "app/args.hpp"
 #include "app/command.hpp"
+#include "engine/device.hpp"
 #include "engine/kv_cache.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/synth_model.hpp"
@@ -34,11 +35,6 @@ namespace troupe::app {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-int fail_with(const std::string& message) {
-  std::fprintf(stderr, "troupe: %s\n", message.c_str());
-  return 1;
-}
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -86,10 +82,8 @@ engine::result<std::filesystem::path> model_file(const std::string& model, const
   if (std::filesystem::exists(model, ec)) return std::filesystem::path(model);
   const auto shape = engine::find_synth_shape(model);
   if (!shape) {
-    std::string names;
-    for (const auto& s : engine::synth_shapes()) names += (names.empty() ? "" : ", ") + s.name;
     return engine::fail(engine::errc::invalid_argument, "--model {}: no such file, nor a synthetic shape ({})",
-                        model, names);
+                        model, engine::synth_shape_names(", "));
   }
   const auto type = engine::parse_dtype(dtype_text);
   if (!type) return engine::fail(engine::errc::invalid_argument, "--dtype {}: not f32, f16, bf16, q8_0 or q4_0", dtype_text);
@@ -208,8 +202,7 @@ engine::result<bench_result> run_setting(const engine::model_weights& m, const b
 int run_bench_engine(int argc, char** argv) {
   const char* tmp = std::getenv("TMPDIR");
   const std::string default_cache = (std::filesystem::path(tmp && *tmp ? tmp : "/tmp") / "troupe-synth").string();
-  std::string shapes;
-  for (const auto& s : engine::synth_shapes()) shapes += (shapes.empty() ? "" : "|") + s.name;
+  const std::string shapes = engine::synth_shape_names("|");
   arg_parser args("troupe bench engine --model FILE|" + shapes + " [--dtype f32,q8_0,q4_0] [--batch 1,8,32] [--threads 1,2]",
                   "Measures the engine alone: per (dtype, threads, batch), prefill tok/s (each sequence's prompt\n"
                   "in one forward call), decode tok/s summed over the batch, time per decode step and peak RSS;\n"
@@ -218,9 +211,8 @@ int run_bench_engine(int argc, char** argv) {
   args.option("model", "FILE|SHAPE", "a model file, or a synthetic shape: " + shapes, "", true)
       .option("dtype", "LIST", "for a shape: weight types to test, comma-separated (f32, f16, bf16, q8_0, q4_0)", "f32")
       .option("batch", "LIST", "sequences decoded together, comma-separated", "1,8,32")
-      .option("threads", "LIST", "thread counts, comma-separated", "1,2")
-      .option("prompt-len", "N", "prompt tokens per sequence", "128")
-      .option("gen-len", "N", "decode steps", "128")
+      .option("threads", "LIST", "thread counts, comma-separated", "1,2");
+  add_length_options(args, "sequence", "decode steps")
       .option("runs", "N", "runs per setting (figures are medians)", "3")
       .option("block-size", "N", "KV cache block size (positions)", "16")
       .option("seed", "S", "seed of the synthetic weights", "0")
@@ -229,30 +221,24 @@ int run_bench_engine(int argc, char** argv) {
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   auto batches = args.integer_list("batch", 1, 4096);
   auto threads = args.integer_list("threads", 1, 1024);
-  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
-  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  auto lengths = read_length_options(args);
   auto runs = args.integer("runs", 1, 1000);
   auto block_size = args.integer("block-size", 1, 4096);
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
-  if (!batches || !threads || !prompt_len || !gen_len || !runs || !block_size || !seed) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
-  std::vector<std::string> dtypes;
-  {
-    std::string list = args.str("dtype");
-    for (size_t p = 0; p <= list.size();) {
-      const size_t q = std::min(list.find(',', p), list.size());
-      dtypes.push_back(list.substr(p, q - p));
-      p = q + 1;
-    }
-  }
+  if (!batches || !threads || !lengths || !runs || !block_size || !seed) return args.usage_error();
+  std::vector<std::string> dtypes = args.string_list("dtype");
   const std::string model_arg = args.str("model");
   std::error_code ec;
   const bool is_file = std::filesystem::exists(model_arg, ec);
   if (is_file && args.given("dtype")) return fail_with("--dtype applies to synthetic shapes, not to a model file");
   if (is_file) dtypes = {""};
   const bool json = args.flag_set("json");
+  // The engine computes on the CPU: where GPUs are present, say so, so that no one reads these
+  // figures as GPU ones.
+  if (const engine::device_info dev = engine::probe_devices(); dev.n_gpus > 0) {
+    std::fprintf(stderr, "bench: note: %d GPU(s) found (%s); the engine runs on the CPU\n", dev.n_gpus,
+                 dev.gpu_name.c_str());
+  }
 
   if (!json) {
     std::printf("%-14s %-5s %7s %6s %13s %13s %9s %10s\n", "model", "dtype", "threads", "batch", "prefill tok/s",
@@ -264,7 +250,7 @@ int run_bench_engine(int argc, char** argv) {
     auto model = engine::load_model(*path);
     if (!model) return fail_with(model.error().message);
     if (!model->is_first() || !model->is_last()) return fail_with("bench engine needs the whole model");
-    const int ctx = int(*prompt_len + *gen_len);
+    const int ctx = lengths->prompt_len + lengths->gen_len;
     const std::string type = model_dtype(*model);
     if (ctx > model->config.max_seq_len && !json) {
       std::fprintf(stderr, "bench: note: %d positions exceed the model's context of %d\n", ctx, model->config.max_seq_len);
@@ -274,8 +260,8 @@ int run_bench_engine(int argc, char** argv) {
         bench_config cfg;
         cfg.batch = int(b);
         cfg.threads = int(th);
-        cfg.prompt_len = int(*prompt_len);
-        cfg.gen_len = int(*gen_len);
+        cfg.prompt_len = lengths->prompt_len;
+        cfg.gen_len = lengths->gen_len;
         cfg.runs = int(*runs);
         cfg.block_size = int(*block_size);
         auto r = run_setting(*model, cfg);
@@ -331,10 +317,7 @@ int run_bench_memory(int argc, char** argv) {
   auto threads = args.integer_list("threads", 1, 1024);
   auto size_mb = args.integer("size-mb", 1, 1 << 20);
   auto runs = args.integer("runs", 1, 1000);
-  if (!threads || !size_mb || !runs) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
+  if (!threads || !size_mb || !runs) return args.usage_error();
   const size_t n_words = size_t(*size_mb) << 17;  // MiB / 8 bytes
   std::unique_ptr<uint64_t[]> buf(new uint64_t[n_words]);
   for (size_t i = 0; i < n_words; ++i) buf[i] = i;  // touch every page

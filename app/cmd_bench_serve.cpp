@@ -123,32 +123,27 @@ int run_bench_serve(int argc, char** argv) {
     "arrive at R per second (Poisson or fixed interval) over N connections, M in all. Prompts are L token ids,\n"
     "greedy decoding, max_tokens G (a request may still end early at EOS: generated tokens are counted as\n"
     "they came). Reports throughput, time to first token and inter-token latency.");
-  args.option("host", "H", "server address", "127.0.0.1")
-    .option("port", "P", "server port", "", true)
+  add_server_options(args)
     .option("concurrency", "N", "connections (closed loop: requests in flight)", "1")
-    .option("requests", "M", "requests in all", "32")
-    .option("prompt-len", "L", "prompt tokens per request", "128")
-    .option("gen-len", "G", "max_tokens per request", "128")
+    .option("requests", "M", "requests in all", "32");
+  add_length_options(args, "request", "max_tokens per request")
     .option("rate", "R", "open loop: requests per second (0: closed loop)", "0")
     .option("arrivals", "KIND", "open loop arrivals: poisson or fixed", "poisson")
     .option("seed", "S", "seed of the Poisson arrivals", "0")
     .option("timeout-s", "S", "stop everything after this many seconds (unfinished requests are errors)", "600")
-    .option("api-key", "KEY", "API key for the server")
     .option("warmup", "W", "requests sent one at a time before the measurement (not counted)", "0")
     .flag("json", "print exactly one JSON object instead of a table");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
-  auto port = args.integer("port", 1, 65535);
+  auto co = read_server_options(args, "troupe bench serve");
   auto concurrency = args.integer("concurrency", 1, 1024);
   auto requests = args.integer("requests", 1, 100'000);
-  auto prompt_len = args.integer("prompt-len", 1, 1 << 20);
-  auto gen_len = args.integer("gen-len", 1, 1 << 20);
+  auto lengths = read_length_options(args);
   auto rate = args.number("rate", 0, 1e6);
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
   auto timeout_s = args.number("timeout-s", 0.001, 86'400);
   auto warmup = args.integer("warmup", 0, 1000);
-  if (!warmup || !port || !concurrency || !requests || !prompt_len || !gen_len || !rate || !seed || !timeout_s) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
+  if (!warmup || !co || !concurrency || !requests || !lengths || !rate || !seed || !timeout_s) {
+    return args.usage_error();
   }
   const std::string arrivals = args.str("arrivals");
   if (arrivals != "poisson" && arrivals != "fixed") {
@@ -158,14 +153,8 @@ int run_bench_serve(int argc, char** argv) {
   const bool json = args.flag_set("json");
   const int n_conn = int(*concurrency);
   const int n_req = int(*requests);
-  const int plen = int(*prompt_len);
-  const int glen = int(*gen_len);
-
-  transport::client_options co;
-  co.host = args.str("host");
-  co.port = uint16_t(*port);
-  if (args.given("api-key")) co.api_key = args.str("api-key");
-  co.client_name = "troupe bench serve";
+  const int plen = lengths->prompt_len;
+  const int glen = lengths->gen_len;
 
   std::vector<request_result> results(static_cast<size_t>(n_req));
   std::mutex err_mu;
@@ -178,7 +167,7 @@ int run_bench_serve(int argc, char** argv) {
   auto start = clock_type::now();
   const auto deadline = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(*timeout_s));
   if (*warmup > 0) {
-    auto c = transport::client::connect(co);
+    auto c = transport::client::connect(*co);
     if (!c) {
       std::fprintf(stderr, "troupe: %s: %s\n", transport::errc_name(c.error().code), c.error().message.c_str());
       return 1;
@@ -203,7 +192,7 @@ int run_bench_serve(int argc, char** argv) {
         std::optional<transport::client> c;
         for (int i = next++; i < n_req; i = next++) {
           if (!c || !c->is_open()) {
-            auto nc = transport::client::connect(co);
+            auto nc = transport::client::connect(*co);
             if (!nc) {
               results[size_t(i)].err = nc.error();
               note_error(nc.error());
@@ -223,7 +212,7 @@ int run_bench_serve(int argc, char** argv) {
     // Open loop: arrivals on schedule, whatever is in flight; requests spread over the connections.
     std::vector<std::optional<transport::client>> clients(static_cast<size_t>(n_conn));
     for (auto& c : clients) {
-      auto nc = transport::client::connect(co);
+      auto nc = transport::client::connect(*co);
       if (!nc) {
         note_error(nc.error());
         continue;

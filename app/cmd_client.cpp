@@ -24,63 +24,41 @@ int run_client(int argc, char** argv) {
     "troupe client [--host H] --port P --prompt TEXT [-n N] [options]",
     "Sends one completion request to a troupe server and streams the generated text to stdout.\n"
     "Greedy by default (like troupe generate); with --temperature > 0 it samples.");
-  args.option("host", "H", "server address", "127.0.0.1")
-    .option("port", "P", "server port", "", true)
+  add_server_options(args)
     .option("prompt", "TEXT", "the prompt", "", true)
     .option("max-tokens", "N", "tokens to generate at most (also -n)", "128")
-    .option("temperature", "T", "sampling temperature; 0 = greedy", "0")
-    .option("top-p", "P", "nucleus sampling mass", "1.0")
-    .option("top-k", "K", "keep the K most likely tokens; 0 = all", "0")
-    .option("repetition-penalty", "R", "penalty for tokens already in the context; 1 = off", "1.0")
-    .option("seed", "S", "random seed for sampling (default: the server picks one)")
+    .alias("-n", "max-tokens");  // as troupe generate
+  add_sampling_options(args, "random seed for sampling (default: the server picks one)", "")
     .option("stop", "STR", "stop string (not included in the output)")
     .option("priority", "P", "interactive or batch", "interactive")
     .option("deadline-ms", "MS", "give up this long after the server receives the request; 0 = none", "0")
-    .option("api-key", "KEY", "API key for the server")
     .option("connect-timeout-ms", "MS", "TCP connect plus handshake timeout", "5000");
-  // Accept the short -n as well (as troupe generate does).
-  std::vector<char*> av(argv, argv + argc);
-  std::string dash_n = "--max-tokens";
-  for (auto& a : av) if (std::string_view(a) == "-n") a = dash_n.data();
-  if (int rc = args.handle(int(av.size()), av.data()); rc >= 0) return rc;
+  if (int rc = args.handle(argc, argv); rc >= 0) return rc;
 
-  auto port = args.integer("port", 1, 65535);
+  auto co = read_server_options(args, "troupe client");
   auto n = args.integer("max-tokens", 1, std::numeric_limits<uint32_t>::max());
-  auto temperature = args.number("temperature", 0, 100);
-  auto top_p = args.number("top-p", 0, 1);
-  auto top_k = args.integer("top-k", 0, std::numeric_limits<int32_t>::max());
-  auto rep = args.number("repetition-penalty", 0, 100);
+  auto sampling = read_sampling_options(args);
   auto deadline = args.integer("deadline-ms", 0, std::numeric_limits<uint32_t>::max());
   auto connect_ms = args.integer("connect-timeout-ms", 1, 3'600'000);
-  std::optional<long long> seed = 0;
-  if (args.given("seed")) seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
-  if (!port || !n || !temperature || !top_p || !top_k || !rep || !deadline || !connect_ms || !seed) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
+  if (!co || !n || !sampling || !deadline || !connect_ms) return args.usage_error();
   const std::string priority = args.str("priority");
   if (priority != "interactive" && priority != "batch") {
     std::fprintf(stderr, "troupe: --priority: expected interactive or batch, got '%s'\n", priority.c_str());
     return 2;
   }
 
-  transport::client_options co;
-  co.host = args.str("host");
-  co.port = uint16_t(*port);
-  if (args.given("api-key")) co.api_key = args.str("api-key");
-  co.client_name = "troupe client";
-  co.connect_timeout = std::chrono::milliseconds(*connect_ms);
-  auto c = transport::client::connect(co);
+  co->connect_timeout = std::chrono::milliseconds(*connect_ms);
+  auto c = transport::client::connect(*co);
   if (!c) return fail(c.error());
 
   transport::generate_request req;
   req.prompt = args.str("prompt");
   req.max_tokens = uint32_t(*n);
-  req.temperature = float(*temperature);
-  req.top_p = float(*top_p);
-  req.top_k = int32_t(*top_k);
-  req.repetition_penalty = float(*rep);
-  if (args.given("seed")) req.seed = uint64_t(*seed);
+  req.temperature = sampling->temperature;
+  req.top_p = sampling->top_p;
+  req.top_k = int32_t(sampling->top_k);
+  req.repetition_penalty = sampling->repetition_penalty;
+  if (args.has("seed")) req.seed = sampling->seed;
   if (args.given("stop")) req.stop.push_back(args.str("stop"));
   req.priority = priority == "batch" ? transport::request_priority::batch : transport::request_priority::interactive;
   req.deadline_ms = uint32_t(*deadline);

@@ -19,38 +19,23 @@ int run_generate(int argc, char** argv) {
   arg_parser args("troupe generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [options]",
                   "Generates text with the model in this process (no server). Greedy by default;\n"
                   "with --temperature > 0 it samples, reproducibly for a given --seed.");
-  args.option("model", "PATH", "model: a .gguf file, a Hugging Face directory, or a llama2.c .bin", "", true)
-      .option("tokenizer", "PATH", "tokenizer file (needed for llama2.c checkpoints)")
+  add_model_options(args, true)
       .option("prompt", "TEXT", "the prompt", "", true)
       .option("n", "N", "number of tokens to generate", "128")
-      .option("temperature", "T", "sampling temperature; 0 = greedy", "0")
-      .option("top-k", "K", "keep the K most likely tokens; 0 = all", "0")
-      .option("top-p", "P", "nucleus sampling mass", "1.0")
-      .option("repetition-penalty", "R", "penalty for tokens already in the context; 1 = off", "1.0")
-      .option("seed", "S", "random seed for sampling", "0")
+      .alias("-n", "n");  // llama.cpp's short -n
+  add_sampling_options(args, "random seed for sampling", "0")
       .option("threads", "T", "worker threads", std::to_string(std::max(1u, std::thread::hardware_concurrency())))
       .option("ctx", "N", "context size in tokens; default: the model's")
       .flag("ignore-eos", "keep generating after the end-of-sequence token")
       .flag("no-bos", "do not prepend the BOS token");
-  // Accept llama.cpp's short -n as well.
-  std::vector<char*> av(argv, argv + argc);
-  std::string dash_n = "--n";
-  for (auto& a : av) if (std::string_view(a) == "-n") a = dash_n.data();
-  if (int rc = args.handle(int(av.size()), av.data()); rc >= 0) return rc;
+  if (int rc = args.handle(argc, argv); rc >= 0) return rc;
 
   auto n = args.integer("n", 0, 1 << 24);
-  auto temperature = args.number("temperature", 0, 100);
-  auto top_k = args.integer("top-k", 0, 1 << 24);
-  auto top_p = args.number("top-p", 0, 1);
-  auto rep = args.number("repetition-penalty", 0, 100);
-  auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
+  auto sampling = read_sampling_options(args);
   auto threads = args.integer("threads", 1, 256);
   std::optional<long long> ctx = 0;
   if (args.given("ctx")) ctx = args.integer("ctx", 1, 1 << 24);
-  if (!n || !temperature || !top_k || !top_p || !rep || !seed || !threads || !ctx) {
-    std::fprintf(stderr, "troupe: %s\n", args.error().c_str());
-    return 2;
-  }
+  if (!n || !sampling || !threads || !ctx) return args.usage_error();
 
   auto model = engine::load_model(args.str("model"));
   if (!model) {
@@ -68,11 +53,7 @@ int run_generate(int argc, char** argv) {
   engine::thread_pool pool{int(*threads)};
   engine::generate_options opts;
   opts.max_new_tokens = int(*n);
-  opts.sampling.temperature = float(*temperature);
-  opts.sampling.top_k = int(*top_k);
-  opts.sampling.top_p = float(*top_p);
-  opts.sampling.repetition_penalty = float(*rep);
-  opts.sampling.seed = uint64_t(*seed);
+  opts.sampling = *sampling;
   opts.stop_at_eos = !args.flag_set("ignore-eos");
   // Default context: the model's, or longer when the request needs it (RoPE models run past their
   // trained context; say so).

@@ -23,11 +23,6 @@ const char* type_name(engine::dtype t) { return engine::dtype_name(t).data(); }
 
 const char* format_name(const engine::model_weights& m) { return m.format.empty() ? "?" : m.format.c_str(); }
 
-int fail_with(const std::string& message) {
-  std::fprintf(stderr, "troupe: %s\n", message.c_str());
-  return 1;
-}
-
 int run_info(int argc, char** argv) {
   arg_parser args("troupe model info PATH",
                   "Prints a model's format, hyperparameters and tensor directory (GGUF file, Hugging Face\n"
@@ -78,8 +73,7 @@ int run_info(int argc, char** argv) {
 }
 
 int run_synth(int argc, char** argv) {
-  std::string shapes;
-  for (const auto& s : engine::synth_shapes()) shapes += (shapes.empty() ? "" : "|") + s.name;
+  const std::string shapes = engine::synth_shape_names("|");
   arg_parser args("troupe model synth --shape " + shapes + " --dtype f32|f16|bf16|q8_0|q4_0 --out FILE.gguf",
                   "Writes a GGUF llama model with deterministic random weights (same seed, same file)\n"
                   "and a SentencePiece-style vocabulary, for benchmarks and tests.");

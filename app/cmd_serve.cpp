@@ -30,9 +30,8 @@ int run_serve(int argc, char** argv) {
     "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
     "with continuous batching over the paged KV cache, behind the client protocol (TCP).\n"
     "Flags given with --config override the file's values.");
-  args.option("config", "FILE", "cluster file (TOML); see cluster-config/examples/local.toml")
-    .option("model", "PATH", "model: a .gguf file, a Hugging Face directory, or a llama2.c .bin")
-    .option("tokenizer", "PATH", "tokenizer file (needed for llama2.c checkpoints)")
+  args.option("config", "FILE", "cluster file (TOML); see cluster-config/examples/local.toml");
+  add_model_options(args, false)
     .option("stages", "N", "pipeline stages per replica (layers split evenly)")
     .option("replicas", "R", "replicas of the model")
     .option("threads", "T", "engine threads per stage")

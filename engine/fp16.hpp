@@ -58,4 +58,12 @@ inline uint16_t f32_to_f16(float f) {
 
 inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
+/// Round-to-nearest-even float -> bfloat16 (NaN stays a quiet NaN).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1u);                                           // round to nearest even
+  return uint16_t(x >> 16);
+}
+
 }  // namespace troupe::engine

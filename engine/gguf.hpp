@@ -1,6 +1,8 @@
 #pragma once
-// GGUF v3 files: a validated reader (metadata + tensor directory over a memory map) and a
-// writer (used by `troupe model synth`). Format: github.com/ggerganov/ggml docs/gguf.md.
+// GGUF v3 files: a validated reader (metadata + tensor directory over a memory map;
+// gguf_reader.cpp), a writer (used by `troupe model synth`; gguf_writer.cpp), the format facts both
+// share (gguf_format.cpp) and the llama model loader (gguf_llama_loader.cpp).
+// Format: github.com/ggerganov/ggml docs/gguf.md.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -24,6 +26,24 @@ enum class value_type : uint32_t {
 
 /// ggml tensor types troupe reads and writes.
 enum class ggml_type : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, bf16 = 30 };
+
+constexpr uint32_t max_dims = 4;  // GGML_MAX_DIMS
+constexpr uint64_t default_alignment = 32;
+inline uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/// Block geometry of the ggml tensor types, so that the directory of any GGUF file can be
+/// validated (and listed) even where troupe cannot compute with the type.
+struct type_traits {
+  uint32_t id;
+  const char* name;
+  uint64_t block_elems;
+  uint64_t block_bytes;
+};
+/// The traits of ggml type `id`; nullptr when unknown.
+const type_traits* find_type(uint32_t id);
+/// "Q4_K", or "type 99" for an unknown id.
+std::string type_name(uint32_t id);
+const char* value_type_name(value_type t);
 
 /// One metadata value. Arrays hold their element type and the decoded elements.
 struct value {
@@ -51,6 +71,14 @@ class file {
   const std::map<std::string, value>& metadata() const { return metadata_; }
   const std::vector<tensor_desc>& tensors() const { return tensors_; }
   const std::shared_ptr<mapped_file>& mapping() const { return mapping_; }
+
+  /// An error naming this file: "gguf: PATH: <message>".
+  template <class... Args>
+  std::unexpected<error> fail(errc code, fmt::format_string<Args...> f, Args&&... args) const {
+    return std::unexpected<error>(error{
+        code, fmt::format("gguf: {}: {}", mapping_ ? mapping_->path().string() : std::string("?"),
+                          fmt::format(f, std::forward<Args>(args)...))});
+  }
 
   const value* find(const std::string& key) const;
   const tensor_desc* find_tensor(const std::string& name) const;

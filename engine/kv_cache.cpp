@@ -52,7 +52,7 @@ bool block_table::reserve(int n_positions, int block_size, block_allocator& allo
 }
 
 void block_table::release(block_allocator& alloc) {
-  for (int32_t b : blocks) alloc.release(b);
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) alloc.release(*it);
   blocks.clear();
 }
 

@@ -1,8 +1,8 @@
 #pragma once
 // Paged KV cache: fixed-size blocks of `block_size` positions; a sequence's block table maps its
 // logical block i (positions [i*block_size, (i+1)*block_size)) to a physical block. Block
-// accounting (who owns which block) is the caller's: block_allocator for simple callers, the
-// SCHEDULER's policy in the server.
+// accounting (who owns which block) is the caller's, with block_allocator and block_table: the
+// SCHEDULER's batch_policy in the server.
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -52,7 +52,7 @@ class kv_cache {
   buffer k_, v_;
 };
 
-/// Free list of physical blocks.
+/// Free list of physical blocks: a stack that hands out 0, 1, 2, ... first.
 class block_allocator {
  public:
   explicit block_allocator(int n_blocks);
@@ -76,6 +76,7 @@ struct block_table {
   std::vector<int32_t> blocks;
   /// Grows the table to cover n_positions; false (table unchanged) when blocks run out.
   bool reserve(int n_positions, int block_size, block_allocator& alloc);
+  /// Returns every block, the table's first block on top (the next one handed out).
   void release(block_allocator& alloc);
 };
 

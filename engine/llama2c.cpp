@@ -11,8 +11,11 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <vector>
+
+#include "engine/llama_tensors.hpp"
 
 namespace troupe::engine {
 namespace {
@@ -32,12 +35,12 @@ class layout {
   explicit layout(model_weights& m) : m_(m) {}
 
   /// Appends an array of `shape` f32 values; returns its byte offset in the file.
-  uint64_t add(const char* name, std::vector<int64_t> shape) {
+  uint64_t add(std::string name, std::vector<int64_t> shape) {
     uint64_t n = 4;
     for (int64_t d : shape) overflow_ |= __builtin_mul_overflow(n, uint64_t(d), &n);
     const uint64_t at = end_;
     overflow_ |= __builtin_add_overflow(end_, n, &end_);
-    m_.tensors.push_back(tensor_info{name, dtype::f32, std::move(shape), at});
+    m_.tensors.push_back(tensor_info{std::move(name), dtype::f32, std::move(shape), at});
     return at;
   }
   uint64_t end() const { return end_; }
@@ -127,22 +130,28 @@ result<model_weights> load_llama2c_model(const std::filesystem::path& path,
   c.eos_id = 2;
 
   // ---- layout, checked against the file size ----
-  const int64_t D = dim, H = hidden, L = n_layers, V = vocab, KV = c.kv_dim();
+  // The llama tensor table's order, each per-layer tensor stacked over all layers [L][rows][cols].
+  const int64_t L = n_layers;
   layout lay(m);
-  const uint64_t off_embed = lay.add("token_embedding_table", {V, D});
-  const uint64_t off_rms_att = lay.add("rms_att_weight", {L, D});
-  const uint64_t off_wq = lay.add("wq", {L, D, D});
-  const uint64_t off_wk = lay.add("wk", {L, KV, D});
-  const uint64_t off_wv = lay.add("wv", {L, KV, D});
-  const uint64_t off_wo = lay.add("wo", {L, D, D});
-  const uint64_t off_rms_ffn = lay.add("rms_ffn_weight", {L, D});
-  const uint64_t off_w1 = lay.add("w1", {L, H, D});
-  const uint64_t off_w2 = lay.add("w2", {L, D, H});
-  const uint64_t off_w3 = lay.add("w3", {L, H, D});
-  const uint64_t off_rms_final = lay.add("rms_final_weight", {D});
+  auto add = [&](llama_role role, std::vector<int64_t> shape) {
+    return lay.add(tensor_name(tensor_naming::llama2c, {role}), std::move(shape));
+  };
+  auto dims = [&](llama_role role) {
+    const llama_shape s = shape_of(c, role);
+    return s.is_vector() ? std::vector<int64_t>{s.cols} : std::vector<int64_t>{s.rows, s.cols};
+  };
+  std::map<llama_role, uint64_t> offset;
+  offset[llama_role::token_embedding] = add(llama_role::token_embedding, dims(llama_role::token_embedding));
+  for (llama_role role : llama_layer_roles) {
+    std::vector<int64_t> shape = dims(role);
+    shape.insert(shape.begin(), L);
+    offset[role] = add(role, std::move(shape));
+  }
+  offset[llama_role::final_norm] = add(llama_role::final_norm, dims(llama_role::final_norm));
   lay.add("freq_cis_real", {seq_len, head_size / 2});
   lay.add("freq_cis_imag", {seq_len, head_size / 2});
-  const uint64_t off_wcls = shared ? off_embed : lay.add("wcls", {V, D});
+  offset[llama_role::output] =
+      shared ? offset[llama_role::token_embedding] : add(llama_role::output, dims(llama_role::output));
   if (lay.overflowed()) {
     return fail(errc::bad_format, "llama2c: {}: header sizes overflow a 64-bit file size", name);
   }
@@ -162,26 +171,12 @@ result<model_weights> load_llama2c_model(const std::filesystem::path& path,
   m.last_layer = range->last;
 
   const std::byte* base = file->data();
-  const auto view = [&](uint64_t offset, int64_t rows, int64_t cols) {
-    return weight{dtype::f32, rows, cols, base + offset};
-  };
-  if (m.is_first()) m.token_embedding = view(off_embed, V, D);
-  for (int64_t l = m.first_layer; l < m.last_layer; ++l) {
-    layer_weights lw;
-    lw.attn_norm = view(off_rms_att + uint64_t(l * D) * 4, 1, D);
-    lw.wq = view(off_wq + uint64_t(l * D * D) * 4, D, D);
-    lw.wk = view(off_wk + uint64_t(l * KV * D) * 4, KV, D);
-    lw.wv = view(off_wv + uint64_t(l * KV * D) * 4, KV, D);
-    lw.wo = view(off_wo + uint64_t(l * D * D) * 4, D, D);
-    lw.ffn_norm = view(off_rms_ffn + uint64_t(l * D) * 4, 1, D);
-    lw.w_gate = view(off_w1 + uint64_t(l * H * D) * 4, H, D);
-    lw.w_down = view(off_w2 + uint64_t(l * D * H) * 4, D, H);
-    lw.w_up = view(off_w3 + uint64_t(l * H * D) * 4, H, D);
-    m.layers.push_back(lw);
-  }
-  if (m.is_last()) {
-    m.final_norm = view(off_rms_final, 1, D);
-    m.output = view(off_wcls, V, D);
+  m.layers.resize(size_t(m.last_layer - m.first_layer));
+  for (const llama_tensor& t : stage_tensors(n_layers, {m.first_layer, m.last_layer})) {
+    const llama_shape s = shape_of(c, t.role);
+    const int64_t rows = s.is_vector() ? 1 : s.rows;
+    const uint64_t at = offset[t.role] + (is_layer_role(t.role) ? uint64_t(t.layer * rows * s.cols) * 4 : 0);
+    slot(m, t) = weight{dtype::f32, rows, s.cols, base + at};
   }
   m.files.push_back(file);
   return m;

@@ -66,6 +66,9 @@ struct model_weights {
     owned.push_back(std::move(bytes));
     return owned.back().data();
   }
+  /// A vector of n F32, F16 or BF16 values at `src` as an f32 [1][n] weight: a view when it is f32
+  /// and 4-byte aligned, else converted into a buffer kept with the model.
+  weight f32_vector(dtype type, const std::byte* src, int64_t n);
   /// Total bytes of tensor data this object references (mapped or owned).
   uint64_t weight_bytes() const;
 };

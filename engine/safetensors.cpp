@@ -16,7 +16,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/fp16.hpp"
+#include "engine/llama_tensors.hpp"
 
 namespace troupe::engine {
 namespace {
@@ -367,23 +367,7 @@ class tensor_mapper {
   result<weight> vector_f32(const std::string& name, int64_t dim) {
     auto t = require(name, {dim});
     if (!t) return std::unexpected(t.error());
-    const auto* d = *t;
-    if (d->type == dtype::f32 && reinterpret_cast<uintptr_t>(d->data) % alignof(float) == 0) {
-      return weight{dtype::f32, 1, dim, d->data};
-    }
-    std::vector<std::byte> out(size_t(dim) * sizeof(float));
-    for (int64_t i = 0; i < dim; ++i) {
-      float x = 0;
-      if (d->type == dtype::f32) {
-        std::memcpy(&x, d->data + i * 4, 4);
-      } else {
-        uint16_t h = 0;
-        std::memcpy(&h, d->data + i * 2, 2);
-        x = d->type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
-      }
-      std::memcpy(out.data() + i * 4, &x, 4);
-    }
-    return weight{dtype::f32, 1, dim, m_.keep(std::move(out))};
+    return m_.f32_vector((*t)->type, (*t)->data, dim);
   }
 
  private:
@@ -496,69 +480,30 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
   m.first_layer = range->first;
   m.last_layer = range->last;
 
-  const model_config& c = m.config;
-  const int64_t dim = c.dim, q_dim = int64_t(c.n_heads) * c.head_dim, kv_dim = c.kv_dim();
   tensor_mapper map(index, m, dir_name);
 
   // The output head is tied when config.json says so or the file has no lm_head.weight. A tied
   // checkpoint may store only one of the two names (this repository's 656K model keeps lm_head).
-  const bool has_head = map.find("lm_head.weight") != nullptr;
-  const bool has_embed = map.find("model.embed_tokens.weight") != nullptr;
-  m.config.tied_output = c.tied_output || !has_head;
-  const std::string embed_name = (!has_embed && has_head && m.config.tied_output)
-                                     ? "lm_head.weight"
-                                     : "model.embed_tokens.weight";
-  const bool need_embed = m.is_first() || (m.is_last() && m.config.tied_output);
-  weight embed;
-  if (need_embed) {
-    auto w = map.matrix(embed_name, c.vocab_size, dim);
+  const std::string head_name = tensor_name(tensor_naming::hf, {llama_role::output});
+  const std::string embed_name = tensor_name(tensor_naming::hf, {llama_role::token_embedding});
+  const bool has_head = map.find(head_name) != nullptr;
+  const bool has_embed = map.find(embed_name) != nullptr;
+  m.config.tied_output = m.config.tied_output || !has_head;
+  const std::string stored_embed_name = (!has_embed && has_head && m.config.tied_output) ? head_name : embed_name;
+
+  m.layers.resize(size_t(m.last_layer - m.first_layer));
+  for (const llama_tensor& t : stage_tensors(m.config.n_layers, {m.first_layer, m.last_layer})) {
+    const llama_shape shape = shape_of(m.config, t.role);
+    const bool embedding = t.role == llama_role::token_embedding;
+    const bool tied_head = t.role == llama_role::output && m.config.tied_output;
+    if (tied_head && m.is_first()) {  // the same view as the embedding
+      m.output = m.token_embedding;
+      continue;
+    }
+    const std::string name = (embedding || tied_head) ? stored_embed_name : tensor_name(tensor_naming::hf, t);
+    auto w = shape.is_vector() ? map.vector_f32(name, shape.cols) : map.matrix(name, shape.rows, shape.cols);
     if (!w) return std::unexpected(w.error());
-    embed = *w;
-  }
-  if (m.is_first()) m.token_embedding = embed;
-
-  for (int l = m.first_layer; l < m.last_layer; ++l) {
-    const std::string pre = fmt::format("model.layers.{}.", l);
-    layer_weights lw;
-    struct mat {
-      weight* dst;
-      const char* name;
-      int64_t rows, cols;
-    };
-    const mat mats[] = {
-        {&lw.wq, "self_attn.q_proj.weight", q_dim, dim},
-        {&lw.wk, "self_attn.k_proj.weight", kv_dim, dim},
-        {&lw.wv, "self_attn.v_proj.weight", kv_dim, dim},
-        {&lw.wo, "self_attn.o_proj.weight", dim, q_dim},
-        {&lw.w_gate, "mlp.gate_proj.weight", c.hidden_dim, dim},
-        {&lw.w_down, "mlp.down_proj.weight", dim, c.hidden_dim},
-        {&lw.w_up, "mlp.up_proj.weight", c.hidden_dim, dim},
-    };
-    for (const mat& x : mats) {
-      auto w = map.matrix(pre + x.name, x.rows, x.cols);
-      if (!w) return std::unexpected(w.error());
-      *x.dst = *w;
-    }
-    auto an = map.vector_f32(pre + "input_layernorm.weight", dim);
-    if (!an) return std::unexpected(an.error());
-    lw.attn_norm = *an;
-    auto fn = map.vector_f32(pre + "post_attention_layernorm.weight", dim);
-    if (!fn) return std::unexpected(fn.error());
-    lw.ffn_norm = *fn;
-    m.layers.push_back(lw);
-  }
-
-  if (m.is_last()) {
-    auto norm = map.vector_f32("model.norm.weight", dim);
-    if (!norm) return std::unexpected(norm.error());
-    m.final_norm = *norm;
-    if (m.config.tied_output) {
-      m.output = embed;
-    } else {
-      auto head = map.matrix("lm_head.weight", c.vocab_size, dim);
-      if (!head) return std::unexpected(head.error());
-      m.output = *head;
-    }
+    slot(m, t) = *w;
   }
 
   // Keep only the shards this stage's views point into.
@@ -566,10 +511,7 @@ result<model_weights> load_hf_model(const std::filesystem::path& dir, const load
     bool used = points_into(*f, m.token_embedding) || points_into(*f, m.final_norm) ||
                 points_into(*f, m.output);
     for (const auto& l : m.layers) {
-      for (const weight* w :
-           {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up}) {
-        used = used || points_into(*f, *w);
-      }
+      for (llama_role role : llama_layer_roles) used = used || points_into(*f, slot(l, role));
     }
     if (used) m.files.push_back(std::move(f));
   }

@@ -9,17 +9,45 @@
 #include "engine/fp16.hpp"
 #include "engine/gguf.hpp"
 #include "engine/kernels.hpp"
+#include "engine/llama_tensors.hpp"
 
 namespace troupe::engine {
 
+namespace {
+
+synth_shape make_shape(std::string name, int dim, int hidden_dim, int n_layers, int n_heads, int n_kv_heads,
+                       int vocab_size, int max_seq_len) {
+  model_config c;
+  c.dim = dim;
+  c.hidden_dim = hidden_dim;
+  c.n_layers = n_layers;
+  c.n_heads = n_heads;
+  c.n_kv_heads = n_kv_heads;
+  c.head_dim = n_heads > 0 ? dim / n_heads : 0;
+  c.vocab_size = vocab_size;
+  c.max_seq_len = max_seq_len;
+  return synth_shape{std::move(name), c};
+}
+
+}  // namespace
+
 const std::vector<synth_shape>& synth_shapes() {
   static const std::vector<synth_shape> shapes = {
-      //  name           dim  hidden layers heads kv  vocab   ctx
-      {"tiny", 64, 172, 2, 4, 2, 512, 256},
-      {"stories15M", 288, 768, 6, 6, 6, 32000, 256},
-      {"stories110M", 768, 2048, 12, 12, 12, 32000, 1024},
+      //          name           dim  hidden layers heads kv  vocab   ctx
+      make_shape("tiny", 64, 172, 2, 4, 2, 512, 256),
+      make_shape("stories15M", 288, 768, 6, 6, 6, 32000, 256),
+      make_shape("stories110M", 768, 2048, 12, 12, 12, 32000, 1024),
   };
   return shapes;
+}
+
+std::string synth_shape_names(std::string_view separator) {
+  std::string names;
+  for (const auto& s : synth_shapes()) {
+    if (!names.empty()) names += separator;
+    names += s.name;
+  }
+  return names;
 }
 
 std::optional<synth_shape> find_synth_shape(std::string_view name) {
@@ -125,13 +153,6 @@ void fill_uniform(float* out, int64_t n, uint64_t seed, std::string_view name, f
   }
 }
 
-uint16_t f32_to_bf16(float f) {
-  uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // quiet NaN
-  x += 0x7fffu + ((x >> 16) & 1u);                                           // round to nearest even
-  return uint16_t(x >> 16);
-}
-
 /// `vals` (rows x cols) encoded as `type`.
 std::vector<std::byte> encode(const std::vector<float>& vals, dtype type) {
   const int64_t n = static_cast<int64_t>(vals.size());
@@ -164,28 +185,28 @@ uint32_t file_type(dtype t) {  // llama_ftype
 
 }  // namespace
 
-result<void> write_synth_model(const synth_shape& s, dtype type, uint64_t seed, const std::filesystem::path& out,
+result<void> write_synth_model(const synth_shape& shape, dtype type, uint64_t seed, const std::filesystem::path& out,
                                const synth_progress& progress) {
+  const model_config& s = shape.config;
   if (s.dim <= 0 || s.hidden_dim <= 0 || s.n_layers <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 ||
-      s.max_seq_len <= 0 || s.dim % s.n_heads != 0 || s.n_heads % s.n_kv_heads != 0 || s.vocab_size < 300) {
-    return fail(errc::invalid_argument, "synth: shape '{}' is inconsistent", s.name);
+      s.max_seq_len <= 0 || s.dim % s.n_heads != 0 || s.n_heads % s.n_kv_heads != 0 || s.vocab_size < 300 ||
+      s.head_dim != s.dim / s.n_heads) {
+    return fail(errc::invalid_argument, "synth: shape '{}' is inconsistent", shape.name);
   }
-  const int head_dim = s.dim / s.n_heads;
-  const int kv_dim = s.n_kv_heads * head_dim;
 
   gguf::writer w;
   w.set_string("general.architecture", "llama");
-  w.set_string("general.name", "troupe-synth-" + s.name);
+  w.set_string("general.name", "troupe-synth-" + shape.name);
   w.set_uint32("general.alignment", 32);
   w.set_uint32("general.file_type", file_type(type));
   w.set_uint32("general.quantization_version", 2);
-  w.set_string("troupe.synth.shape", s.name);
+  w.set_string("troupe.synth.shape", shape.name);
   w.set_string("troupe.synth.seed", std::to_string(seed));
   w.set_uint32("llama.context_length", uint32_t(s.max_seq_len));
   w.set_uint32("llama.embedding_length", uint32_t(s.dim));
   w.set_uint32("llama.block_count", uint32_t(s.n_layers));
   w.set_uint32("llama.feed_forward_length", uint32_t(s.hidden_dim));
-  w.set_uint32("llama.rope.dimension_count", uint32_t(head_dim));
+  w.set_uint32("llama.rope.dimension_count", uint32_t(s.head_dim));
   w.set_uint32("llama.attention.head_count", uint32_t(s.n_heads));
   w.set_uint32("llama.attention.head_count_kv", uint32_t(s.n_kv_heads));
   w.set_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
@@ -202,29 +223,25 @@ result<void> write_synth_model(const synth_shape& s, dtype type, uint64_t seed, 
   w.set_bool("tokenizer.ggml.add_bos_token", true);
   w.set_bool("tokenizer.ggml.add_eos_token", false);
 
-  // Tensors in llama.cpp's order. Uniform(-a, a) has standard deviation a / sqrt(3): 0.02 for
-  // most matrices, 0.02 / sqrt(2 n_layers) for the two that add into the residual stream.
+  // Tensors in llama.cpp's order: the model-wide ones, then layer by layer. Uniform(-a, a) has
+  // standard deviation a / sqrt(3): 0.02 for most matrices, 0.02 / sqrt(2 n_layers) for the two
+  // that add into the residual stream.
   struct plan {
     std::string name;
-    int64_t rows, cols;  // rows == 0: a norm vector
-    float stddev;
+    llama_shape shape;
+    float stddev;  // 0 for the norms (all ones)
   };
   const float sd = 0.02f;
   const float sd_residual = sd / std::sqrt(2.0f * float(s.n_layers));
-  std::vector<plan> plans = {{"token_embd.weight", s.vocab_size, s.dim, sd},
-                             {"output_norm.weight", 0, s.dim, 0},
-                             {"output.weight", s.vocab_size, s.dim, sd}};
+  std::vector<plan> plans;
+  auto add = [&](const llama_tensor& t) {
+    const llama_shape sh = shape_of(s, t.role);
+    const bool residual = t.role == llama_role::wo || t.role == llama_role::w_down;
+    plans.push_back({tensor_name(tensor_naming::gguf, t), sh, sh.is_vector() ? 0 : residual ? sd_residual : sd});
+  };
+  for (llama_role role : {llama_role::token_embedding, llama_role::final_norm, llama_role::output}) add({role});
   for (int l = 0; l < s.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    plans.push_back({p + "attn_norm.weight", 0, s.dim, 0});
-    plans.push_back({p + "attn_q.weight", s.dim, s.dim, sd});
-    plans.push_back({p + "attn_k.weight", kv_dim, s.dim, sd});
-    plans.push_back({p + "attn_v.weight", kv_dim, s.dim, sd});
-    plans.push_back({p + "attn_output.weight", s.dim, s.dim, sd_residual});
-    plans.push_back({p + "ffn_norm.weight", 0, s.dim, 0});
-    plans.push_back({p + "ffn_gate.weight", s.hidden_dim, s.dim, sd});
-    plans.push_back({p + "ffn_down.weight", s.dim, s.hidden_dim, sd_residual});
-    plans.push_back({p + "ffn_up.weight", s.hidden_dim, s.dim, sd});
+    for (llama_role role : llama_layer_roles) add({role, l});
   }
 
   const int64_t total = static_cast<int64_t>(plans.size()) + 1;
@@ -232,15 +249,16 @@ result<void> write_synth_model(const synth_shape& s, dtype type, uint64_t seed, 
   for (size_t i = 0; i < plans.size(); ++i) {
     const plan& t = plans[i];
     if (progress) progress(t.name, int64_t(i), total);
-    if (t.rows == 0) {
-      vals.assign(size_t(t.cols), 1.0f);
-      w.add_tensor(t.name, {t.cols}, gguf::ggml_type::f32, encode(vals, dtype::f32));
+    const auto [rows, cols] = t.shape;
+    if (t.shape.is_vector()) {
+      vals.assign(size_t(cols), 1.0f);
+      w.add_tensor(t.name, {cols}, gguf::ggml_type::f32, encode(vals, dtype::f32));
       continue;
     }
-    vals.resize(size_t(t.rows * t.cols));
-    fill_uniform(vals.data(), t.rows * t.cols, seed, t.name, t.stddev * std::sqrt(3.0f));
-    const dtype stored = t.cols % block_elems(type) == 0 ? type : dtype::f16;
-    w.add_tensor(t.name, {t.cols, t.rows}, gguf::to_ggml_type(stored), encode(vals, stored));
+    vals.resize(size_t(rows * cols));
+    fill_uniform(vals.data(), rows * cols, seed, t.name, t.stddev * std::sqrt(3.0f));
+    const dtype stored = cols % block_elems(type) == 0 ? type : dtype::f16;
+    w.add_tensor(t.name, {cols, rows}, gguf::to_ggml_type(stored), encode(vals, stored));
   }
   vals = {};
   if (progress) progress("writing", total - 1, total);

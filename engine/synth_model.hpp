@@ -11,24 +11,23 @@
 #include <vector>
 
 #include "engine/error.hpp"
+#include "engine/model_config.hpp"
 #include "engine/tensor.hpp"
 
 namespace troupe::engine {
 
+/// A named model shape: the hyperparameters a synthetic model is written with (the file's
+/// general.name is "troupe-synth-<name>").
 struct synth_shape {
   std::string name;
-  int dim = 0;
-  int hidden_dim = 0;
-  int n_layers = 0;
-  int n_heads = 0;
-  int n_kv_heads = 0;
-  int vocab_size = 0;
-  int max_seq_len = 0;
+  model_config config;
 };
 
 /// The known shapes: "tiny", "stories15M", "stories110M".
 const std::vector<synth_shape>& synth_shapes();
 std::optional<synth_shape> find_synth_shape(std::string_view name);
+/// The known shapes' names joined by `separator` ("tiny|stories15M|stories110M").
+std::string synth_shape_names(std::string_view separator);
 
 /// Progress of a write: `what` is the step ("blk.3.ffn_up.weight", "writing"), done of total.
 using synth_progress = std::function<void(std::string_view what, int64_t done, int64_t total)>;

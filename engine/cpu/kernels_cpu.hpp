@@ -67,8 +67,6 @@ void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const wei
 
 /// Sets OpenBLAS to one thread per call (our pool splits the rows); idempotent.
 void init_blas();
-/// OpenBLAS threads per call from now on (1 outside blas_threads sections).
-void set_blas_threads(int n);
 
 // ---- attention ----------------------------------------------------------------------------------
 

@@ -66,11 +66,6 @@ void init_blas() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
-void set_blas_threads(int n) {
-  init_blas();
-  openblas_set_num_threads(n);
-}
-
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.cols;
   const int64_t n_rows = row_end - row_begin;

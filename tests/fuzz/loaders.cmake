@@ -2,7 +2,8 @@
 # under AddressSanitizer + UBSan (independent of troupe_engine and of TROUPE_SANITIZE), and fed
 # truncated and bit-flipped copies of the real models in TROUPE_MODELS_DIR (fuzz_loaders.cpp).
 set(fuzz_loaders_sources ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_loaders.cpp)
-foreach(name error mapped_file model_loader tensor gguf safetensors llama2c)
+foreach(name error mapped_file model_weights llama_tensors tensor gguf_format gguf_reader gguf_llama_loader
+             safetensors llama2c)
   list(APPEND fuzz_loaders_sources ${CMAKE_SOURCE_DIR}/engine/${name}.cpp)
 endforeach()
 # tokenizer.cpp plus its format files (tokenizer_spm.cpp, tokenizer_hf.cpp, ...).

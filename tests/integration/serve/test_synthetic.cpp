@@ -19,7 +19,7 @@ BOOST_AUTO_TEST_CASE(synthetic_model_in_two_stages_matches_the_engine) {
   auto w = engine::write_synth_model(*shape, engine::dtype::q8_0, 1234, path);
   BOOST_REQUIRE_MESSAGE(w, (w ? "" : w.error().message));
   {
-    serve_harness h(make_cluster(path, "", shape->n_layers, 2));
+    serve_harness h(make_cluster(path, "", shape->config.n_layers, 2));
     std::map<actors::request_id, actors::serve_request> reqs;
     uint64_t seed = 11;
     for (int i = 0; i < 6; ++i) {

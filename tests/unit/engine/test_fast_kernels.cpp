@@ -17,9 +17,11 @@
 using namespace troupe;
 using namespace troupe::engine;
 
-namespace {
+using test::randv;
 
 using test::randv;
+
+namespace {
 
 // Runs the body once with the AVX2 kernels (where the CPU has them) and once with the portable
 // fallbacks, restoring the detected setting afterwards.

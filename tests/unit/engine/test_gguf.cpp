@@ -13,16 +13,20 @@
 #include "engine/gguf.hpp"
 #include "engine/model_weights.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/model_sizes.hpp"
+#include "tests/test_support.hpp"
 
 namespace eng = troupe::engine;
 namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
-namespace {
+using troupe::test::temp_dir;
 
 using troupe::test::temp_dir;
 using troupe::test::write_bytes;
 const auto read_bytes = troupe::test::read_bytes<uint8_t>;
+
+namespace {
 
 /// Builds GGUF bytes by hand, including things the writer never produces.
 struct raw_gguf {
@@ -160,14 +164,7 @@ BOOST_AUTO_TEST_CASE(reads_tinystories_656k_q8_0, *troupe::test::needs_models({"
   const auto& c = m->config;
   BOOST_TEST(m->format == "gguf");
   BOOST_TEST(c.arch == "llama");
-  BOOST_TEST(c.dim == 128);
-  BOOST_TEST(c.hidden_dim == 384);
-  BOOST_TEST(c.n_layers == 2);
-  BOOST_TEST(c.n_heads == 8);
-  BOOST_TEST(c.n_kv_heads == 4);
-  BOOST_TEST(c.head_dim == 16);
-  BOOST_TEST(c.vocab_size == 2048);
-  BOOST_TEST(c.max_seq_len == 512);
+  BOOST_TEST(troupe::test::sizes(c) == (std::vector<int>{128, 384, 2, 8, 4, 16, 2048, 512}));
   BOOST_TEST(std::abs(c.rms_eps - 1e-6f) < 1e-12f);
   BOOST_TEST(c.rope_theta == 10000.0f);
   BOOST_TEST((c.rope == eng::rope_style::interleaved));

@@ -20,15 +20,19 @@
 #include "engine/model_weights.hpp"
 #include "engine/safetensors.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/model_sizes.hpp"
+#include "tests/test_support.hpp"
 
 using namespace troupe::engine;
 namespace fs = std::filesystem;
 // The suite below is named `safetensors` too: reach the engine namespace through an alias.
 namespace st = troupe::engine::safetensors;
 
-namespace {
+using troupe::test::temp_dir;
 
 using troupe::test::temp_dir;
+
+namespace {
 
 template <class T>
 std::string message_of(const result<T>& r) {
@@ -185,14 +189,7 @@ BOOST_AUTO_TEST_CASE(loads_the_656k_directory, *troupe::test::needs_models({"Tin
   BOOST_REQUIRE_MESSAGE(m, message_of(m));
   const model_config& c = m->config;
   BOOST_TEST(m->format == "safetensors");
-  BOOST_TEST(c.dim == 128);
-  BOOST_TEST(c.hidden_dim == 384);
-  BOOST_TEST(c.n_layers == 2);
-  BOOST_TEST(c.n_heads == 8);
-  BOOST_TEST(c.n_kv_heads == 4);
-  BOOST_TEST(c.head_dim == 16);
-  BOOST_TEST(c.vocab_size == 2048);
-  BOOST_TEST(c.max_seq_len == 512);
+  BOOST_TEST(troupe::test::sizes(c) == (std::vector<int>{128, 384, 2, 8, 4, 16, 2048, 512}));
   BOOST_TEST(c.rms_eps == 1e-6f);
   BOOST_TEST(c.rope_theta == 10000.0f);
   BOOST_TEST((c.rope == rope_style::half));

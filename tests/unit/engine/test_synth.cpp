@@ -18,15 +18,19 @@
 #include "engine/synth_model.hpp"
 #include "engine/transformer.hpp"
 #include "tests/test_support.hpp"
+#include "tests/unit/engine/model_sizes.hpp"
+#include "tests/test_support.hpp"
 
 namespace eng = troupe::engine;
 namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
-namespace {
+using troupe::test::temp_dir;
 
 using troupe::test::read_file;
 using troupe::test::temp_dir;
+
+namespace {
 
 /// Row r of w as floats, decoded here independently of the kernels.
 std::vector<float> decode_row(const eng::weight& w, int64_t r) {
@@ -75,25 +79,16 @@ const std::string space = "\xE2\x96\x81";
 BOOST_AUTO_TEST_SUITE(synth)
 
 BOOST_AUTO_TEST_CASE(knows_the_three_shapes) {
-  auto tiny = eng::find_synth_shape("tiny");
-  BOOST_REQUIRE(tiny);
-  BOOST_TEST(tiny->dim == 64);
-  BOOST_TEST(tiny->hidden_dim == 172);
-  BOOST_TEST(tiny->n_layers == 2);
-  BOOST_TEST(tiny->n_heads == 4);
-  BOOST_TEST(tiny->n_kv_heads == 2);
-  BOOST_TEST(tiny->vocab_size == 512);
-  BOOST_TEST(tiny->max_seq_len == 256);
-  auto s15 = eng::find_synth_shape("stories15M");
-  BOOST_REQUIRE(s15);
-  BOOST_TEST((std::vector<int>{s15->dim, s15->hidden_dim, s15->n_layers, s15->n_heads, s15->n_kv_heads,
-                               s15->vocab_size, s15->max_seq_len}) ==
-             (std::vector<int>{288, 768, 6, 6, 6, 32000, 256}));
-  auto s110 = eng::find_synth_shape("stories110M");
-  BOOST_REQUIRE(s110);
-  BOOST_TEST((std::vector<int>{s110->dim, s110->hidden_dim, s110->n_layers, s110->n_heads, s110->n_kv_heads,
-                               s110->vocab_size, s110->max_seq_len}) ==
-             (std::vector<int>{768, 2048, 12, 12, 12, 32000, 1024}));
+  const std::pair<const char*, std::vector<int>> known[] = {
+      {"tiny", {64, 172, 2, 4, 2, 16, 512, 256}},
+      {"stories15M", {288, 768, 6, 6, 6, 48, 32000, 256}},
+      {"stories110M", {768, 2048, 12, 12, 12, 64, 32000, 1024}},
+  };
+  for (const auto& [name, want] : known) {
+    const auto shape = eng::find_synth_shape(name);
+    BOOST_REQUIRE(shape);
+    BOOST_TEST(troupe::test::sizes(shape->config) == want);
+  }
   BOOST_TEST(!eng::find_synth_shape("huge").has_value());
 }
 
@@ -143,14 +138,7 @@ BOOST_AUTO_TEST_CASE(writes_every_dtype_and_loads_it_back) {
       BOOST_TEST(m.format == "gguf");
       BOOST_TEST(c.arch == "llama");
       BOOST_TEST(c.name == "troupe-synth-tiny");
-      BOOST_TEST(c.dim == 64);
-      BOOST_TEST(c.hidden_dim == 172);
-      BOOST_TEST(c.n_layers == 2);
-      BOOST_TEST(c.n_heads == 4);
-      BOOST_TEST(c.n_kv_heads == 2);
-      BOOST_TEST(c.head_dim == 16);
-      BOOST_TEST(c.vocab_size == 512);
-      BOOST_TEST(c.max_seq_len == 256);
+      BOOST_TEST(troupe::test::sizes(c) == (std::vector<int>{64, 172, 2, 4, 2, 16, 512, 256}));
       BOOST_TEST(c.bos_id == 1);
       BOOST_TEST(c.eos_id == 2);
       BOOST_TEST(!c.tied_output);

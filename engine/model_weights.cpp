@@ -1,9 +1,13 @@
+// model_weights: storage helpers, layer ranges, format detection and the one load_model entry.
+#include "engine/model_weights.hpp"
+
 #include <cstring>
 #include <fstream>
 
+#include "engine/fp16.hpp"
 #include "engine/gguf.hpp"
 #include "engine/llama2c.hpp"
-#include "engine/model_weights.hpp"
+#include "engine/llama_tensors.hpp"
 #include "engine/safetensors.hpp"
 
 namespace troupe::engine {
@@ -15,12 +19,29 @@ uint64_t model_weights::weight_bytes() const {
   uint64_t total = bytes(token_embedding) + bytes(final_norm);
   if (output.data != token_embedding.data) total += bytes(output);
   for (const auto& l : layers) {
-    for (const weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
-                            &l.w_down, &l.w_up}) {
-      total += bytes(*w);
-    }
+    for (llama_role role : llama_layer_roles) total += bytes(slot(l, role));
   }
   return total;
+}
+
+weight model_weights::f32_vector(dtype type, const std::byte* src, int64_t n) {
+  TROUPE_ASSERT(type == dtype::f32 || type == dtype::f16 || type == dtype::bf16);
+  if (type == dtype::f32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) {
+    return weight{dtype::f32, 1, n, src};
+  }
+  std::vector<std::byte> out(size_t(n) * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) {
+    float x = 0;
+    if (type == dtype::f32) {
+      std::memcpy(&x, src + i * 4, 4);
+    } else {
+      uint16_t h = 0;
+      std::memcpy(&h, src + i * 2, 2);
+      x = type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+    }
+    std::memcpy(out.data() + i * 4, &x, 4);
+  }
+  return weight{dtype::f32, 1, n, keep(std::move(out))};
 }
 
 result<layer_range> resolve_range(layer_range r, int n_layers) {
