@@ -28,7 +28,7 @@ batch_policy_config small_config() {
   c.max_waiting = 8;
   c.prefill_chunk = 8;
   c.ctx_size = 64;
-  c.eos_id = 2;
+  c.end_ids = {2};
   return c;
 }
 
