@@ -268,7 +268,7 @@ std::vector<finished_seq> batch_policy::on_result(uint64_t micro_batch, std::spa
     ++s.n_generated;
     // The order of the engine's generate(): EOS, stop, length, then context.
     const auto& stops = s.spec.stop_tokens;
-    if (s.spec.stop_at_eos && t.token == cfg_.eos_id) {
+    if (s.spec.stop_at_eos && std::find(cfg_.end_ids.begin(), cfg_.end_ids.end(), t.token) != cfg_.end_ids.end()) {
       finish(s, finish_reason::eos, out);
     } else if (std::find(stops.begin(), stops.end(), t.token) != stops.end()) {
       finish(s, finish_reason::stop, out);
@@ -285,7 +285,7 @@ std::vector<int32_t> batch_policy::stop_ids(request_id id) const {
   std::vector<int32_t> out;
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return out;
-  if (it->second.spec.stop_at_eos) out.push_back(cfg_.eos_id);
+  if (it->second.spec.stop_at_eos) out = cfg_.end_ids;
   out.insert(out.end(), it->second.spec.stop_tokens.begin(), it->second.spec.stop_tokens.end());
   return out;
 }

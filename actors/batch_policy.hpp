@@ -113,7 +113,7 @@ struct batch_policy_config {
   int max_waiting = 256;
   int prefill_chunk = 128;
   int ctx_size = 512;        // positions per sequence (the engine's context)
-  int32_t eos_id = 2;
+  std::vector<int32_t> end_ids{2};  // tokens that end a sequence (engine::stop_rule::end_ids; reason eos)
 };
 
 class batch_policy {

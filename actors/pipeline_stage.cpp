@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+#include <system_error>
 #include <span>
 #include <unordered_map>
+
+#include <unistd.h>
 
 #include <caf/all.hpp>
 
@@ -186,15 +190,30 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
   }
 }
 
-stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup) {
+// What spawn_stage allocates for a stage before the actor exists.
+struct stage_engine {
+  std::unique_ptr<engine::kv_cache> kv;
+  std::unique_ptr<engine::thread_pool> pool;
+  std::unique_ptr<engine::transformer> tf;
+};
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 6) {
+    bytes /= 1024;
+    ++u;
+  }
+  return fmt::format("{:.1f} {}", bytes, units[u]);
+}
+
+stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup, std::shared_ptr<stage_engine> eng) {
   stage_state& st = self->state;
   st.setup = std::move(setup);
   const engine::model_weights& w = *st.setup.weights;
-  const auto& c = w.config;
-  st.kv = std::make_unique<engine::kv_cache>(w.n_local_layers(), c.n_kv_heads, c.head_dim, st.setup.block_size,
-                                             st.setup.n_blocks);
-  st.pool = std::make_unique<engine::thread_pool>(std::max(1, st.setup.threads));
-  st.tf = std::make_unique<engine::transformer>(w, *st.kv, st.pool.get());
+  st.kv = std::move(eng->kv);
+  st.pool = std::move(eng->pool);
+  st.tf = std::move(eng->tf);
   logger().info("stage started layers=[{},{}) kv_blocks={} block_size={} kv_bytes={} threads={}", w.first_layer,
                 w.last_layer, st.setup.n_blocks, st.setup.block_size, st.kv->size_bytes(), st.setup.threads);
   return {
@@ -209,12 +228,45 @@ stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup)
 
 }  // namespace
 
-stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup) {
+double stage_kv_bytes(const stage_setup& setup) {
+  const engine::model_weights& w = *setup.weights;
+  return 2.0 * double(w.n_local_layers()) * double(setup.n_blocks) * double(setup.block_size) *
+         double(w.config.n_kv_heads) * double(w.config.head_dim) * double(sizeof(float));
+}
+
+std::expected<stage_actor, std::string> spawn_stage(caf::actor_system& sys, stage_setup setup) {
+  const engine::model_weights& w = *setup.weights;
+  const auto& c = w.config;
+  auto eng = std::make_shared<stage_engine>();
+  // An obviously impossible size (its pages are only touched as blocks fill, so a mapping far
+  // larger than the machine may still succeed, and fail much later).
+  const double kv_bytes = stage_kv_bytes(setup);
+  const double ram_bytes = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+  if (ram_bytes > 0 && kv_bytes > ram_bytes) {
+    return std::unexpected(fmt::format("KV cache of {} blocks x {} positions x {} layers needs {}, more than this "
+                                       "machine's memory ({}): lower the KV blocks or the block size",
+                                       setup.n_blocks, setup.block_size, w.n_local_layers(), human_bytes(kv_bytes),
+                                       human_bytes(ram_bytes)));
+  }
+  try {
+    eng->kv = std::make_unique<engine::kv_cache>(w.n_local_layers(), c.n_kv_heads, c.head_dim, setup.block_size,
+                                                 setup.n_blocks);
+  } catch (const std::bad_alloc&) {
+    return std::unexpected(fmt::format("KV cache of {} blocks x {} positions x {} layers ({}): cannot allocate",
+                                       setup.n_blocks, setup.block_size, w.n_local_layers(),
+                                       human_bytes(stage_kv_bytes(setup))));
+  }
+  try {
+    eng->pool = std::make_unique<engine::thread_pool>(std::max(1, setup.threads));
+  } catch (const std::system_error& e) {
+    return std::unexpected(fmt::format("cannot start {} engine threads: {}", setup.threads, e.what()));
+  }
+  eng->tf = std::make_unique<engine::transformer>(w, *eng->kv, eng->pool.get());
   // Detached: a stage's thread runs the forward passes and sleeps between steps; the light
   // actors (ROUTER, SCHEDULERs, REPLICAs, relays) share the CAF workers. A stage's next message
   // wakes its thread directly, so stages of one pipeline run in parallel without waiting for an
   // idle CAF worker to steal them.
-  return sys.spawn<caf::detached>(stage_behavior, std::move(setup));
+  return sys.spawn<caf::detached>(stage_behavior, std::move(setup), std::move(eng));
 }
 
 }  // namespace troupe::actors

@@ -6,7 +6,9 @@
 // and sends the tokens straight to each sequence's sink (the ROUTER).
 #include <chrono>
 #include <cstdint>
+#include <expected>
 #include <memory>
+#include <string>
 
 #include <caf/fwd.hpp>
 
@@ -30,8 +32,15 @@ struct stage_setup {
   std::chrono::milliseconds data_timeout{10'000};  // a tagged tensor that does not come fails the step
 };
 
+/// Bytes of the KV cache a stage with this setup allocates (K and V, every local layer); computed
+/// without overflow, so an absurd configuration gives an absurd number rather than a wrapped one.
+double stage_kv_bytes(const stage_setup& setup);
+
 /// Spawns a stage as a detached actor: its own thread runs its forward passes (plus setup.threads - 1
 /// engine pool threads), so a step never holds one of the CAF workers the light actors share.
-stage_actor spawn_stage(caf::actor_system& sys, stage_setup setup);
+/// Everything a stage needs before its first step (KV cache, thread pool) is allocated here, in
+/// the caller: a stage that cannot start is an error now ("KV cache of ...: cannot allocate"),
+/// never an actor that dies at start and fails every step later.
+std::expected<stage_actor, std::string> spawn_stage(caf::actor_system& sys, stage_setup setup);
 
 }  // namespace troupe::actors

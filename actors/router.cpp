@@ -26,7 +26,8 @@ struct request_entry {
   int32_t n_prompt = 0;
   std::vector<int32_t> generated;  // every token received, in order (for replay later)
   std::unique_ptr<engine::incremental_decoder> decoder;
-  std::vector<std::string> stop;   // stop strings
+  std::vector<std::string> stop;   // stop strings: the request's, then the model's end markers
+  size_t n_request_stops = 0;      // stop[0, n) are the request's (reason stop); the rest end with eos
   size_t max_stop = 0;             // longest stop string
   std::string held;                // text not yet sent (may be the start of a stop string)
   std::string ready;               // text to send with the next chunk
@@ -117,16 +118,23 @@ void on_token(router_pointer self, request_entry& e, int32_t token) {
   auto& st = self->state;
   e.generated.push_back(token);
   e.ids.push_back(token);
-  if (e.stop_at_eos && token == st.setup.eos_id) return;  // the end marker itself is not text
+  if (e.stop_at_eos && st.setup.stop_rule.ends(token)) return;  // the end token itself is not text
   e.held += e.decoder->push(token);
   if (!e.stop.empty()) {
     size_t hit = std::string::npos;
-    for (const std::string& s : e.stop) hit = std::min(hit, e.held.find(s));
+    bool model_marker = false;  // the earliest match is the model's end marker spelled out
+    for (size_t i = 0; i < e.stop.size(); ++i) {
+      const size_t at = e.held.find(e.stop[i]);
+      if (at < hit) {
+        hit = at;
+        model_marker = i >= e.n_request_stops;
+      }
+    }
     if (hit != std::string::npos) {
       e.held.resize(hit);
-      e.stop_string = true;
+      e.stop_string = !model_marker;
       e.finish_total = int32_t(e.generated.size());
-      e.reason = finish_reason::stop;
+      e.reason = model_marker ? finish_reason::eos : finish_reason::stop;
       self->send(st.setup.schedulers[e.replica], cancel_atom::value, e.id);
       release_text(e, true);
       return;
@@ -216,6 +224,10 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       e.n_prompt = int32_t(ids->size());
       e.decoder = std::make_unique<engine::incremental_decoder>(*st.setup.tokenizer, ids->back());
       e.stop = r.stop;
+      e.n_request_stops = e.stop.size();
+      if (r.stop_at_eos) {
+        e.stop.insert(e.stop.end(), st.setup.stop_rule.end_texts.begin(), st.setup.stop_rule.end_texts.end());
+      }
       for (const auto& s : e.stop) e.max_stop = std::max(e.max_stop, s.size());
       st.requests.emplace(id, std::move(e));
       if (st.clients[client.address()]++ == 0) self->monitor(client);

@@ -10,6 +10,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
+#include "engine/stop_rule.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace troupe::actors {
@@ -17,7 +18,7 @@ namespace troupe::actors {
 struct router_setup {
   std::vector<scheduler_actor> schedulers;  // one per replica
   std::shared_ptr<const engine::tokenizer> tokenizer;
-  int32_t eos_id = 2;
+  engine::stop_rule stop_rule;  // the model's: end tokens hidden, end markers in text cut off (reason eos)
   int32_t vocab_size = 0;
   int ctx_size = 512;
   int max_new_tokens = 4096;

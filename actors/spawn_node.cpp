@@ -10,6 +10,7 @@
 #include "actors/router.hpp"
 #include "actors/scheduler.hpp"
 #include "engine/model_weights.hpp"
+#include "engine/stop_rule.hpp"
 
 namespace troupe::actors {
 
@@ -78,6 +79,11 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}});
   if (!probe) return std::unexpected(probe.error().message);
   const engine::model_config model = probe->config;
+  const std::string tokenizer_source = cluster.model.tokenizer.empty() ? cluster.model.path : cluster.model.tokenizer;
+  if (auto fits = engine::check_tokenizer_fits(*tokenizer, model.vocab_size, tokenizer_source); !fits) {
+    return std::unexpected(fits.error().message);
+  }
+  const engine::stop_rule stop = engine::make_stop_rule(model, *tokenizer);
   if (auto c = config::check_layers(cluster, model.n_layers); !c) return std::unexpected(c.error().message);
 
   const auto& b = cluster.batching;
@@ -98,8 +104,19 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     }
   }
 
+  // Start-up is all or nothing: every stage of every replica gets its KV cache and threads here,
+  // before anything is spawned that could take a request; the first that cannot fails the whole
+  // node, naming itself (and what was started so far is stopped again).
   serve_node node;
   node.model = model;
+  auto stage_failed = [&](int r, int s, const std::string& why) {
+    node.shutdown();
+    const auto& sc = cluster.stages[size_t(s)];
+    const std::string where =
+      sc.line > 0 ? fmt::format("{}:{}: stages[{}]", cluster.source, sc.line, s) : fmt::format("stages[{}]", s);
+    return std::unexpected(fmt::format("{}: replica {} stage {} (layers [{}, {})) cannot start: {}", where, r, s,
+                                       sc.first_layer, sc.last_layer, why));
+  };
   // stage_link::data_plane: a data plane per stage, as if each were its own process, each
   // connected to the next stage's (loopback, a secret made up here).
   std::vector<std::vector<std::shared_ptr<transport::data_plane>>> planes(size_t(cluster.replicas));
@@ -141,7 +158,14 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
         ss.next_peer = next_peers[size_t(r)][size_t(s)];
         ss.link_id = uint32_t(r * n_stages + s + 1);
       }
-      chain[size_t(s)] = spawn_stage(sys, std::move(ss));
+      auto stage = spawn_stage(sys, std::move(ss));
+      if (!stage) {
+        for (auto& started : chain) {
+          if (started) caf::anon_send_exit(started, caf::exit_reason::user_shutdown);
+        }
+        return stage_failed(r, s, stage.error());
+      }
+      chain[size_t(s)] = *stage;
       next = chain[size_t(s)];
     }
     replica_actor replica = spawn_replica(sys, chain);
@@ -153,7 +177,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     sched.policy.max_waiting = b.max_waiting;
     sched.policy.prefill_chunk = b.prefill_chunk;
     sched.policy.ctx_size = ctx;
-    sched.policy.eos_id = model.eos_id;
+    sched.policy.end_ids = stop.end_ids;
     sched.replica = replica;
     sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
     sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
@@ -168,7 +192,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   rs.schedulers = node.schedulers;
   node.tokenizer = tokenizer;
   rs.tokenizer = std::move(tokenizer);
-  rs.eos_id = model.eos_id;
+  rs.stop_rule = stop;
   rs.vocab_size = model.vocab_size;
   rs.ctx_size = ctx;
   rs.max_new_tokens = cluster.limits.max_new_tokens;

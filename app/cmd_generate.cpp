@@ -8,6 +8,7 @@
 #include "app/command.hpp"
 #include "engine/generator.hpp"
 #include "engine/model_weights.hpp"
+#include "engine/stop_rule.hpp"
 #include "engine/text_stream.hpp"
 #include "engine/thread_pool.hpp"
 #include "engine/tokenizer.hpp"
@@ -47,6 +48,12 @@ int run_generate(int argc, char** argv) {
     std::fprintf(stderr, "troupe: %s\n", tok.error().message.c_str());
     return 1;
   }
+  if (auto fits = engine::check_tokenizer_fits(**tok, model->config.vocab_size,
+                                               args.given("tokenizer") ? args.str("tokenizer") : args.str("model"));
+      !fits) {
+    std::fprintf(stderr, "troupe: %s\n", fits.error().message.c_str());
+    return 1;
+  }
   const std::string prompt = args.str("prompt");
   const std::vector<int32_t> ids = (*tok)->encode(prompt, !args.flag_set("no-bos"));
 
@@ -67,13 +74,14 @@ int run_generate(int argc, char** argv) {
 
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
-  // The EOS marker is not shown, neither as the EOS token nor spelled out in text.
-  engine::text_stream stream(**tok, ids.back(),
-                             opts.stop_at_eos ? engine::implicit_stop_strings(**tok) : std::vector<std::string>{});
-  const int32_t eos = model->config.eos_id;
+  // The model's stop rule (the server applies the same one): the end marker is not shown, neither
+  // as an end token nor spelled out in text.
+  const engine::stop_rule rule = engine::make_stop_rule(model->config, **tok);
+  opts.end_ids = rule.end_ids;
+  engine::text_stream stream(**tok, ids.back(), opts.stop_at_eos ? rule.end_texts : std::vector<std::string>{});
   bool stopped_by_text = false;
   auto stats = engine::generate(*model, ids, opts, [&](int32_t id) {
-    if (id == eos && opts.stop_at_eos) return true;
+    if (opts.stop_at_eos && rule.ends(id)) return true;
     const auto out = stream.push(id);
     std::fwrite(out.text.data(), 1, out.text.size(), stdout);
     std::fflush(stdout);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -87,7 +88,7 @@ int run_serve(int argc, char** argv) {
     cluster.batching.block_size = int(*n);
   }
   if (args.given("max-waiting")) {
-    auto n = args.integer("max-waiting", 0, 1 << 24);
+    auto n = args.integer("max-waiting", 1, 1 << 24);
     if (!n) return bad_flag();
     cluster.batching.max_waiting = int(*n);
   }
@@ -117,7 +118,9 @@ int run_serve(int argc, char** argv) {
   if (!tok) return fail(tok.error().message);
   std::shared_ptr<const engine::tokenizer> tokenizer(std::move(*tok));
 
-  // 2. Signals are taken by sigwait below: block them before any thread starts.
+  // 2. Signals are taken by sigwait below. main() blocked them before any thread started (this
+  //    command takes_stop_signals); blocking again here costs nothing and keeps this true if
+  //    run_serve is ever called from elsewhere.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -151,6 +154,16 @@ int run_serve(int argc, char** argv) {
       int sig = 0;
       sigwait(&signals, &sig);
       std::fprintf(stderr, "troupe serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      // A second SIGINT/SIGTERM while stopping: the operator wants out now. Exit 128 + signal
+      // (130 / 143, as the default action would report it), after saying so.
+      std::thread([signals] {
+        int again = 0;
+        if (sigwait(&signals, &again) != 0) return;
+        std::fprintf(stderr, "troupe serve: second %s while stopping, exiting now without a clean shutdown\n",
+                     again == SIGINT ? "SIGINT" : "SIGTERM");
+        std::fflush(stderr);
+        std::_Exit(128 + again);
+      }).detach();
     }
     server.stop();
   }
@@ -158,7 +171,7 @@ int run_serve(int argc, char** argv) {
   return rc;
 }
 
-const command_registrar reg{{"serve", "serve a model on this machine (actors + client protocol over TCP)", run_serve}};
+const command_registrar reg{{"serve", "serve a model on this machine (actors + client protocol over TCP)", run_serve, true}};
 
 }  // namespace
 }  // namespace troupe::app

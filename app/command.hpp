@@ -11,6 +11,9 @@ struct command {
   std::string name;     // one or two words: "generate", "model info"
   std::string summary;  // one line for `troupe --help`
   std::function<int(int argc, char** argv)> run;  // argv[0] is the command name
+  // main() starts every command with SIGINT/SIGTERM blocked; a command that takes them itself
+  // (sigwait) keeps them blocked, every other gets them unblocked (their default action then).
+  bool takes_stop_signals = false;
 };
 
 void register_command(command c);

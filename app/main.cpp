@@ -1,4 +1,8 @@
 // troupe: one executable, many subcommands (see `troupe --help`).
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -30,7 +34,36 @@ void print_help() {
 }
 }  // namespace
 
+namespace {
+
+/// Blocks SIGINT and SIGTERM in this thread, and so in every thread it starts from now on: a
+/// server takes them with sigwait on one thread, so no other thread may have them unblocked
+/// (the kernel hands a process signal to any thread that does, and the default action ends the
+/// process there, with no log line and no orderly shutdown).
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+/// OpenBLAS (pthreads build) starts its worker threads in its library constructor, before main()
+/// could block anything: they would keep SIGINT/SIGTERM unblocked. Stop them; OpenBLAS starts
+/// them again on first use, from a thread that has the mask. (Looked up at run time: a BLAS
+/// without this function starts no threads early.)
+void restart_blas_threads() {
+  using shutdown_fn = int (*)();
+  if (auto* f = reinterpret_cast<shutdown_fn>(::dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"))) f();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // Before anything else starts a thread.
+  const sigset_t stop_signals = block_stop_signals();
+  restart_blas_threads();
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     print_help();
@@ -42,7 +75,10 @@ int main(int argc, char** argv) {
     std::string name = argv[1];
     if (words == 2) name += std::string(" ") + argv[2];
     for (const auto& c : troupe::app::commands()) {
-      if (c.name == name) return c.run(argc - words, argv + words);
+      if (c.name == name) {
+        if (!c.takes_stop_signals) pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+        return c.run(argc - words, argv + words);
+      }
     }
   }
   std::fprintf(stderr, "troupe: unknown command '%s' (see troupe --help)\n", argv[1]);

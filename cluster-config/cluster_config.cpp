@@ -162,7 +162,7 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.integer("n_blocks", b.n_blocks, 1, 1 << 24));
     TROUPE_TRY(t.integer("max_step_tokens", b.max_step_tokens, 1, 1 << 20));
     TROUPE_TRY(t.integer("max_running", b.max_running, 1, 1 << 16));
-    TROUPE_TRY(t.integer("max_waiting", b.max_waiting, 0, 1 << 24));
+    TROUPE_TRY(t.integer("max_waiting", b.max_waiting, 1, 1 << 24));
     TROUPE_TRY(t.integer("prefill_chunk", b.prefill_chunk, 1, 1 << 20));
     TROUPE_TRY(t.integer("micro_batches", b.micro_batches, 0, 64));
     TROUPE_TRY(t.integer("decode_steps", b.decode_steps, 1, 256));
@@ -175,7 +175,7 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
   if (!limits) return std::unexpected(limits.error());
   if (*limits != nullptr) {
     table_reader t(**limits, "limits", file);
-    TROUPE_TRY(t.integer("max_new_tokens", c.limits.max_new_tokens, 0, 1 << 24));
+    TROUPE_TRY(t.integer("max_new_tokens", c.limits.max_new_tokens, 1, 1 << 24));
     TROUPE_TRY(t.integer("step_timeout_ms", c.limits.step_timeout_ms, 1, 3600 * 1000));
     TROUPE_TRY(t.integer("ctx_size", c.limits.ctx_size, 0, 1 << 24));
     TROUPE_TRY(t.no_unknown_keys());
@@ -240,6 +240,20 @@ result<cluster_config> parse_cluster_file(const std::filesystem::path& path) {
 result<void> validate(const cluster_config& c) {
   const std::string& f = c.source;
   const auto& b = c.batching;
+  // Limits of zero or less make a server that refuses or starves everything. The parser already
+  // rejects them with their line; this catches values set from flags or in code.
+  for (const auto& [key, value] : {std::pair{"replicas", c.replicas}, std::pair{"batching.block_size", b.block_size},
+                                   std::pair{"batching.n_blocks", b.n_blocks},
+                                   std::pair{"batching.max_step_tokens", b.max_step_tokens},
+                                   std::pair{"batching.max_running", b.max_running},
+                                   std::pair{"batching.max_waiting", b.max_waiting},
+                                   std::pair{"batching.prefill_chunk", b.prefill_chunk},
+                                   std::pair{"batching.decode_steps", b.decode_steps},
+                                   std::pair{"batching.decode_steps_ms", b.decode_steps_ms},
+                                   std::pair{"limits.max_new_tokens", c.limits.max_new_tokens},
+                                   std::pair{"limits.step_timeout_ms", c.limits.step_timeout_ms}}) {
+    if (value < 1) return fail_at(errc::bad_value, f, 0, key, fmt::format("{} must be at least 1", value));
+  }
   if (b.prefill_chunk > b.max_step_tokens) {
     return fail_at(errc::bad_value, f, 0, "batching.prefill_chunk",
                    fmt::format("{} is larger than batching.max_step_tokens ({})", b.prefill_chunk, b.max_step_tokens));

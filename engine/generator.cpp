@@ -1,5 +1,6 @@
 #include "engine/generator.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -62,7 +63,9 @@ result<generate_stats> generate(const model_weights& model, std::span<const int3
     ++stats.completion_tokens;
     history.push_back(next);
     const bool go_on = on_token(next);
-    if (opts.stop_at_eos && next == c.eos_id) {
+    if (opts.stop_at_eos && (opts.end_ids.empty() ? next == c.eos_id
+                                                  : std::find(opts.end_ids.begin(), opts.end_ids.end(), next) !=
+                                                      opts.end_ids.end())) {
       stats.finish = finish_reason::eos;
       break;
     }

@@ -5,6 +5,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engine/error.hpp"
 #include "engine/model_weights.hpp"
@@ -18,6 +19,7 @@ struct generate_options {
   int max_new_tokens = 128;
   sampling_params sampling;
   bool stop_at_eos = true;
+  std::vector<int32_t> end_ids;  // tokens that end the sequence (stop_rule::end_ids); empty: the model's EOS
   int ctx_size = 0;        // 0: the model's max_seq_len
   int block_size = 16;     // KV cache block size (positions)
   int prefill_chunk = 512; // prompt tokens per forward call
@@ -35,8 +37,8 @@ struct generate_stats {
   finish_reason finish = finish_reason::length;
 };
 
-/// Runs prompt + up to max_new_tokens. on_token is called for each new token (EOS included when
-/// it ends the sequence); returning false stops generation.
+/// Runs prompt + up to max_new_tokens. on_token is called for each new token (the end token
+/// included when one ends the sequence: see stop_at_eos, end_ids); returning false stops generation.
 result<generate_stats> generate(const model_weights& model, std::span<const int32_t> prompt,
                                 const generate_options& opts,
                                 const std::function<bool(int32_t)>& on_token);

@@ -44,11 +44,4 @@ std::string text_stream::finish() {
   return out;
 }
 
-std::vector<std::string> implicit_stop_strings(const tokenizer& tok) {
-  const std::string eos = tok.token_text(tok.eos_id());
-  // Only marker-like texts (e.g. "<|end_story|>", "</s>"): never plain words or whitespace.
-  if (eos.size() >= 3 && eos.front() == '<' && eos.back() == '>') return {eos};
-  return {};
-}
-
 }  // namespace troupe::engine

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/stop_rule.hpp"  // implicit_stop_strings, used with text_stream
 #include "engine/tokenizer.hpp"
 
 namespace troupe::engine {
@@ -30,10 +31,5 @@ class text_stream {
   std::string held_;
   bool stopped_ = false;
 };
-
-/// The stop strings a model implies on its own: the text of its EOS token when that text is a
-/// visible marker such as "<|end_story|>" or "</s>" (some models spell the marker out with
-/// ordinary tokens before emitting EOS; the marker is not part of the story).
-std::vector<std::string> implicit_stop_strings(const tokenizer& tok);
 
 }  // namespace troupe::engine

@@ -1,6 +1,6 @@
 // load_tokenizer (which format a model's tokenizer is in) and the streaming, UTF-8 safe
-// incremental_decoder. The formats live in tokenizer_spm.cpp (llama2.c .bin, GGUF vocab) and
-// tokenizer_hf.cpp (tokenizer.json BPE).
+// incremental_decoder. The formats live in tokenizer_llama2c.cpp (llama2.c .bin),
+// tokenizer_spm.cpp (GGUF vocab) and tokenizer_hf.cpp (tokenizer.json BPE).
 #include "engine/tokenizer.hpp"
 
 #include <cstring>
@@ -105,6 +105,14 @@ result<std::unique_ptr<tokenizer>> load_tokenizer(const std::filesystem::path& m
   }
   return fail(errc::invalid_argument, "tokenizer: {}: llama2.c checkpoint needs --tokenizer",
               model_path.string());
+}
+
+result<void> check_tokenizer_fits(const tokenizer& tok, int model_vocab_size, const std::filesystem::path& source) {
+  if (tok.vocab_size() == model_vocab_size) return {};
+  return fail(errc::invalid_argument,
+              "tokenizer: {}: {} tokens, but the model's vocabulary has {}: not this model's tokenizer (or a "
+              "truncated file)",
+              source.string(), tok.vocab_size(), model_vocab_size);
 }
 
 // ---- incremental_decoder ------------------------------------------------------------------

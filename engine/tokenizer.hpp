@@ -40,6 +40,12 @@ class tokenizer {
 result<std::unique_ptr<tokenizer>> load_tokenizer(const std::filesystem::path& model_path,
                                                   const std::filesystem::path& tokenizer_path = {});
 
+/// A tokenizer fits a model when both have the same vocabulary size: every id the model samples is
+/// one the tokenizer can show, and every id the tokenizer makes is one the model has a row for.
+/// The error names `source` (the tokenizer's file, or the model's when it carries its own) and
+/// both sizes: a truncated tokenizer file or another model's tokenizer ends up here.
+result<void> check_tokenizer_fits(const tokenizer& tok, int model_vocab_size, const std::filesystem::path& source);
+
 /// Turns a stream of token ids into text, emitting only complete UTF-8 characters.
 class incremental_decoder {
  public:

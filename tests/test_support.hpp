@@ -4,8 +4,10 @@
 // `troupe serve` as a child process.
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +23,8 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <sstream>
+#include <thread>
 #include <vector>
 
 namespace troupe::test {
@@ -134,33 +138,50 @@ inline command_result run_command(const std::string& cmd) {
 }
 
 /// `troupe serve ARGS... --host 127.0.0.1 --port 0` as a child process: waits (bounded) for its
-/// "listening on 127.0.0.1:PORT" line; stopped with SIGTERM by stop() or however the test ends.
+/// "listening on 127.0.0.1:PORT" line (or its exit), keeps its stderr in a file (stderr_text()),
+/// optionally under RLIMIT_AS; stopped with SIGTERM (SIGKILL after 30 s) by stop() or however the
+/// test ends.
 struct serve_process {
   pid_t pid = -1;
   int fd = -1;
-  int status = -1;
-  uint16_t port = 0;   // 0: the server never said it was listening
-  std::string output;  // stdout up to the listening line
+  int status = -1;   // waitpid status once exited
+  uint16_t port = 0;
+  std::string output;  // stdout up to the listening line (or up to exit)
+  std::string stderr_path;
 
-  explicit serve_process(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  /// args: what follows `troupe serve`; --host 127.0.0.1 --port 0 are added.
+  /// address_space_bytes > 0: the child runs under RLIMIT_AS (allocations past it fail).
+  explicit serve_process(const std::vector<std::string>& args, std::chrono::seconds timeout = std::chrono::seconds(60),
+                         size_t address_space_bytes = 0) {
+    char tmpl[] = "/tmp/troupe-serve-stderr-XXXXXX";
+    const int err_fd = ::mkstemp(tmpl);
+    stderr_path = tmpl;
     int out[2];
-    if (::pipe(out) != 0) return;
-    args.insert(args.begin(), {troupe_binary().string(), "serve"});
-    for (const char* a : {"--host", "127.0.0.1", "--port", "0"}) args.emplace_back(a);
+    if (err_fd < 0 || ::pipe(out) != 0) return;
+    std::vector<std::string> argv_s{troupe_binary().string(), "serve"};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    for (const char* a : {"--host", "127.0.0.1", "--port", "0"}) argv_s.emplace_back(a);
     pid = ::fork();
     if (pid < 0) return;
     if (pid == 0) {
+      if (address_space_bytes > 0) {
+        const rlimit lim{address_space_bytes, address_space_bytes};
+        ::setrlimit(RLIMIT_AS, &lim);
+      }
       ::dup2(out[1], 1);
+      ::dup2(err_fd, 2);
       ::close(out[0]);
       ::close(out[1]);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
+      std::vector<char*> av;
+      for (auto& a : argv_s) av.push_back(a.data());
+      av.push_back(nullptr);
+      ::execv(av[0], av.data());
       ::_exit(127);
     }
+    ::close(err_fd);
     ::close(out[1]);
     fd = out[0];
+    // Bounded wait for the "listening on 127.0.0.1:PORT" line (or the end of stdout: it exited).
     const auto give_up = std::chrono::steady_clock::now() + timeout;
     std::string line;
     while (std::chrono::steady_clock::now() < give_up) {
@@ -179,18 +200,54 @@ struct serve_process {
       }
       line.clear();
     }
+    output += line;
   }
-  serve_process(const serve_process&) = delete;
-  serve_process& operator=(const serve_process&) = delete;
-  /// SIGTERM, then waits for the exit; `status` holds what waitpid reported.
+
+  /// Waits (bounded) for the process to exit; false if it is still running at the deadline.
+  bool wait_exit(std::chrono::milliseconds timeout) {
+    if (pid <= 0) return true;
+    const auto give_up = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < give_up) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        pid = 0;
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  /// The exit code (128 + signal when killed by one), -1 while running.
+  int exit_code() const {
+    if (pid != 0 || status == -1) return -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+  }
+
+  std::string stderr_text() const {
+    std::ifstream in(stderr_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
   void stop() {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, &status, 0);
-    ::close(fd);
-    pid = 0;
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      if (!wait_exit(std::chrono::seconds(30))) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        pid = 0;
+      }
+    }
+    if (fd >= 0) ::close(fd);
+    fd = -1;
   }
-  ~serve_process() { stop(); }
+  ~serve_process() {
+    stop();
+    if (!stderr_path.empty()) std::remove(stderr_path.c_str());
+  }
 };
 
 }  // namespace troupe::test

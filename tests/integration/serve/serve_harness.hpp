@@ -16,6 +16,8 @@
 #include "cluster-config/cluster_config.hpp"
 #include "engine/generator.hpp"
 #include "engine/model_weights.hpp"
+#include "engine/stop_rule.hpp"
+#include "engine/text_stream.hpp"
 #include "engine/tokenizer.hpp"
 #include "tests/test_support.hpp"
 
@@ -151,16 +153,22 @@ class serve_harness {
     opts.sampling = r.sampling;
     opts.stop_at_eos = r.stop_at_eos;
     opts.ctx_size = ctx_size();
+    // The model's stop rule, as `troupe generate` applies it, plus the request's stop strings.
+    const engine::stop_rule rule = engine::make_stop_rule(full_->config, *tok_);
+    opts.end_ids = rule.end_ids;
+    std::vector<std::string> stops = r.stop;
+    if (r.stop_at_eos) stops.insert(stops.end(), rule.end_texts.begin(), rule.end_texts.end());
     reference ref;
-    engine::incremental_decoder dec(*tok_, prompt.back());
-    const int32_t eos = full_->config.eos_id;
+    engine::text_stream stream(*tok_, prompt.back(), stops);
     auto st = engine::generate(*full_, prompt, opts, [&](int32_t id) {
       ref.ids.push_back(id);
-      if (!(id == eos && r.stop_at_eos)) ref.text += dec.push(id);
-      return true;
+      if (r.stop_at_eos && rule.ends(id)) return true;
+      const auto out = stream.push(id);
+      ref.text += out.text;
+      return !out.stopped;
     });
     BOOST_REQUIRE_MESSAGE(st, (st ? "" : st.error().message));
-    ref.text += dec.flush();
+    ref.text += stream.finish();
     return ref;
   }
 

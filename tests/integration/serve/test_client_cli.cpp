@@ -6,13 +6,17 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "tests/test_support.hpp"
+#include "tests/test_support.hpp"
 
 using namespace troupe::test;
+
 
 BOOST_AUTO_TEST_SUITE(client_cli)
 
@@ -88,6 +92,60 @@ BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve, *needs_models(
   server.stop();
   BOOST_TEST(WIFEXITED(server.status));
   BOOST_TEST(WEXITSTATUS(server.status) == 0);
+}
+
+// Every model in ../shared/models, in every format, served and generated greedily: the client's
+// text is exactly generate's, to the end of the story (the end marker is not text on either
+// path: both take the model's stop rule from engine::make_stop_rule).
+BOOST_AUTO_TEST_CASE(serve_text_equals_generate_text_for_every_model_to_the_end_of_the_story) {
+  struct model_case {
+    std::string model, tokenizer;
+    int n;  // tokens to generate
+    bool ends_story;  // the story ends (EOS) within n tokens
+  };
+  // The derived GGUF files say their context is 128: the server keeps to it, so ask for fewer
+  // tokens there (generate would run past it with a note).
+  const std::vector<model_case> cases = {
+    {"stories260K.bin", "tok512.bin", 200, false},
+    {"derived/stories260K.gguf", "", 100, false},
+    {"TinyStories-656K-Q8_0.gguf", "", 300, true},
+    {"TinyStories-656K", "", 300, true},
+    {"derived/TinyStories-656K.llama2c.bin", "derived/tok2048-656K.bin", 300, true},
+    {"derived/TinyStories-656K-F32.gguf", "", 100, false},
+  };
+  const std::string bin = troupe_binary().string();
+  const std::string prompt = "Once upon a time";
+  for (const model_case& c : cases) {
+    BOOST_TEST_CONTEXT("model: " << c.model) {
+      const std::string model = model_path(c.model).string();
+      BOOST_REQUIRE_MESSAGE(std::filesystem::exists(model), "missing model file " << model);
+      std::vector<std::string> args{"--model", model, "--threads", "1"};
+      std::string tok_flag;
+      if (!c.tokenizer.empty()) {
+        args.insert(args.end(), {"--tokenizer", model_path(c.tokenizer).string()});
+        tok_flag = " --tokenizer " + model_path(c.tokenizer).string();
+      }
+      serve_process server(args);
+      BOOST_REQUIRE_MESSAGE(server.port != 0, "no listening line: " << server.output << server.stderr_text());
+      const std::string n = " -n " + std::to_string(c.n);
+      auto client = run_command(bin + " client --host 127.0.0.1 --port " + std::to_string(server.port) +
+                                " --prompt '" + prompt + "'" + n + " 2>/dev/null");
+      BOOST_REQUIRE_EQUAL(client.exit_code, 0);
+      auto gen = run_command(bin + " generate --model " + model + tok_flag + " --prompt '" + prompt + "'" + n +
+                             " --threads 1 2>&1 >/dev/null | grep -o 'finish: [a-z_]*'; " + bin + " generate --model " +
+                             model + tok_flag + " --prompt '" + prompt + "'" + n + " --threads 1 2>/dev/null");
+      BOOST_REQUIRE_EQUAL(gen.exit_code, 0);
+      const std::string finish_line = gen.out.substr(0, gen.out.find('\n'));
+      const std::string text = gen.out.substr(gen.out.find('\n') + 1);
+      BOOST_TEST(finish_line == (c.ends_story ? "finish: eos" : "finish: length"));
+      BOOST_TEST(client.out.size() > 100u);
+      BOOST_TEST(text == prompt + client.out);
+      BOOST_TEST(client.out.find("<|end_story|>") == std::string::npos, client.out);
+      BOOST_TEST(client.out.find("</s>") == std::string::npos, client.out);
+      server.stop();
+      BOOST_TEST(server.exit_code() == 0);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(client_reports_a_connection_failure) {

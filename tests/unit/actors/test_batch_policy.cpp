@@ -28,7 +28,7 @@ batch_policy_config small_config() {
   c.max_waiting = 8;
   c.prefill_chunk = 8;
   c.ctx_size = 64;
-  c.eos_id = 2;
+  c.end_ids = {2};
   return c;
 }
 
@@ -94,6 +94,26 @@ BOOST_AUTO_TEST_CASE(prefills_a_prompt_in_chunks_then_decodes_one_token_per_step
   BOOST_TEST(p4.seqs[0].tokens == std::vector<int32_t>{42});
   BOOST_TEST(p4.seqs[0].step == 1);
   BOOST_TEST(p4.seqs[0].new_blocks.size() == 1u);  // position 20 starts block 5
+}
+
+BOOST_AUTO_TEST_CASE(every_end_id_of_the_stop_rule_finishes_with_eos) {
+  // The model's stop rule may name several end tokens (EOS, <|end_story|>, <|eot_id|>, ...).
+  auto cfg = small_config();
+  cfg.end_ids = {2, 5};
+  ::troupe::actors::batch_policy bp(cfg);
+  auto a = spec(1, 3, 10);
+  auto b = spec(2, 3, 10);
+  b.stop_at_eos = false;
+  bp.admit(a, 0);
+  bp.admit(b, 0);
+  BOOST_TEST(bp.stop_ids(request_id{1}) == (std::vector<int32_t>{2, 5}));
+  BOOST_TEST(bp.stop_ids(request_id{2}).empty());
+  auto p = bp.plan(0);
+  BOOST_REQUIRE_EQUAL(p.seqs.size(), 2u);
+  std::vector<sampled_token> t = {{request_id{1}, 5, 0}, {request_id{2}, 5, 0}};
+  auto fin = bp.on_result(p.micro_batch, t);
+  BOOST_REQUIRE_EQUAL(fin.size(), 1u);
+  BOOST_TEST((fin[0].id == request_id{1} && fin[0].reason == finish_reason::eos && fin[0].n_generated == 1));
 }
 
 BOOST_AUTO_TEST_CASE(finishes_on_max_tokens_eos_and_stop_tokens) {

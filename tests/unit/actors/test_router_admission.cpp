@@ -101,7 +101,7 @@ struct router_fixture : troupe::test::deterministic_system {
       setup.schedulers.push_back(keep(sys().spawn(fake_scheduler, schedulers.back())));
     }
     setup.tokenizer = std::make_shared<letter_tokenizer>();
-    setup.eos_id = 2;
+    setup.stop_rule.end_ids = {2};
     setup.vocab_size = 32;
     setup.ctx_size = 16;
     setup.max_new_tokens = 100;

@@ -88,6 +88,32 @@ BOOST_AUTO_TEST_CASE(reports_wrong_types_and_ranges) {
   BOOST_TEST(error_of(text).find("local.toml:7: listen.port: 70000 is out of range") == 0, error_of(text));
 }
 
+BOOST_AUTO_TEST_CASE(rejects_zero_and_negative_limits_with_file_line_and_key) {
+  // A server with max_waiting = 0 or max_new_tokens = 0 refuses every request: a config error.
+  std::string text = good;
+  text.replace(text.find("n_blocks = 64"), 13, "n_blocks = 64\nmax_waiting = 0");
+  BOOST_TEST(error_of(text).find("local.toml:12: batching.max_waiting: 0 is out of range [1,") == 0, error_of(text));
+  text = good;
+  text.insert(text.find("[[stages]]"), "[limits]\nmax_new_tokens = 0\n\n");
+  BOOST_TEST(error_of(text).find("local.toml:14: limits.max_new_tokens: 0 is out of range [1,") == 0, error_of(text));
+  text = good;
+  text.replace(text.find("n_blocks = 64"), 13, "n_blocks = -4");
+  BOOST_TEST(error_of(text).find("local.toml:11: batching.n_blocks: -4 is out of range [1,") == 0, error_of(text));
+  // Values that bypass the parser (flags, code) are caught by validate().
+  auto c = parse_cluster_text(good, "local.toml");
+  BOOST_REQUIRE(c);
+  c->batching.max_waiting = 0;
+  auto v = validate(*c);
+  BOOST_REQUIRE(!v);
+  BOOST_TEST(v.error().message.find("batching.max_waiting: 0 must be at least 1") != std::string::npos, v.error().message);
+  c->batching.max_waiting = 1;
+  c->limits.max_new_tokens = -1;
+  v = validate(*c);
+  BOOST_REQUIRE(!v);
+  BOOST_TEST(v.error().message.find("limits.max_new_tokens: -1 must be at least 1") != std::string::npos,
+             v.error().message);
+}
+
 BOOST_AUTO_TEST_CASE(reports_missing_model_path_and_stages) {
   BOOST_TEST(error_of("[model]\ntokenizer = \"t\"\n[[stages]]\nfirst_layer = 0\n").find("model.path: required key is missing") !=
              std::string::npos);
