@@ -5,6 +5,10 @@
 
 namespace troupe::transport {
 
+namespace {
+constexpr size_t release_above_bytes = 64 * 1024;
+}  // namespace
+
 const char* frame_kind_name(frame_kind kind) {
   switch (kind) {
     case frame_kind::hello: return "hello";
@@ -111,7 +115,13 @@ result<std::optional<frame>> frame_decoder::next() {
   f.payload.assign(buf_.data() + pos_ + frame_header_bytes, length);
   pos_ += frame_header_bytes + length;
   if (pos_ == buf_.size()) {
-    buf_.clear();
+    // Nothing left: give back a large buffer (one big frame must not pin its memory to an idle
+    // connection for the rest of its life).
+    if (buf_.capacity() > release_above_bytes) {
+      std::string().swap(buf_);
+    } else {
+      buf_.clear();
+    }
     pos_ = 0;
   }
   return std::optional<frame>{std::move(f)};

@@ -62,7 +62,8 @@ struct frame_decoder_options {
 /// Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
 /// Errors are detected as early as the bytes allow (a wrong magic byte, an oversize length as
 /// soon as the header is complete, before any payload is buffered) and are sticky: after one,
-/// next() keeps returning it.
+/// next() keeps returning it. Memory follows the bytes that arrived, never a frame's declared
+/// length, and a buffer grown past 64 KiB is released once it is empty.
 class frame_decoder {
  public:
   explicit frame_decoder(frame_decoder_options options = {});
