@@ -5,6 +5,7 @@
 #include <random>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 
 #include "actors/logger.hpp"
 
@@ -147,12 +148,15 @@ serve_request to_serve_request(const transport::generate_request& r) {
 }
 
 tcp_gateway::tcp_gateway(caf::actor_system& sys, router_actor router, std::chrono::milliseconds admit_timeout,
-                         std::shared_ptr<const engine::tokenizer> tokenizer)
+                         std::shared_ptr<const engine::tokenizer> tokenizer, size_t max_prompt_tokens)
     : sys_(sys),
       router_(std::move(router)),
       admit_timeout_(admit_timeout),
       tokenizer_(std::move(tokenizer)),
-      registry_(std::make_shared<registry>()) {}
+      max_prompt_tokens_(max_prompt_tokens),
+      registry_(std::make_shared<registry>()) {
+  if (tokenizer_ && max_prompt_tokens_ > 0) max_prompt_bytes_ = tokenizer_->max_piece_bytes() * max_prompt_tokens_;
+}
 
 tcp_gateway::~tcp_gateway() {
   std::map<std::pair<uint64_t, uint64_t>, caf::actor> relays;
@@ -167,8 +171,22 @@ void tcp_gateway::on_generate(std::shared_ptr<transport::stream_sink> sink, tran
   const std::pair<uint64_t, uint64_t> key{uint64_t(sink->connection()), sink->request_id()};
   serve_request req = to_serve_request(request);
   if (tokenizer_ && !req.prompt.empty() && req.prompt_tokens.empty()) {
+    // Refused by its length alone, before any tokenizing: no token covers more bytes than the
+    // tokenizer's longest piece.
+    if (max_prompt_bytes_ > 0 && req.prompt.size() > max_prompt_bytes_) {
+      sink->send_error(transport::errc::prompt_too_long,
+                       fmt::format("a prompt of {} bytes cannot fit the limit of {} tokens (at most {} bytes)",
+                                   req.prompt.size(), max_prompt_tokens_, max_prompt_bytes_));
+      return;
+    }
     req.prompt_tokens = tokenizer_->encode(req.prompt, true);  // as the ROUTER would
     req.prompt.clear();
+  }
+  if (max_prompt_tokens_ > 0 && req.prompt_tokens.size() > max_prompt_tokens_) {
+    sink->send_error(transport::errc::prompt_too_long,
+                     fmt::format("a prompt of {} tokens does not fit the context of {}", req.prompt_tokens.size(),
+                                 max_prompt_tokens_ + 1));
+    return;
   }
   std::lock_guard lock(registry_->mutex);  // the relay's first steps wait for its registration
   auto a = sys_.spawn(relay, std::move(sink), registry_, router_, std::move(req), admit_timeout_);

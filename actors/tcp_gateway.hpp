@@ -19,9 +19,16 @@ class tcp_gateway final : public transport::request_handler {
   /// With a tokenizer, prompt text is tokenized here, on the transport's I/O thread, and the
   /// ROUTER gets token ids: a long prompt (a 256 KiB one takes ~150 ms) then does not hold up the
   /// ROUTER, and with it every stream's tokens. Without one, the ROUTER tokenizes.
+  /// `max_prompt_tokens` (0: no limit here) is the ROUTER's limit (the context less one): a
+  /// prompt longer than that is refused here with prompt_too_long, and one whose byte length
+  /// alone shows it cannot fit (more than max_prompt_tokens x the tokenizer's longest piece) is
+  /// refused before tokenizing, so a refused prompt costs little.
   tcp_gateway(caf::actor_system& sys, router_actor router,
               std::chrono::milliseconds admit_timeout = std::chrono::milliseconds(30'000),
-              std::shared_ptr<const engine::tokenizer> tokenizer = nullptr);
+              std::shared_ptr<const engine::tokenizer> tokenizer = nullptr, size_t max_prompt_tokens = 0);
+
+  /// The most prompt bytes that can fit max_prompt_tokens (0: no limit).
+  size_t max_prompt_bytes() const { return max_prompt_bytes_; }
   ~tcp_gateway() override;  // stops the relays still running
 
   void on_generate(std::shared_ptr<transport::stream_sink> sink, transport::generate_request request) override;
@@ -38,6 +45,8 @@ class tcp_gateway final : public transport::request_handler {
   router_actor router_;
   std::chrono::milliseconds admit_timeout_;
   std::shared_ptr<const engine::tokenizer> tokenizer_;
+  size_t max_prompt_tokens_ = 0;
+  size_t max_prompt_bytes_ = 0;
   std::shared_ptr<registry> registry_;
 };
 

@@ -2,6 +2,9 @@
 // PIPELINE STAGEs), behind the client protocol's TCP server. From a cluster file (--config) or
 // from flags (--model, --stages, --replicas: layers split evenly).
 #include <algorithm>
+#include <sys/stat.h>
+
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include "cluster-config/cluster_config.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/tokenizer.hpp"
+#include "transport/api_keys.hpp"
 #include "transport/tcp_server.hpp"
 
 namespace troupe::app {
@@ -27,7 +31,7 @@ namespace {
 int run_serve(int argc, char** argv) {
   arg_parser args(
     "troupe serve --config FILE | --model PATH [--tokenizer PATH] [--stages N] [--replicas R] [--threads T] "
-    "[--port P]",
+    "[--port P] [--api-key-file FILE]",
     "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
     "with continuous batching over the paged KV cache, behind the client protocol (TCP).\n"
     "Flags given with --config override the file's values.");
@@ -41,7 +45,10 @@ int run_serve(int argc, char** argv) {
     .option("kv-blocks", "N", "KV cache blocks per stage")
     .option("block-size", "N", "positions per KV block")
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
-    .option("api-key", "KEY", "require this API key from clients");
+    .option("api-key-file", "FILE", "require one of the API keys in FILE (one per line, # comments) from clients")
+    .option("api-key", "KEY", "require this API key (visible to every local user in the process list: prefer --api-key-file)")
+    .option("idle-timeout-ms", "MS", "close a connection with no request in flight after MS (0: never; default 300000)")
+    .option("max-connections-per-peer", "N", "open connections from one address (0: no limit; default 256)");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   // Logs go to stderr; stdout carries only the "listening on" line (scripts read the port there).
   spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));
@@ -87,6 +94,17 @@ int run_serve(int argc, char** argv) {
     if (!n) return bad_flag();
     cluster.batching.block_size = int(*n);
   }
+  if (args.given("api-key-file")) cluster.listen.api_key_file = args.str("api-key-file");
+  if (args.given("idle-timeout-ms")) {
+    auto n = args.integer("idle-timeout-ms", 0, 86'400'000);
+    if (!n) return bad_flag();
+    cluster.listen.idle_timeout_ms = int(*n);
+  }
+  if (args.given("max-connections-per-peer")) {
+    auto n = args.integer("max-connections-per-peer", 0, 1 << 20);
+    if (!n) return bad_flag();
+    cluster.listen.max_connections_per_peer = int(*n);
+  }
   if (args.given("max-waiting")) {
     auto n = args.integer("max-waiting", 1, 1 << 24);
     if (!n) return bad_flag();
@@ -114,6 +132,23 @@ int run_serve(int argc, char** argv) {
     for (auto& s : cluster.stages) s.threads = int(*threads);
   }
 
+  std::vector<std::string> api_keys;
+  if (!cluster.listen.api_key_file.empty()) {
+    auto keys = transport::read_api_key_file(cluster.listen.api_key_file);
+    if (!keys) return fail(keys.error().message);
+    api_keys = std::move(*keys);
+    struct stat st{};
+    if (::stat(cluster.listen.api_key_file.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      spdlog::warn("API key file {} is readable by other users (mode {:o}): chmod 600 it",
+                   cluster.listen.api_key_file, st.st_mode & 0777);
+    }
+  }
+  if (args.given("api-key")) {
+    api_keys.push_back(args.str("api-key"));
+    spdlog::warn("--api-key puts the key in the process list, where every local user can read it "
+                 "(/proc/PID/cmdline): use --api-key-file FILE instead");
+  }
+
   auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
   if (!tok) return fail(tok.error().message);
   std::shared_ptr<const engine::tokenizer> tokenizer(std::move(*tok));
@@ -135,13 +170,29 @@ int run_serve(int argc, char** argv) {
   if (!node) return fail(node.error());
   int rc = 0;
   {
-    actors::tcp_gateway gateway(sys, node->router);
+    // The ROUTER's prompt limit: a prompt must leave room in the context for one token.
+    const int ctx = node->cluster.limits.ctx_size > 0 ? node->cluster.limits.ctx_size : node->model.max_seq_len;
+    const size_t max_prompt_tokens = size_t(std::max(1, ctx - 1));
+    // The gateway tokenizes on the I/O threads (the ROUTER gets token ids) and refuses prompts that
+    // cannot fit before tokenizing them.
+    actors::tcp_gateway gateway(sys, node->router, std::chrono::milliseconds(30'000), node->tokenizer,
+                                max_prompt_tokens);
     transport::server_options so;
     so.host = node->cluster.listen.host;
     so.port = uint16_t(node->cluster.listen.port);
     so.model = node->cluster.model.path;
     so.limits.max_tokens = uint32_t(node->cluster.limits.max_new_tokens);
-    if (args.given("api-key")) so.api_keys.push_back(args.str("api-key"));
+    // Clients learn these in hello_ok; the frame decoder refuses longer prompts without tokenizing.
+    so.limits.max_prompt_tokens = uint32_t(std::min<size_t>(so.limits.max_prompt_tokens, max_prompt_tokens));
+    if (gateway.max_prompt_bytes() > 0) {
+      so.limits.max_prompt_bytes = uint32_t(std::min<size_t>(so.limits.max_prompt_bytes, gateway.max_prompt_bytes()));
+    }
+    so.api_keys = std::move(api_keys);
+    const auto& l = node->cluster.listen;
+    if (l.idle_timeout_ms >= 0) so.idle_timeout = std::chrono::milliseconds(l.idle_timeout_ms);
+    if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
+    if (l.body_timeout_ms >= 0) so.body_timeout = std::chrono::milliseconds(l.body_timeout_ms);
+    if (l.max_connections_per_peer >= 0) so.max_connections_per_peer = size_t(l.max_connections_per_peer);
     transport::tcp_server server(so, gateway);
     if (auto s = server.start(); !s) {
       std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());

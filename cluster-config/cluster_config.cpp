@@ -149,6 +149,14 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     table_reader t(**listen, "listen", file);
     TROUPE_TRY(t.string("host", c.listen.host));
     TROUPE_TRY(t.integer("port", c.listen.port, 0, 65535));
+    TROUPE_TRY(t.string("api_key_file", c.listen.api_key_file));
+    if (!c.listen.api_key_file.empty() && !base_dir.empty() && std::filesystem::path(c.listen.api_key_file).is_relative()) {
+      c.listen.api_key_file = (base_dir / c.listen.api_key_file).lexically_normal().string();
+    }
+    TROUPE_TRY(t.integer("idle_timeout_ms", c.listen.idle_timeout_ms, 0, 86'400'000));
+    TROUPE_TRY(t.integer("header_timeout_ms", c.listen.header_timeout_ms, 0, 3'600'000));
+    TROUPE_TRY(t.integer("body_timeout_ms", c.listen.body_timeout_ms, 0, 3'600'000));
+    TROUPE_TRY(t.integer("max_connections_per_peer", c.listen.max_connections_per_peer, 0, 1 << 20));
     TROUPE_TRY(t.no_unknown_keys());
   }
 

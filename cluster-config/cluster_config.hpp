@@ -37,6 +37,12 @@ struct model_section {
 struct listen_section {
   std::string host = "127.0.0.1";
   int port = 7433;  // 0: an ephemeral port
+  std::string api_key_file;  // clients' API keys, one per line (empty: no authentication)
+  // Connection limits of the client protocol (see transport::server_options); -1: its default.
+  int idle_timeout_ms = -1;
+  int header_timeout_ms = -1;
+  int body_timeout_ms = -1;
+  int max_connections_per_peer = -1;
 };
 
 /// Continuous batching and the paged KV cache (per replica; every stage has n_blocks blocks).

@@ -2,6 +2,8 @@
 // Tokenizers: SentencePiece-style score merging (llama2.c tokenizer .bin, GGUF "llama" vocab,
 // byte fallback <0xNN>) and Hugging Face tokenizer.json BPE (merge rank), plus an incremental,
 // UTF-8 safe detokenizer for streaming.
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -28,6 +30,18 @@ class tokenizer {
 
   /// The token's vocabulary string as stored (for debugging and `model info`).
   virtual std::string token_text(int32_t id) const = 0;
+
+  /// The most bytes of text one token can stand for (its longest piece, decoded or as stored),
+  /// at least 1: a text of n bytes needs more than max_tokens tokens when
+  /// n > max_piece_bytes() * max_tokens, which a server can tell before encoding. Scans the
+  /// vocabulary: callers keep the value.
+  size_t max_piece_bytes() const {
+    size_t n = 1;
+    for (int32_t id = 0; id < vocab_size(); ++id) {
+      n = std::max({n, decode_piece(-1, id).size(), token_text(id).size()});
+    }
+    return n;
+  }
 
   virtual int vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;

@@ -500,6 +500,7 @@ result<hello> decode_hello(std::string_view payload) {
       TROUPE_READ(h.api_key, read_string(c, name, v, max_name_bytes));
     } else if (name == "client_name") {
       TROUPE_READ(h.client_name, read_string(c, name, v, max_name_bytes));
+      if (!is_valid_utf8(h.client_name)) return invalid(c, "field 'client_name' is not valid UTF-8");
     }
     return {};
   });

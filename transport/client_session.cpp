@@ -101,16 +101,17 @@ class session_stream_sink final : public stream_sink {
 
 client_session::client_session(std::shared_ptr<asio::io_context> io, tcp::socket socket, connection_id id,
                                std::shared_ptr<const server_options> options, request_handler& handler,
-                               closed_callback on_closed)
+                               std::shared_ptr<connection_registry> registry, std::string peer)
     : io_(std::move(io)),
       socket_(std::move(socket)),
       strand_(socket_.get_executor()),
-      handshake_timer_(strand_),
+      deadline_timer_(strand_),
       linger_timer_(strand_),
       id_(id),
       options_(std::move(options)),
       handler_(handler),
-      on_closed_(std::move(on_closed)),
+      registry_(std::move(registry)),
+      peer_(std::move(peer)),
       fd_(socket_.native_handle()),
       decoder_(frame_decoder_options{options_->limits.max_frame_bytes, min_protocol_version, protocol_version}) {}
 
@@ -118,12 +119,9 @@ client_session::~client_session() = default;
 
 void client_session::start() {
   asio::post(strand_, [self = shared_from_this()] {
-    self->handshake_timer_.expires_after(self->options_->handshake_timeout);
-    self->handshake_timer_.async_wait([self](const boost::system::error_code& ec) {
-      if (ec || self->handshake_done_) return;
-      self->fail(error{errc::timeout,
-                       fmt::format("no hello within {} ms", self->options_->handshake_timeout.count()), 0});
-    });
+    boost::system::error_code ignored;
+    self->socket_.non_blocking(true, ignored);  // on_readable reads what is there, never waits
+    self->arm_deadline(self->next_deadline(clock::now()));
     self->do_read();
   });
 }
@@ -139,12 +137,22 @@ bool client_session::is_open() const {
   return state_ == state::open;
 }
 
+std::optional<client_session::clock::time_point> client_session::idle_since() const {
+  std::lock_guard lock(mu_);
+  if (state_ != state::open) return std::nullopt;
+  if (!handshaken_) return accepted_at_;
+  if (!active_.empty() || partial_input_) return std::nullopt;
+  return idle_since_;
+}
+
 bool client_session::enqueue(std::string bytes, uint64_t ending_request_id) {
   bool start_write = false;
   {
     std::lock_guard lock(mu_);
     if (state_ != state::open) return false;
-    if (ending_request_id != 0) active_.erase(ending_request_id);
+    if (ending_request_id != 0 && active_.erase(ending_request_id) > 0 && active_.empty()) {
+      idle_since_ = clock::now();  // the idle deadline counts from here (on_deadline re-reads it)
+    }
     if (queued_bytes_ + bytes.size() > options_->max_write_queue_bytes) {
       // The client does not read: drop it rather than buffer without bound.
       state_ = state::closed;
@@ -179,14 +187,23 @@ bool client_session::enqueue(std::string bytes, uint64_t ending_request_id) {
 // ---- reading --------------------------------------------------------------------------------
 
 void client_session::do_read() {
-  socket_.async_read_some(asio::buffer(read_buf_),
-                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-                            self->on_read(ec, n);
-                          });
+  socket_.async_wait(tcp::socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) { self->on_readable(ec); });
 }
 
-void client_session::on_read(const boost::system::error_code& ec, size_t n) {
+void client_session::on_readable(boost::system::error_code ec) {
   if (finished_) return;
+  // One read buffer per I/O thread, not per connection: a connection holds only the partial
+  // frame it has sent (in the decoder), nothing while it is idle.
+  static thread_local std::vector<char> buf(64 * 1024);
+  size_t n = 0;
+  if (!ec) {
+    n = socket_.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      do_read();
+      return;
+    }
+  }
   state st;
   {
     std::lock_guard lock(mu_);
@@ -207,7 +224,7 @@ void client_session::on_read(const boost::system::error_code& ec, size_t n) {
     close_now(ec == asio::error::eof ? "client closed the connection" : ec.message());
     return;
   }
-  decoder_.feed(std::string_view(read_buf_.data(), n));
+  decoder_.feed(std::string_view(buf.data(), n));
   while (is_open()) {
     auto next = decoder_.next();
     if (!next) {
@@ -215,9 +232,113 @@ void client_session::on_read(const boost::system::error_code& ec, size_t n) {
       break;
     }
     if (!*next) break;
+    frame_started_.reset();
+    body_started_.reset();
     handle_frame(std::move(**next));
   }
+  if (is_open()) after_input(clock::now());
   do_read();
+}
+
+// Notes where the partial frame stands (for its deadline and the input budget) after a read.
+void client_session::after_input(clock::time_point now) {
+  const size_t buffered = decoder_.buffered_bytes();
+  if (buffered == 0) {
+    frame_started_.reset();
+    body_started_.reset();
+  } else {
+    if (!frame_started_) frame_started_ = now;
+    if (buffered >= frame_header_bytes && !body_started_) body_started_ = now;
+  }
+  {
+    std::lock_guard lock(mu_);
+    partial_input_ = buffered > 0;
+  }
+  if (buffered != charged_) {
+    charged_ = buffered;
+    if (auto victim = registry_->set_buffered(id_, buffered)) {
+      const auto message = fmt::format(
+        "the server's buffer for incoming frames ({} bytes across connections) is full and this connection "
+        "held the most unparsed input",
+        options_->max_buffered_input_bytes);
+      if (victim.get() == this) {
+        fail(error{errc::overloaded, message, 0});
+        return;
+      }
+      victim->shutdown(errc::overloaded, message);
+    }
+  }
+  arm_deadline(next_deadline(now));
+}
+
+namespace {
+client_session::clock::time_point after(client_session::clock::time_point t, std::chrono::milliseconds d) {
+  return d.count() > 0 ? t + d : client_session::clock::time_point::max();
+}
+}  // namespace
+
+// The earliest deadline of the stage the connection is in.
+client_session::clock::time_point client_session::next_deadline(clock::time_point now) const {
+  auto d = clock::time_point::max();
+  if (!handshake_done_) d = accepted_at_ + options_->handshake_timeout;
+  if (body_started_) {
+    d = std::min(d, after(*body_started_, options_->body_timeout));
+  } else if (frame_started_) {
+    d = std::min(d, after(*frame_started_, options_->header_timeout));
+  } else if (handshake_done_) {
+    std::lock_guard lock(mu_);
+    // With requests in flight, look again an idle_timeout later (they may have ended by then).
+    d = std::min(d, after(active_.empty() ? idle_since_ : now, options_->idle_timeout));
+  }
+  return d;
+}
+
+void client_session::arm_deadline(clock::time_point t) {
+  if (t == clock::time_point::max() || (timer_armed_ && deadline_timer_.expiry() <= t)) return;
+  timer_armed_ = true;
+  deadline_timer_.expires_at(t);
+  deadline_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;  // re-armed earlier, or closing
+    self->timer_armed_ = false;
+    self->on_deadline();
+  });
+}
+
+void client_session::on_deadline() {
+  if (finished_ || !is_open()) return;
+  const auto now = clock::now();
+  const auto ms = [](std::chrono::milliseconds d) { return d.count(); };
+  if (!handshake_done_ && now >= accepted_at_ + options_->handshake_timeout) {
+    fail(error{errc::timeout, fmt::format("no hello within {} ms", ms(options_->handshake_timeout)), 0});
+    return;
+  }
+  if (body_started_ && now >= after(*body_started_, options_->body_timeout)) {
+    fail(error{errc::timeout,
+               fmt::format("frame payload not complete {} ms after its header ({} bytes received)",
+                           ms(options_->body_timeout), decoder_.buffered_bytes() - frame_header_bytes),
+               0});
+    return;
+  }
+  if (!body_started_ && frame_started_ && now >= after(*frame_started_, options_->header_timeout)) {
+    fail(error{errc::timeout,
+               fmt::format("frame header not complete {} ms after its first byte ({} of {} bytes received)",
+                           ms(options_->header_timeout), decoder_.buffered_bytes(), frame_header_bytes),
+               0});
+    return;
+  }
+  if (handshake_done_ && !frame_started_) {
+    bool idle = false;
+    {
+      std::lock_guard lock(mu_);
+      idle = active_.empty() && now >= after(idle_since_, options_->idle_timeout);
+    }
+    if (idle) {
+      fail(error{errc::timeout,
+                 fmt::format("idle for {} ms with no request in flight", ms(options_->idle_timeout)), 0});
+      return;
+    }
+  }
+  arm_deadline(next_deadline(now));
 }
 
 void client_session::handle_frame(frame f) {
@@ -254,9 +375,18 @@ void client_session::handle_hello(const frame& f) {
     return;
   }
   if (!options_->api_keys.empty()) {
+    auto& throttle = registry_->throttle();
+    if (const auto wait = throttle.check(peer_); wait.count() > 0) {
+      fail(error{errc::unauthorized,
+                 fmt::format("too many failed API key attempts from this address; retry in {} s",
+                             std::chrono::ceil<std::chrono::seconds>(wait).count()),
+                 0});
+      return;
+    }
     bool ok = false;
     for (const auto& key : options_->api_keys) ok = keys_equal(h->api_key, key) || ok;
     if (!ok) {
+      throttle.failed(peer_);  // counted, and logged as one summary line per window
       fail(error{errc::unauthorized, h->api_key.empty() ? "an API key is required" : "invalid API key", 0});
       return;
     }
@@ -264,7 +394,11 @@ void client_session::handle_hello(const frame& f) {
   version_ = version;
   decoder_.set_versions(version, version);
   handshake_done_ = true;
-  handshake_timer_.cancel();
+  {
+    std::lock_guard lock(mu_);
+    handshaken_ = true;
+    idle_since_ = clock::now();
+  }
   logger().debug("handshake done connection={} client={} version={}", static_cast<uint64_t>(id_),
                  printable(h->client_name), version);
   enqueue(encode(hello_ok{version, options_->server_name, options_->model, options_->limits}, version), 0);
@@ -365,13 +499,21 @@ void client_session::fail(const error& e) {
       start_write = true;
     }
   }
-  if (e.code == errc::shutting_down) {
-    logger().debug("closing connection connection={} code={}", static_cast<uint64_t>(id_), errc_name(e.code));
+  // Timeouts, refused keys and evictions are what hostile clients cause by the thousand: they are
+  // not worth a warning each (the API key throttle logs its own summary).
+  if (e.code == errc::shutting_down || e.code == errc::timeout || e.code == errc::unauthorized ||
+      e.code == errc::overloaded) {
+    logger().debug("closing connection connection={} peer={} code={} message={}", static_cast<uint64_t>(id_), peer_,
+                   errc_name(e.code), e.message);
   } else {
-    logger().warn("closing connection after error connection={} code={} message={}", static_cast<uint64_t>(id_),
-                  errc_name(e.code), e.message);
+    logger().warn("closing connection after error connection={} peer={} code={} message={}",
+                  static_cast<uint64_t>(id_), peer_, errc_name(e.code), e.message);
   }
-  handshake_timer_.cancel();
+  deadline_timer_.cancel();
+  // The connection no longer counts against the caps, and its partial input is dropped now.
+  decoder_ = frame_decoder(decoder_.options());
+  charged_ = 0;
+  registry_->closing(id_);
   report_disconnect();
   linger_timer_.expires_after(options_->close_linger);
   linger_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
@@ -443,13 +585,13 @@ void client_session::close_now(std::string_view reason) {
     queued_bytes_ = 0;
   }
   boost::system::error_code ignored;
-  handshake_timer_.cancel();
+  deadline_timer_.cancel();
   linger_timer_.cancel();
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   logger().debug("connection closed connection={} reason={}", static_cast<uint64_t>(id_), reason);
   report_disconnect();
-  if (on_closed_) on_closed_(id_);
+  registry_->remove(id_);
 }
 
 void client_session::report_disconnect() {

@@ -2,8 +2,35 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+
+#include <sys/mman.h>
 
 namespace troupe::transport {
+
+namespace {
+constexpr size_t release_above_bytes = 64 * 1024;
+constexpr size_t mmap_from_bytes = 64 * 1024;
+}  // namespace
+
+namespace detail {
+template <>
+char* input_allocator<char>::allocate(size_t n) {
+  if (n < mmap_from_bytes) return static_cast<char*>(::operator new(n));
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return static_cast<char*>(p);
+}
+
+template <>
+void input_allocator<char>::deallocate(char* p, size_t n) noexcept {
+  if (n < mmap_from_bytes) {
+    ::operator delete(p);
+  } else {
+    ::munmap(p, n);
+  }
+}
+}  // namespace detail
 
 const char* frame_kind_name(frame_kind kind) {
   switch (kind) {
@@ -54,10 +81,22 @@ void frame_decoder::feed(std::string_view bytes) {
   if (error_) return;
   // Drop consumed bytes before growing, so the buffer holds at most one frame plus one read.
   if (pos_ > 0 && (pos_ == buf_.size() || pos_ >= 64 * 1024)) {
-    buf_.erase(0, pos_);
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
     pos_ = 0;
   }
-  buf_.append(bytes.data(), bytes.size());
+  // Grow geometrically, but never past the end of the frame being received (its header, once
+  // complete, says where): a 1 MiB frame takes 1 MiB, not the 2 MiB a doubling would reserve.
+  const size_t needed = buf_.size() + bytes.size();
+  if (needed > buf_.capacity()) {
+    size_t cap = std::max(needed, 2 * buf_.capacity());
+    if (buf_.size() - pos_ >= frame_header_bytes) {
+      const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + pos_);
+      const uint32_t length = (uint32_t{p[6]} << 24) | (uint32_t{p[7]} << 16) | (uint32_t{p[8]} << 8) | uint32_t{p[9]};
+      cap = std::min(cap, std::max(needed, pos_ + frame_header_bytes + size_t{length}));
+    }
+    buf_.reserve(cap);
+  }
+  buf_.insert(buf_.end(), bytes.begin(), bytes.end());
 }
 
 result<std::optional<frame>> frame_decoder::fail_with(error e) {
@@ -111,7 +150,13 @@ result<std::optional<frame>> frame_decoder::next() {
   f.payload.assign(buf_.data() + pos_ + frame_header_bytes, length);
   pos_ += frame_header_bytes + length;
   if (pos_ == buf_.size()) {
-    buf_.clear();
+    // Nothing left: give back a large buffer (one big frame must not pin its memory to an idle
+    // connection for the rest of its life).
+    if (buf_.capacity() > release_above_bytes) {
+      decltype(buf_)().swap(buf_);
+    } else {
+      buf_.clear();
+    }
     pos_ = 0;
   }
   return std::optional<frame>{std::move(f)};

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "transport/error.hpp"
 
@@ -59,10 +60,31 @@ struct frame_decoder_options {
   uint8_t max_version = protocol_version;
 };
 
+namespace detail {
+/// Allocates blocks of 64 KiB and more straight from the kernel (mmap) and gives them back on
+/// release, so that partial frames held by many connections do not leave the process's heap
+/// fragmented and resident after they are gone; smaller blocks come from operator new.
+template <class T>
+struct input_allocator {
+  using value_type = T;
+  input_allocator() = default;
+  template <class U>
+  input_allocator(const input_allocator<U>&) noexcept {}
+  T* allocate(size_t n);
+  void deallocate(T* p, size_t n) noexcept;
+  friend bool operator==(const input_allocator&, const input_allocator&) = default;
+};
+template <>
+char* input_allocator<char>::allocate(size_t n);
+template <>
+void input_allocator<char>::deallocate(char* p, size_t n) noexcept;
+}  // namespace detail
+
 /// Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
 /// Errors are detected as early as the bytes allow (a wrong magic byte, an oversize length as
 /// soon as the header is complete, before any payload is buffered) and are sticky: after one,
-/// next() keeps returning it.
+/// next() keeps returning it. Memory follows the bytes that arrived, never a frame's declared
+/// length, and a buffer grown past 64 KiB is released once it is empty.
 class frame_decoder {
  public:
   explicit frame_decoder(frame_decoder_options options = {});
@@ -82,7 +104,7 @@ class frame_decoder {
   result<std::optional<frame>> fail_with(error e);
 
   frame_decoder_options options_;
-  std::string buf_;
+  std::vector<char, detail::input_allocator<char>> buf_;
   size_t pos_ = 0;  // start of the unconsumed bytes in buf_
   std::optional<error> error_;
 };

@@ -16,6 +16,7 @@
 #include <boost/asio/strand.hpp>
 
 #include "transport/client_session.hpp"
+#include "transport/connection_registry.hpp"
 #include "transport/logger.hpp"
 
 namespace troupe::transport {
@@ -28,24 +29,27 @@ struct tcp_server::impl : std::enable_shared_from_this<tcp_server::impl> {
       : options(std::make_shared<const server_options>(std::move(o))),
         handler(h),
         io(std::make_shared<asio::io_context>()),
+        registry(std::make_shared<connection_registry>(*options)),
         acceptor(asio::make_strand(*io)),
-        retry_timer(acceptor.get_executor()) {}
+        retry_timer(acceptor.get_executor()),
+        auth_summary_timer(acceptor.get_executor()) {}
 
   void do_accept();
   void on_accept(tcp::socket socket);
-  void remove(connection_id id);
+  void schedule_auth_summary();
 
   const std::shared_ptr<const server_options> options;
   request_handler& handler;
   const std::shared_ptr<asio::io_context> io;  // before the acceptor: destroyed after it
+  const std::shared_ptr<connection_registry> registry;
   tcp::acceptor acceptor;                      // strand executor
   asio::steady_timer retry_timer;              // after a failed accept (e.g. out of descriptors)
+  asio::steady_timer auth_summary_timer;       // logs the API key throttle's summary once per window
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   std::atomic<uint16_t> port{0};
 
   mutable std::mutex mu;
-  std::unordered_map<uint64_t, std::weak_ptr<client_session>> sessions;
   uint64_t next_id = 1;
   bool started = false;
   bool stopping = false;
@@ -71,8 +75,10 @@ void tcp_server::impl::do_accept() {
 void tcp_server::impl::on_accept(tcp::socket socket) {
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  const auto remote = socket.remote_endpoint(ignored);
+  std::string peer = remote.address().to_string();
   std::shared_ptr<client_session> session;
-  bool reject = false;
+  connection_registry::admission admission;
   {
     std::lock_guard lock(mu);
     if (stopping) {
@@ -80,25 +86,31 @@ void tcp_server::impl::on_accept(tcp::socket socket) {
       return;
     }
     const uint64_t id = next_id++;
-    reject = sessions.size() >= options->max_connections;
-    std::weak_ptr<impl> weak = shared_from_this();
-    session = std::make_shared<client_session>(io, std::move(socket), connection_id{id}, options, handler,
-                                               [weak](connection_id cid) {
-                                                 if (auto server = weak.lock()) server->remove(cid);
-                                               });
-    sessions.emplace(id, session);
+    session = std::make_shared<client_session>(io, std::move(socket), connection_id{id}, options, handler, registry,
+                                               peer);
+    admission = registry->add(session, peer);
   }
-  logger().debug("connection accepted connection={}", static_cast<uint64_t>(session->id()));
+  logger().debug("connection accepted connection={} peer={}", static_cast<uint64_t>(session->id()), peer);
   session->start();
-  if (reject) {
-    session->shutdown(errc::overloaded,
-                      fmt::format("too many connections (limit {})", options->max_connections));
+  if (admission.evicted) {
+    logger().debug("closing idle connection={} peer={} to make room", static_cast<uint64_t>(admission.evicted->id()),
+                   admission.evicted->peer());
+    admission.evicted->shutdown(
+      errc::overloaded,
+      fmt::format("closed to make room for a new connection: the server is at its limit of {} connections and "
+                  "this one was idle the longest",
+                  options->max_connections));
   }
+  if (admission.refused) session->shutdown(admission.refused->code, admission.refused->message);
 }
 
-void tcp_server::impl::remove(connection_id id) {
-  std::lock_guard lock(mu);
-  sessions.erase(static_cast<uint64_t>(id));
+void tcp_server::impl::schedule_auth_summary() {
+  auth_summary_timer.expires_after(options->auth_failure_window);
+  auth_summary_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || !self->acceptor.is_open()) return;
+    if (auto line = self->registry->throttle().summary()) logger().warn("{}", *line);
+    self->schedule_auth_summary();
+  });
 }
 
 tcp_server::tcp_server(server_options options, request_handler& handler)
@@ -110,10 +122,9 @@ const server_options& tcp_server::options() const { return *impl_->options; }
 
 uint16_t tcp_server::port() const { return impl_->port.load(); }
 
-size_t tcp_server::connection_count() const {
-  std::lock_guard lock(impl_->mu);
-  return impl_->sessions.size();
-}
+size_t tcp_server::connection_count() const { return impl_->registry->size(); }
+
+size_t tcp_server::buffered_input_bytes() const { return impl_->registry->buffered_bytes(); }
 
 result<void> tcp_server::start() {
   auto& s = *impl_;
@@ -146,6 +157,7 @@ result<void> tcp_server::start() {
   s.started = true;
   s.work.emplace(asio::make_work_guard(*s.io));
   s.do_accept();
+  if (!o.api_keys.empty() && o.auth_failure_window.count() > 0) s.schedule_auth_summary();
   const size_t n_threads = std::max<size_t>(1, o.io_threads);
   for (size_t i = 0; i < n_threads; ++i) {
     s.threads.emplace_back([io = s.io] {
@@ -163,6 +175,12 @@ result<void> tcp_server::start() {
   }
   logger().info("listening host={} port={} io_threads={} auth={}", o.host, s.port.load(), n_threads,
                 o.api_keys.empty() ? "none" : "api_key");
+  if (o.api_keys.empty() && !endpoint.address().is_loopback()) {
+    logger().warn("NO AUTHENTICATION: listening on {} (not a loopback address) without API keys: anyone who can "
+                  "reach port {} can use this server. Give --api-key-file FILE (or listen.api_key_file) to "
+                  "require a key.",
+                  o.host, s.port.load());
+  }
   return {};
 }
 
@@ -173,15 +191,14 @@ void tcp_server::stop() {
     std::lock_guard lock(s.mu);
     if (!s.started || s.stopping) return;
     s.stopping = true;
-    for (auto& [id, weak] : s.sessions) {
-      if (auto session = weak.lock()) open.push_back(std::move(session));
-    }
   }
+  open = s.registry->sessions();
   logger().info("stopping port={} connections={}", s.port.load(), open.size());
   asio::post(s.acceptor.get_executor(), [self = impl_] {
     boost::system::error_code ignored;
     self->acceptor.close(ignored);
     self->retry_timer.cancel();
+    self->auth_summary_timer.cancel();
   });
   for (auto& session : open) session->shutdown(errc::shutting_down, "the server is shutting down");
   open.clear();

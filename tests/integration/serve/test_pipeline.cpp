@@ -67,7 +67,8 @@ BOOST_AUTO_TEST_CASE(stages_linked_by_the_data_plane_match_the_engine) {
   BOOST_TEST(h.node().planes[2]->stats().n_sent == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(q8_gguf_stages_linked_by_the_data_plane_match_the_engine) {
+BOOST_AUTO_TEST_CASE(q8_gguf_stages_linked_by_the_data_plane_match_the_engine,
+                     *needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   actors::serve_options o;
   o.links = actors::stage_link::data_plane;
   serve_harness h(make_cluster(model_path("TinyStories-656K-Q8_0.gguf"), "", 2, 2), o);

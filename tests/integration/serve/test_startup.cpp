@@ -62,7 +62,7 @@ std::vector<std::pair<std::string, unsigned long long>> blocked_masks(pid_t pid)
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(startup)
+BOOST_AUTO_TEST_SUITE(startup, *needs_models({"stories260K.bin", "tok512.bin", "TinyStories-656K-Q8_0.gguf"}))
 
 BOOST_AUTO_TEST_CASE(a_stage_that_cannot_start_fails_serve_naming_it_and_never_listens) {
   const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();

@@ -5,12 +5,18 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <condition_variable>
 #include <future>
 #include <stdexcept>
@@ -21,8 +27,11 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <spdlog/sinks/ostream_sink.h>
 
+#include "transport/api_keys.hpp"
 #include "transport/client.hpp"
+#include "transport/logger.hpp"
 #include "transport/tcp_server.hpp"
 
 using namespace troupe::transport;
@@ -227,6 +236,18 @@ class raw_connection {
     BOOST_TEST_REQUIRE(static_cast<int>(f->kind) == static_cast<int>(frame_kind::hello_ok));
   }
 
+  /// Sends as much of `bytes` as the server takes; false once it has closed the connection.
+  bool send_until_closed(std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  int fd() const { return fd_; }
+
   void stop_reading_small_buffer() {
     int size = 4096;
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
@@ -237,6 +258,63 @@ class raw_connection {
   frame_decoder decoder_{frame_decoder_options{16u << 20, 1, 1}};
   bool timed_out_ = false;
 };
+
+/// This process's resident set (VmRSS), in bytes; 0 when /proc is not readable.
+size_t vm_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmRSS:   1234 kB"
+  }
+  return 0;
+}
+
+/// Raises the soft descriptor limit to at least `n` (within the hard limit); false if impossible.
+bool raise_fd_limit(rlim_t n) {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return false;
+  if (l.rlim_cur >= n) return true;
+  if (l.rlim_max != RLIM_INFINITY && l.rlim_max < n) return false;
+  l.rlim_cur = n;
+  return ::setrlimit(RLIMIT_NOFILE, &l) == 0;
+}
+
+/// Everything the transport logger writes while it lives, as text.
+class log_capture {
+ public:
+  log_capture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    sink_->set_pattern("[%l] %v");
+    logger().sinks().push_back(sink_);
+  }
+  ~log_capture() {
+    auto& sinks = logger().sinks();
+    std::erase(sinks, sink_);
+  }
+  std::string text() {
+    logger().flush();
+    std::lock_guard lock(mu_);
+    return out_.str();
+  }
+  /// Lines that contain `needle`.
+  size_t count_lines(std::string_view needle) {
+    std::istringstream in(text());
+    std::string line;
+    size_t n = 0;
+    while (std::getline(in, line)) n += line.find(needle) != std::string::npos ? 1 : 0;
+    return n;
+  }
+
+ private:
+  std::mutex mu_;
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+using steady = std::chrono::steady_clock;
+
+double ms_between(steady::time_point a, steady::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
 
 }  // namespace
 
@@ -673,6 +751,288 @@ BOOST_AUTO_TEST_CASE(connect_to_a_closed_port_fails_cleanly) {
   auto c = client::connect(co);
   BOOST_TEST_REQUIRE(!c.has_value());
   BOOST_TEST((c.error().code == errc::io_error));
+}
+
+// ---- hostile clients ------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(idle_connection_is_closed_on_schedule_but_not_while_a_request_is_in_flight) {
+  fake_handler handler(fake_handler::mode::hold);
+  auto o = test_options();
+  o.idle_timeout = 300ms;
+  running_server s(handler, o);
+  // Idle after the handshake: closed after idle_timeout, not long before or after.
+  raw_connection idle(s.server.port());
+  idle.handshake();
+  const auto t0 = steady::now();
+  const auto e = idle.read_error();
+  const double waited = ms_between(t0, steady::now());
+  BOOST_TEST((e.code == errc::timeout));
+  BOOST_TEST(e.message.find("idle") != std::string::npos, e.message);
+  BOOST_TEST(waited >= 280.0, "closed after " << waited << " ms");
+  BOOST_TEST(waited < 1300.0, "closed after " << waited << " ms");
+  BOOST_TEST(idle.closed_by_server());
+
+  // A request in flight keeps it open past idle_timeout; once it ends the idle clock starts.
+  raw_connection busy(s.server.port());
+  busy.handshake();
+  generate_request r = text_request();
+  r.request_id = 7;
+  busy.send(encode(r));
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_held() == 1; }));
+  std::this_thread::sleep_for(600ms);  // twice idle_timeout with the request in flight
+  BOOST_TEST(s.server.connection_count() == 1u);
+  const auto t1 = steady::now();
+  handler.held(0)->send_final(final_frame{0, finish_reason::length, 1, 1, 0, 0});
+  auto fin = busy.read_frame();
+  BOOST_TEST_REQUIRE(fin.has_value());
+  BOOST_TEST(static_cast<int>(fin->kind) == static_cast<int>(frame_kind::final));
+  const auto e2 = busy.read_error();
+  const double waited2 = ms_between(t1, steady::now());
+  BOOST_TEST((e2.code == errc::timeout));
+  BOOST_TEST(waited2 >= 280.0, "closed " << waited2 << " ms after the request ended");
+  BOOST_TEST(waited2 < 1300.0, "closed " << waited2 << " ms after the request ended");
+}
+
+BOOST_AUTO_TEST_CASE(half_sent_header_and_half_sent_payload_are_closed_on_schedule) {
+  fake_handler handler;
+  auto o = test_options();
+  o.header_timeout = 200ms;
+  o.body_timeout = 400ms;
+  running_server s(handler, o);
+
+  raw_connection header(s.server.port());
+  header.handshake();
+  const std::string whole = encode(text_request());
+  auto t0 = steady::now();
+  header.send(std::string_view(whole).substr(0, 5));  // half a header
+  auto e = header.read_error();
+  double waited = ms_between(t0, steady::now());
+  BOOST_TEST((e.code == errc::timeout));
+  BOOST_TEST(e.message.find("header") != std::string::npos, e.message);
+  BOOST_TEST(waited >= 180.0, "closed after " << waited << " ms");
+  BOOST_TEST(waited < 1200.0, "closed after " << waited << " ms");
+  BOOST_TEST(header.closed_by_server());
+
+  raw_connection body(s.server.port());
+  body.handshake();
+  t0 = steady::now();
+  body.send(std::string_view(whole).substr(0, whole.size() - 3));  // all but the last 3 payload bytes
+  // Trickling bytes does not extend the payload deadline.
+  std::this_thread::sleep_for(150ms);
+  body.send(std::string_view(whole).substr(whole.size() - 3, 1));
+  e = body.read_error();
+  waited = ms_between(t0, steady::now());
+  BOOST_TEST((e.code == errc::timeout));
+  BOOST_TEST(e.message.find("payload") != std::string::npos, e.message);
+  BOOST_TEST(waited >= 380.0, "closed after " << waited << " ms");
+  BOOST_TEST(waited < 1400.0, "closed after " << waited << " ms");
+  BOOST_TEST(body.closed_by_server());
+  BOOST_TEST(handler.n_requests() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(new_client_is_served_while_1024_idle_connections_are_open) {
+  BOOST_TEST_REQUIRE(raise_fd_limit(4096), "cannot raise RLIMIT_NOFILE to 4096 for 2 x 1024 sockets");
+  fake_handler handler;
+  auto o = test_options();
+  o.max_connections = 1024;
+  o.max_connections_per_peer = 0;  // every test connection comes from 127.0.0.1
+  running_server s(handler, o);
+  std::vector<std::unique_ptr<raw_connection>> idle;
+  for (int i = 0; i < 1024; ++i) {
+    idle.push_back(std::make_unique<raw_connection>(s.server.port()));
+    idle.back()->handshake();
+  }
+  BOOST_TEST_REQUIRE(s.server.connection_count() == 1024u);
+  // A newcomer takes the place of the connection idle the longest (the first).
+  auto c = connect_client(s.server.port());
+  auto r = c.generate(text_request());
+  BOOST_TEST_REQUIRE(r.has_value(), (r ? "" : r.error().message));
+  const auto e = idle.front()->read_error();
+  BOOST_TEST((e.code == errc::overloaded));
+  BOOST_TEST(e.message.find("make room") != std::string::npos, e.message);
+  BOOST_TEST(idle.front()->closed_by_server());
+}
+
+BOOST_AUTO_TEST_CASE(connections_from_one_address_are_limited_and_busy_ones_are_never_evicted) {
+  fake_handler handler(fake_handler::mode::hold);
+  auto o = test_options();
+  o.max_connections = 3;
+  o.max_connections_per_peer = 2;
+  running_server s(handler, o);
+  raw_connection a(s.server.port()), b(s.server.port());
+  a.handshake();
+  b.handshake();
+  raw_connection third(s.server.port());
+  auto e = third.read_error();
+  BOOST_TEST((e.code == errc::overloaded));
+  BOOST_TEST(e.message.find("from this address") != std::string::npos, e.message);
+
+  // At the global cap with every connection busy, the newcomer is the one refused.
+  o.max_connections_per_peer = 0;
+  fake_handler handler2(fake_handler::mode::hold);
+  running_server s2(handler2, o);
+  std::vector<std::unique_ptr<raw_connection>> busy;
+  for (uint64_t i = 0; i < 3; ++i) {
+    busy.push_back(std::make_unique<raw_connection>(s2.server.port()));
+    busy.back()->handshake();
+    generate_request r = text_request();
+    r.request_id = 1;
+    busy.back()->send(encode(r));
+  }
+  BOOST_TEST_REQUIRE(handler2.wait([](auto& h) { return h.n_held() == 3; }));
+  raw_connection late(s2.server.port());
+  e = late.read_error();
+  BOOST_TEST((e.code == errc::overloaded));
+  BOOST_TEST(e.message.find("none of them idle") != std::string::npos, e.message);
+  for (size_t i = 0; i < 3; ++i) BOOST_TEST(!handler2.held(i)->closed());
+}
+
+BOOST_AUTO_TEST_CASE(hundred_partial_1mib_frames_stay_within_the_input_budget) {
+  BOOST_TEST_REQUIRE(raise_fd_limit(1024));
+  fake_handler handler;
+  auto o = test_options();
+  o.max_buffered_input_bytes = 4u << 20;
+  o.close_linger = 100ms;
+  running_server s(handler, o);
+  const uint32_t declared = o.limits.max_frame_bytes;  // 1 MiB
+  std::string partial(frame_header_bytes + declared - 1, 'x');
+  write_frame_header(partial.data(), frame_header{protocol_version, frame_kind::generate, declared});
+  std::vector<std::unique_ptr<raw_connection>> conns;
+  for (int i = 0; i < 100; ++i) {
+    conns.push_back(std::make_unique<raw_connection>(s.server.port()));
+    conns.back()->handshake();
+  }
+  const size_t rss_before = vm_rss_bytes();
+  BOOST_TEST_REQUIRE(rss_before > 0u);
+  size_t closed = 0;
+  for (auto& c : conns) {
+    timeval tv{5, 0};
+    ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (!c->send_until_closed(partial)) ++closed;
+    BOOST_TEST(s.server.buffered_input_bytes() <= o.max_buffered_input_bytes + 64 * 1024);
+  }
+  // The kernel's socket buffers hold what the server has not read yet: wait until its buffered
+  // input stops changing (5 samples 50 ms apart), at most 15 s.
+  size_t last = SIZE_MAX;
+  int same = 0;
+  for (auto deadline = steady::now() + 15s; same < 5 && steady::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+    const size_t now_buffered = s.server.buffered_input_bytes();
+    same = now_buffered == last ? same + 1 : 0;
+    last = now_buffered;
+  }
+  BOOST_TEST(same >= 5);
+  const size_t rss_after = vm_rss_bytes();
+  const double grew_mb = (double(rss_after) - double(rss_before)) / 1e6;
+  BOOST_TEST_MESSAGE("100 frames of 1 MiB - 1 byte: RSS grew " << grew_mb << " MB; closed " << closed << "; buffered "
+                                                               << s.server.buffered_input_bytes() << " bytes");
+  // Before the budget: ~107 MB. With it: the budget (4 MiB) and little more (1.7-6 MB measured).
+  BOOST_TEST(grew_mb < 16.0);
+  // Those over the budget were told why.
+  size_t told = 0;
+  for (auto& c : conns) {
+    pollfd p{c->fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) continue;  // nothing from the server: still open
+    auto f = c->read_frame();
+    if (!f || static_cast<int>(f->kind) != static_cast<int>(frame_kind::error)) continue;
+    auto e = decode_error(f->payload);
+    if (e && e->code == errc::overloaded && e->message.find("unparsed input") != std::string::npos) ++told;
+    if (told > 0) break;
+  }
+  BOOST_TEST(told == 1u);
+  BOOST_TEST(handler.n_requests() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_api_keys_are_throttled_per_address_with_one_summary_line) {
+  log_capture log;
+  fake_handler handler;
+  auto o = test_options();
+  o.api_keys = {"the-right-key"};
+  o.max_auth_failures = 5;
+  o.auth_failure_window = 1500ms;
+  running_server s(handler, o);
+  client_options co;
+  co.port = s.server.port();
+  size_t wrong = 0, locked = 0;
+  const auto t0 = steady::now();
+  for (int i = 0; i < 30; ++i) {
+    co.api_key = fmt::format("guess-{}", i);
+    auto c = client::connect(co);
+    BOOST_TEST_REQUIRE(!c.has_value());
+    BOOST_TEST_REQUIRE((c.error().code == errc::unauthorized));
+    if (c.error().message.find("too many failed") != std::string::npos) {
+      ++locked;
+    } else {
+      ++wrong;
+    }
+  }
+  // Locked out: even the right key is refused until the window ends.
+  co.api_key = "the-right-key";
+  auto refused = client::connect(co);
+  const bool in_window = ms_between(t0, steady::now()) < 1400.0;
+  BOOST_TEST(wrong == 5u);
+  BOOST_TEST(locked == 25u);
+  if (in_window) {
+    BOOST_TEST_REQUIRE(!refused.has_value());
+    BOOST_TEST(refused.error().message.find("too many failed") != std::string::npos);
+  }
+  // After the window the right key works again.
+  std::optional<client> ok;
+  for (auto deadline = steady::now() + 5s; !ok && steady::now() < deadline;) {
+    if (auto c = client::connect(co)) {
+      ok.emplace(std::move(*c));
+    } else {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  BOOST_TEST_REQUIRE(ok.has_value());
+  // One summary line per window, not a warning per attempt.
+  for (auto deadline = steady::now() + 5s; log.count_lines("API key failures") == 0 && steady::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+  }
+  const size_t summaries = log.count_lines("API key failures");
+  BOOST_TEST(summaries >= 1u);
+  BOOST_TEST(summaries <= 2u);  // the attempts may straddle one window boundary
+  BOOST_TEST(log.count_lines("[warning]") == summaries, log.text());
+  BOOST_TEST(log.count_lines("invalid API key") == 0u, log.text());
+}
+
+BOOST_AUTO_TEST_CASE(api_key_file_is_read_with_comments_and_blank_lines) {
+  const std::string path = fmt::format("/tmp/troupe-test-keys-{}.txt", ::getpid());
+  {
+    std::ofstream f(path);
+    f << "# keys for the test\n\n  first-key  \nsecond-key # a trailing comment\n";
+  }
+  auto keys = read_api_key_file(path);
+  BOOST_TEST_REQUIRE(keys.has_value(), (keys ? "" : keys.error().message));
+  BOOST_TEST(keys->size() == 2u);
+  BOOST_TEST(keys->at(0) == "first-key");
+  BOOST_TEST(keys->at(1) == "second-key");
+  {
+    std::ofstream f(path);
+    f << "# nothing but comments\n";
+  }
+  auto none = read_api_key_file(path);
+  BOOST_TEST_REQUIRE(!none.has_value());
+  BOOST_TEST(none.error().message.find("no API key") != std::string::npos, none.error().message);
+  std::remove(path.c_str());
+  auto missing = read_api_key_file(path);
+  BOOST_TEST_REQUIRE(!missing.has_value());
+  BOOST_TEST(missing.error().message.find(path) != std::string::npos, missing.error().message);
+}
+
+BOOST_AUTO_TEST_CASE(client_name_that_is_not_utf8_is_refused) {
+  fake_handler handler;
+  running_server s(handler);
+  raw_connection c(s.server.port());
+  hello h;
+  h.client_name = "bad\xff\xfe";
+  c.send(encode(h));
+  auto e = c.read_error();
+  BOOST_TEST((e.code == errc::invalid_request));
+  BOOST_TEST(e.message.find("client_name") != std::string::npos, e.message);
+  BOOST_TEST(e.message.find("UTF-8") != std::string::npos, e.message);
+  BOOST_TEST(c.closed_by_server());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
