@@ -121,7 +121,12 @@ class http_stream_sink final : public transport::stream_sink {
       : out_(std::move(out)), shared_(std::move(sh)), kind_(kind), stream_(stream), include_usage_(include_usage),
         c_(std::move(base)) {}
   ~http_stream_sink() override {
-    if (!ended_) send_error(transport::errc::internal, "the request ended without a result");
+    if (ended_) return;
+    if (out_->closed()) {
+      shared_->metrics.count_outcome("cancelled");  // the client went away: its relay was stopped
+    } else {
+      send_error(transport::errc::internal, "the request ended without a result");
+    }
   }
 
   transport::connection_id connection() const override { return out_->connection(); }
@@ -148,6 +153,7 @@ class http_stream_sink final : public transport::stream_sink {
     c_.prompt_tokens = f.prompt_tokens;
     c_.completion_tokens = f.completion_tokens;
     shared_->metrics.count_tokens(f.prompt_tokens, f.completion_tokens);
+    shared_->metrics.count_outcome(f.reason == transport::finish_reason::cancelled ? "cancelled" : c_.finish_reason);
     if (!stream_) {
       std::string body = kind_ == api_kind::chat        ? transport::chat_body(c_)
                          : kind_ == api_kind::inference ? transport::inference_body(c_)
@@ -166,6 +172,7 @@ class http_stream_sink final : public transport::stream_sink {
     std::lock_guard lock(mu_);
     if (ended_) return false;
     ended_ = true;
+    shared_->metrics.count_outcome(code == transport::errc::cancelled ? "cancelled" : "error");
     const api_error e = http_error(code, std::move(message));
     if (!started_) return out_->respond(error_response(e));
     // Too late for a status code: an error event, then the end of the stream.
@@ -232,6 +239,9 @@ class task_sink final : public transport::stream_sink {
     ended_ = true;
     shared_->metrics.count_tokens(f.prompt_tokens, f.completion_tokens);
     transport::task_record r = current().value_or(transport::task_record{});
+    shared_->metrics.count_outcome(f.reason == transport::finish_reason::cancelled
+                                     ? "cancelled"
+                                     : transport::api_finish_reason(f.reason));
     r.status = f.reason == transport::finish_reason::cancelled ? transport::task_status::cancelled
                                                                : transport::task_status::done;
     r.finish_reason = transport::api_finish_reason(f.reason);
@@ -245,6 +255,7 @@ class task_sink final : public transport::stream_sink {
     if (ended_) return false;
     ended_ = true;
     transport::task_record r = current().value_or(transport::task_record{});
+    shared_->metrics.count_outcome(code == transport::errc::cancelled ? "cancelled" : "error");
     r.status = code == transport::errc::cancelled ? transport::task_status::cancelled : transport::task_status::failed;
     r.error_code = transport::errc_name(code);
     r.error_message = std::move(message);

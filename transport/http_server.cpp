@@ -11,6 +11,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <sys/socket.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -81,7 +83,8 @@ class http_session : public std::enable_shared_from_this<http_session> {
         options_(std::move(options)),
         handler_(handler),
         request_numbers_(std::move(request_numbers)),
-        on_closed_(std::move(on_closed)) {}
+        on_closed_(std::move(on_closed)),
+        fd_(socket_.native_handle()) {}
 
   connection_id id() const { return id_; }
 
@@ -113,6 +116,20 @@ class http_session : public std::enable_shared_from_this<http_session> {
         overflow = true;
         state_ = state::closing;
       } else {
+        if (!writing_ && queue_.empty()) {
+          // Nothing queued or being written: send from this thread now instead of waking the I/O
+          // thread (an SSE event is small and the socket buffer has room), as client_session
+          // does. What does not fit, or an error, goes the asynchronous way, which reports errors.
+          // The fd stays open while mu_ is held with state open (close_now marks the state first).
+          const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          if (n == static_cast<ssize_t>(bytes.size())) {
+            if (last) {
+              asio::post(socket_.get_executor(), [self = shared_from_this()] { self->response_done(); });
+            }
+            return true;
+          }
+          if (n > 0) bytes.erase(0, static_cast<size_t>(n));
+        }
         queued_bytes_ += bytes.size();
         queue_.push_back({std::move(bytes), last});
         if (!writing_) writing_ = start_write = true;
@@ -290,16 +307,24 @@ class http_session : public std::enable_shared_from_this<http_session> {
       queued_bytes_ -= std::min(queued_bytes_, written);
       closing = state_ != state::open;
     }
-    if (last) {
-      pending_ = false;
-      ++watch_generation_;
-      if (closing || !keep_alive_) {
-        close_gracefully();
-      } else {
-        wait_for_request();
-      }
-    }
+    if (last) response_done(closing);
     do_write();
+  }
+
+  // The response's last byte is out: read the next request, or close.
+  void response_done(bool closing = false) {
+    if (finished_) return;
+    if (!closing) {
+      std::lock_guard lock(mu_);
+      closing = state_ != state::open;
+    }
+    pending_ = false;
+    ++watch_generation_;
+    if (closing || !keep_alive_) {
+      close_gracefully();
+    } else {
+      wait_for_request();
+    }
   }
 
   // ---- closing ----------------------------------------------------------------------------
@@ -384,6 +409,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   http_handler& handler_;
   std::shared_ptr<std::atomic<uint64_t>> request_numbers_;
   closed_callback on_closed_;
+  const int fd_;  // socket_'s descriptor, for send()'s direct write from other threads
 
   // Strand only.
   beast::flat_buffer buffer_;

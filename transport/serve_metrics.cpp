@@ -43,6 +43,11 @@ void serve_metrics::count_tokens(uint64_t prompt, uint64_t generated) {
   generated_tokens_ += generated;
 }
 
+void serve_metrics::count_outcome(const std::string& outcome) {
+  std::lock_guard lock(mu_);
+  ++outcomes_[outcome];
+}
+
 void serve_metrics::observe_ttft(double seconds) {
   std::lock_guard lock(mu_);
   ttft_.observe(seconds);
@@ -67,6 +72,12 @@ std::string serve_metrics::render(const std::vector<replica_gauges>& replicas) c
   header(out, "troupe_http_requests_total", "counter", "HTTP requests answered, by route and status code.");
   for (const auto& [key, n] : requests_) {
     out += fmt::format("troupe_http_requests_total{{route=\"{}\",code=\"{}\"}} {}\n", key.first, key.second, n);
+  }
+  header(out, "troupe_generation_requests_total", "counter",
+         "HTTP generation requests and tasks by how they ended: stop, length, cancelled (client gone or "
+         "DELETE), error.");
+  for (const auto& [outcome, n] : outcomes_) {
+    out += fmt::format("troupe_generation_requests_total{{outcome=\"{}\"}} {}\n", outcome, n);
   }
   header(out, "troupe_prompt_tokens_total", "counter", "Prompt tokens of completed HTTP generation requests.");
   out += fmt::format("troupe_prompt_tokens_total {}\n", prompt_tokens_);

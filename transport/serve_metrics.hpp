@@ -44,6 +44,8 @@ class serve_metrics {
   /// One HTTP request answered: route is the route's pattern ("/v1/tasks/{id}", or "other").
   void count_request(const std::string& route, int status);
   void count_tokens(uint64_t prompt, uint64_t generated);
+  /// How a generation request (or task) ended: "stop", "length", "cancelled" or "error".
+  void count_outcome(const std::string& outcome);
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds, uint64_t n = 1);
 
@@ -53,6 +55,7 @@ class serve_metrics {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
+  std::map<std::string, uint64_t> outcomes_;
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;
   histogram ttft_;

@@ -313,6 +313,7 @@ BOOST_AUTO_TEST_CASE(health_ready_models_and_metrics) {
                            "troupe_http_requests_total{route=\"/v1/completions\",code=\"400\"} 1\n",
                            "troupe_http_requests_total{route=\"/ready\",code=\"200\"} 1\n",
                            "troupe_generation_tokens_total 12\n",
+                           "troupe_generation_requests_total{outcome=\"length\"} 1\n",
                            "troupe_time_to_first_token_seconds_count 1\n",
                            "troupe_inter_token_latency_seconds_count 11\n", "troupe_scheduler_up 1\n",
                            "troupe_queue_depth{replica=\"0\"} 0\n", "troupe_kv_blocks_free{replica=\"0\"} 512\n",
@@ -415,6 +416,11 @@ BOOST_AUTO_TEST_CASE(client_that_goes_away_cancels_its_request) {
       BOOST_TEST(freed);
     }
   }
+  // Both ended as cancelled, not run to their end.
+  auto c = f.client();
+  const std::string metrics = c.get("/metrics").body;
+  BOOST_TEST(metrics.find("troupe_generation_requests_total{outcome=\"cancelled\"} 2\n") != std::string::npos, metrics);
+  BOOST_TEST(metrics.find("outcome=\"length\"") == std::string::npos, metrics);
 }
 
 BOOST_AUTO_TEST_CASE(limits_answer_with_their_status_and_others_are_served) {
@@ -456,6 +462,12 @@ BOOST_AUTO_TEST_CASE(limits_answer_with_their_status_and_others_are_served) {
   }
   // Connection cap: with 3 open, a 4th gets 503 and is closed; the open ones still work.
   {
+    // The connections above close on the server's side too before this starts (bounded).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (f.server.connection_count() > 0 && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    BOOST_REQUIRE_EQUAL(f.server.connection_count(), 0u);
     std::vector<std::unique_ptr<http_client>> open;
     for (int i = 0; i < 3; ++i) {
       open.push_back(std::make_unique<http_client>(f.server.port()));
