@@ -119,7 +119,9 @@ class http_stream_sink final : public transport::stream_sink {
   http_stream_sink(std::shared_ptr<transport::http_responder> out, std::shared_ptr<http_gateway::shared> sh,
                    api_kind kind, bool stream, bool include_usage, api_completion base)
       : out_(std::move(out)), shared_(std::move(sh)), kind_(kind), stream_(stream), include_usage_(include_usage),
-        c_(std::move(base)) {}
+        c_(std::move(base)) {
+    if (stream_) text_event_ = transport::make_chunk_template(c_, kind_ == api_kind::chat);
+  }
   ~http_stream_sink() override {
     if (ended_) return;
     if (out_->closed()) {
@@ -196,8 +198,10 @@ class http_stream_sink final : public transport::stream_sink {
     if (kind_ == api_kind::chat) {
       const bool role = !role_sent_;
       role_sent_ = true;
+      if (!role && reason.empty()) return text_event_.event(text);
       return transport::chat_chunk_event(c_, role, text, reason);
     }
+    if (reason.empty()) return text_event_.event(text);
     return transport::completion_chunk_event(c_, text, reason);
   }
 
@@ -208,6 +212,7 @@ class http_stream_sink final : public transport::stream_sink {
   const bool include_usage_;
   mutable std::mutex mu_;
   api_completion c_;
+  transport::chunk_template text_event_;
   token_clock clock_;
   bool started_ = false;
   bool role_sent_ = false;

@@ -366,6 +366,21 @@ std::string chat_chunk_event(const api_completion& c, bool role, std::string_vie
                     {"choices", json::array({choice})}});
 }
 
+chunk_template make_chunk_template(const api_completion& c, bool chat) {
+  const std::string marker = "\x01";  // stands for the text; JSON escapes it, so it is unique
+  const std::string ev = chat ? chat_chunk_event(c, false, marker, "") : completion_chunk_event(c, marker, "");
+  const std::string quoted = json_string(marker);
+  const size_t at = ev.find(quoted);
+  return chunk_template{ev.substr(0, at), ev.substr(at + quoted.size())};
+}
+
+std::string chunk_template::event(std::string_view text) const {
+  std::string out = prefix;
+  out += json_string(text);
+  out += suffix;
+  return out;
+}
+
 std::string usage_chunk_event(const api_completion& c, bool chat) {
   return event(json{{"id", c.id},
                     {"object", chat ? "chat.completion.chunk" : "text_completion"},

@@ -82,6 +82,16 @@ std::string completion_chunk_event(const api_completion& c, std::string_view tex
 /// A chat.completion.chunk; `role` adds "role":"assistant" to the delta (the first chunk).
 std::string chat_chunk_event(const api_completion& c, bool role, std::string_view content,
                              std::string_view finish_reason);
+/// A non-empty text chunk event (completion_chunk_event / chat_chunk_event without role or finish reason)
+/// as prefix + JSON string of the text + suffix: built once per request, so a chunk costs one
+/// string escape instead of a JSON document.
+struct chunk_template {
+  std::string prefix;
+  std::string suffix;
+  std::string event(std::string_view text) const;
+};
+chunk_template make_chunk_template(const api_completion& c, bool chat);
+
 /// The usage-only chunk sent last when stream_options.include_usage is set (choices empty).
 std::string usage_chunk_event(const api_completion& c, bool chat);
 std::string error_event(const api_error& e);

@@ -142,6 +142,19 @@ BOOST_AUTO_TEST_CASE(responses_chunks_and_errors_have_openai_shapes) {
   BOOST_TEST(u["choices"].empty());
   BOOST_TEST(u["usage"]["completion_tokens"] == 2);
 
+  // The per-request template gives the same events as the builders.
+  for (bool chat : {false, true}) {
+    const chunk_template t = make_chunk_template(c, chat);
+    for (std::string_view text : {"", "a \"quoted\"\nline", "\x01", "caf\xC3\xA9"}) {
+      if (chat && text.empty()) continue;  // the sink sends no empty chat deltas
+      const std::string want = chat ? chat_chunk_event(c, false, text, "") : completion_chunk_event(c, text, "");
+      const std::string got = t.event(text);
+      BOOST_TEST(json::parse(got.substr(6)) == json::parse(want.substr(6)));
+      BOOST_TEST(got.rfind("data: ", 0) == 0u);
+      BOOST_TEST(got.substr(got.size() - 2) == "\n\n");
+    }
+  }
+
   json err = json::parse(error_body(api_error{400, "bad", "", "temperature", ""}));
   BOOST_TEST(err["error"]["message"] == "bad");
   BOOST_TEST(err["error"]["type"] == "invalid_request_error");
