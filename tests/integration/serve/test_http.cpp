@@ -481,6 +481,45 @@ BOOST_AUTO_TEST_CASE(limits_answer_with_their_status_and_others_are_served) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(keep_alive_pipelining_and_idle_close) {
+  transport::http_server_options so;
+  so.idle_timeout = std::chrono::milliseconds(300);
+  http_fixture f(small_cluster(), so);
+  // Two requests in one write: answered in order on the same connection.
+  {
+    auto c = f.client();
+    const std::string body = completion_body("Mom said", 4, false).dump();
+    BOOST_REQUIRE(c.send_raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body +
+                             "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto first = c.read_reply();
+    BOOST_TEST(first.status == 200);
+    BOOST_TEST(first.json()["object"] == "text_completion");
+    auto second = c.read_reply();
+    BOOST_TEST(second.status == 200);
+    BOOST_TEST(second.json()["status"] == "ok");
+  }
+  // HTTP/1.0 without keep-alive: one answer, then the server closes.
+  {
+    auto c = f.client();
+    BOOST_REQUIRE(c.send_raw("GET /health HTTP/1.0\r\n\r\n"));
+    auto r = c.read_reply();
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(!r.keep_alive);
+    BOOST_TEST(c.closed_by_server());
+  }
+  // An idle keep-alive connection is closed after idle_timeout (the read is bounded by 60 s).
+  {
+    auto c = f.client();
+    BOOST_TEST(c.get("/health").status == 200);
+    const auto t0 = std::chrono::steady_clock::now();
+    BOOST_TEST(c.closed_by_server());
+    const auto waited_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    BOOST_TEST(waited_ms >= 250);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(troupe_serve_http_port_answers_curl_as_generate_does) {
   // `troupe serve --http-port 0`: read the port it prints, curl it, compare with `troupe generate`.
   const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();
