@@ -354,6 +354,14 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
     out->respond(std::move(r));
     return;
   }
+  if (!options_.api_keys.empty() && p != "/health" && p != "/ready" && p != "/metrics" && !authorized(request)) {
+    http_response r = error_response(api_error{
+      401, request.header("authorization") ? "invalid API key" : "an API key is required (Authorization: Bearer KEY)",
+      "", "", "invalid_api_key"});
+    r.headers.push_back({"www-authenticate", "Bearer"});
+    out->respond(std::move(r));
+    return;
+  }
   if (p == "/health") {
     out->respond(json_response(200, R"({"status":"ok"})"));
   } else if (p == "/ready") {
@@ -373,6 +381,21 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
   } else {
     task(out, request, p.substr(tasks_prefix.size()));
   }
+}
+
+bool http_gateway::authorized(const transport::http_request& request) const {
+  const std::string* h = request.header("authorization");
+  static const std::string scheme = "Bearer ";
+  if (h == nullptr || h->size() <= scheme.size() || h->compare(0, scheme.size(), scheme) != 0) return false;
+  const std::string_view key = std::string_view(*h).substr(scheme.size());
+  bool ok = false;
+  for (const std::string& k : options_.api_keys) {
+    // Every byte of every key compared: the time does not tell how much of a key matched.
+    unsigned diff = k.size() == key.size() ? 0u : 1u;
+    for (size_t i = 0; i < k.size(); ++i) diff |= unsigned(k[i] ^ (i < key.size() ? key[i] : 0));
+    ok = ok || diff == 0;
+  }
+  return ok;
 }
 
 void http_gateway::generate(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,

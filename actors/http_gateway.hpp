@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/fwd.hpp>
 
@@ -29,6 +30,9 @@ struct http_gateway_options {
   std::chrono::milliseconds task_ttl{600'000};     // finished tasks are kept this long
   size_t max_finished_tasks = 1024;                // ... and at most this many
   size_t max_active_tasks = 1024;                  // queued + running; more get 503
+  /// Non-empty: every route but /health, /ready and /metrics needs `Authorization: Bearer KEY`
+  /// with one of these (the keys of --api-key), else 401.
+  std::vector<std::string> api_keys;
 };
 
 class http_gateway final : public transport::http_handler {
@@ -53,6 +57,7 @@ class http_gateway final : public transport::http_handler {
   void task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
             const std::string& id);
   void ready(std::shared_ptr<transport::http_responder> out);
+  bool authorized(const transport::http_request& request) const;
   void metrics(std::shared_ptr<transport::http_responder> out);
 
   caf::actor_system& sys_;

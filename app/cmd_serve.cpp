@@ -170,6 +170,7 @@ int run_serve(int argc, char** argv) {
     ho.model_id = model_id(node->cluster.model.path);
     ho.limits = so.limits;
     ho.n_replicas = size_t(node->cluster.replicas);
+    ho.api_keys = so.api_keys;
     actors::http_gateway http_gateway(sys, node->router, ho, node->tokenizer);
     transport::http_server_options hso;
     hso.host = node->cluster.http.host.empty() ? node->cluster.listen.host : node->cluster.http.host;

@@ -520,6 +520,27 @@ BOOST_AUTO_TEST_CASE(keep_alive_pipelining_and_idle_close) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(api_key_is_required_as_a_bearer_token) {
+  actors::http_gateway_options go;
+  go.api_keys = {"sk-first", "sk-second"};
+  http_fixture f(small_cluster(), {}, go);
+  auto c = f.client();
+  const std::string body = completion_body("Mom said", 4, false).dump();
+  auto none = c.post("/v1/completions", body);
+  BOOST_TEST(none.status == 401);
+  BOOST_TEST(none.json()["error"]["code"] == "invalid_api_key");
+  BOOST_TEST(c.request("POST", "/v1/completions", body, {{"Authorization", "Bearer sk-firs"}}).status == 401);
+  BOOST_TEST(c.request("POST", "/v1/completions", body, {{"Authorization", "Bearer sk-first!"}}).status == 401);
+  BOOST_TEST(c.request("POST", "/v1/completions", body, {{"Authorization", "Basic sk-first"}}).status == 401);
+  BOOST_TEST(c.request("GET", "/v1/models", "", {{"Authorization", "Bearer sk-nope"}}).status == 401);
+  BOOST_TEST(c.request("POST", "/v1/completions", body, {{"Authorization", "Bearer sk-second"}}).status == 200);
+  BOOST_TEST(c.request("GET", "/v1/models", "", {{"Authorization", "Bearer sk-first"}}).status == 200);
+  // Probes and scrapes need no key.
+  BOOST_TEST(c.get("/health").status == 200);
+  BOOST_TEST(c.get("/ready").status == 200);
+  BOOST_TEST(c.get("/metrics").status == 200);
+}
+
 BOOST_AUTO_TEST_CASE(troupe_serve_http_port_answers_curl_as_generate_does) {
   // `troupe serve --http-port 0`: read the port it prints, curl it, compare with `troupe generate`.
   const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();
