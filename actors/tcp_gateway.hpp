@@ -9,6 +9,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
+#include "actors/stream_relay.hpp"
 #include "engine/tokenizer.hpp"
 #include "transport/request_handler.hpp"
 
@@ -38,8 +39,6 @@ class tcp_gateway final : public transport::request_handler {
   /// Relays in progress (tests).
   size_t n_in_progress() const;
 
-  struct registry;  // (connection, client request id) -> relay actor
-
  private:
   caf::actor_system& sys_;
   router_actor router_;
@@ -47,7 +46,7 @@ class tcp_gateway final : public transport::request_handler {
   std::shared_ptr<const engine::tokenizer> tokenizer_;
   size_t max_prompt_tokens_ = 0;
   size_t max_prompt_bytes_ = 0;
-  std::shared_ptr<registry> registry_;
+  std::shared_ptr<relay_registry> registry_;
 };
 
 /// The client protocol's view of a serve_request (seed absent: the server picks one).

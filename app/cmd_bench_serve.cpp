@@ -1,4 +1,5 @@
-// troupe bench serve: a load generator for a running `troupe serve`, over the client protocol.
+// troupe bench serve: a load generator for a running `troupe serve`, over the client protocol
+// (or, with --http, over the HTTP API: streamed /v1/completions, one keep-alive connection each).
 // Closed loop (--concurrency N connections, each with one request in flight, --requests M in all)
 // or open loop (--rate R requests/s, Poisson or fixed-interval arrivals, M requests spread over N
 // connections). Prompts are exactly --prompt-len token ids; greedy, max_tokens --gen-len. The
@@ -17,6 +18,11 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "app/args.hpp"
@@ -99,6 +105,135 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
   return r;
 }
 
+// ---- --http: the same requests as streamed POST /v1/completions ---------------------------------
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+
+/// One keep-alive HTTP connection.
+struct http_connection {
+  boost::asio::io_context io;
+  beast::tcp_stream stream{io};
+  beast::flat_buffer buffer;
+  bool open = false;
+
+  std::optional<transport::error> connect(const std::string& host, uint16_t port) {
+    beast::error_code ec;
+    boost::asio::ip::tcp::resolver resolver(io);
+    auto found = resolver.resolve(host, std::to_string(port), ec);
+    if (!ec) stream.connect(found, ec);
+    if (ec) return transport::error{transport::errc::io_error, "connect: " + ec.message()};
+    stream.socket().set_option(boost::asio::ip::tcp::no_delay(true), ec);
+    open = true;
+    return std::nullopt;
+  }
+  void close() {
+    beast::error_code ec;
+    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
+    stream.close();
+    open = false;
+  }
+};
+
+/// The served model's id (GET /v1/models).
+std::optional<std::string> http_model_id(const std::string& host, uint16_t port) {
+  http_connection c;
+  if (c.connect(host, port)) return std::nullopt;
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/v1/models", 11};
+  req.set(bhttp::field::host, host);
+  bhttp::response<bhttp::string_body> res;
+  beast::error_code ec;
+  bhttp::write(c.stream, req, ec);
+  if (!ec) bhttp::read(c.stream, c.buffer, res, ec);
+  if (ec || res.result_int() != 200) return std::nullopt;
+  auto j = nlohmann::json::parse(res.body(), nullptr, false);
+  if (j.is_discarded() || !j.contains("data") || j["data"].empty()) return std::nullopt;
+  return j["data"][0]["id"].get<std::string>();
+}
+
+request_result run_one_http(http_connection& c, const std::string& host, const std::string& model, int index,
+                            int prompt_len, int gen_len, clock_type::time_point deadline) {
+  request_result r;
+  nlohmann::json body{{"model", model},         {"prompt", make_prompt(prompt_len, index)},
+                      {"max_tokens", gen_len},  {"temperature", 0},
+                      {"seed", index},          {"stream", true},
+                      {"stream_options", {{"include_usage", true}}}};
+  bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/v1/completions", 11};
+  req.set(bhttp::field::host, host);
+  req.set(bhttp::field::content_type, "application/json");
+  req.body() = body.dump();
+  req.prepare_payload();
+  const auto t0 = clock_type::now();
+  if (t0 >= deadline) {
+    r.err = transport::error{transport::errc::timeout, "benchmark time limit reached before the request started"};
+    return r;
+  }
+  c.stream.expires_at(deadline);
+  beast::error_code ec;
+  bhttp::write(c.stream, req, ec);
+  // Events as they arrive: one gap per text event; tokens per event are known only at the end
+  // (the usage chunk), so each event's gap is split evenly over the average tokens per event.
+  std::vector<double> gaps;
+  auto last = t0;
+  std::string pending;
+  std::string finish;
+  bool done = false;
+  std::string error_text;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(std::numeric_limits<uint64_t>::max());
+  auto on_chunk = [&](uint64_t, beast::string_view data, beast::error_code&) -> size_t {
+    pending.append(data.data(), data.size());
+    for (size_t end; (end = pending.find("\n\n")) != std::string::npos; pending.erase(0, end + 2)) {
+      const std::string ev = pending.substr(0, end);
+      if (ev.rfind("data: ", 0) != 0) continue;
+      if (ev == "data: [DONE]") {
+        done = true;
+        continue;
+      }
+      auto j = nlohmann::json::parse(ev.substr(6), nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("error")) error_text = j["error"].value("message", "error");
+      if (j.contains("usage") && j["usage"].is_object()) r.completion_tokens = j["usage"]["completion_tokens"].get<uint32_t>();
+      if (!j.contains("choices") || j["choices"].empty()) continue;
+      const auto& ch = j["choices"][0];
+      if (ch.contains("finish_reason") && ch["finish_reason"].is_string()) finish = ch["finish_reason"].get<std::string>();
+      if (!ch.contains("text") || ch["text"].get<std::string>().empty()) continue;
+      const auto t = clock_type::now();
+      if (r.ttft_ms < 0) {
+        r.ttft_ms = ms_double(t - t0).count();
+      } else {
+        gaps.push_back(ms_double(t - last).count());
+      }
+      last = t;
+    }
+    return data.size();
+  };
+  parser.on_chunk_body(on_chunk);
+  if (!ec) bhttp::read(c.stream, c.buffer, parser, ec);
+  if (ec) {
+    c.close();
+    r.err = transport::error{ec == beast::error::timeout ? transport::errc::timeout : transport::errc::io_error,
+                             "http: " + ec.message()};
+    return r;
+  }
+  if (!parser.get().keep_alive()) c.close();
+  if (parser.get().result_int() != 200 || !done || !error_text.empty()) {
+    r.err = transport::error{transport::errc::internal,
+                             fmt::format("http status {}: {}{}", parser.get().result_int(), error_text,
+                                         parser.get().body())};
+    return r;
+  }
+  r.ok = true;
+  r.early_eos = finish == "stop";
+  if (r.ttft_ms >= 0) r.decode_ms = ms_double(clock_type::now() - t0).count() - r.ttft_ms;
+  const double per_event = gaps.empty() ? 1.0 : double(std::max<uint32_t>(r.completion_tokens, 1) - 1) / double(gaps.size());
+  for (double g : gaps) {
+    const int n = std::max(1, int(std::lround(per_event)));
+    for (int i = 0; i < n; ++i) r.itl_ms.push_back(g / n);
+  }
+  return r;
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
@@ -132,6 +267,7 @@ int run_bench_serve(int argc, char** argv) {
     .option("seed", "S", "seed of the Poisson arrivals", "0")
     .option("timeout-s", "S", "stop everything after this many seconds (unfinished requests are errors)", "600")
     .option("warmup", "W", "requests sent one at a time before the measurement (not counted)", "0")
+    .flag("http", "use the HTTP API (--port is the HTTP port): streamed /v1/completions, closed loop only")
     .flag("json", "print exactly one JSON object instead of a table");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   auto co = read_server_options(args, "troupe bench serve");
@@ -151,6 +287,11 @@ int run_bench_serve(int argc, char** argv) {
     return 2;
   }
   const bool json = args.flag_set("json");
+  const bool use_http = args.flag_set("http");
+  if (use_http && *rate > 0) {
+    std::fprintf(stderr, "troupe: --http runs a closed loop only (HTTP/1.1 has one request in flight per connection)\n");
+    return 2;
+  }
   const int n_conn = int(*concurrency);
   const int n_req = int(*requests);
   const int plen = lengths->prompt_len;
@@ -166,7 +307,33 @@ int run_bench_serve(int argc, char** argv) {
 
   auto start = clock_type::now();
   const auto deadline = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(*timeout_s));
-  if (*warmup > 0) {
+  std::string model;
+  if (use_http) {
+    auto m = http_model_id(co->host, co->port);
+    if (!m) {
+      std::fprintf(stderr, "troupe: GET /v1/models on %s:%u failed (is --port the HTTP port?)\n", co->host.c_str(),
+                   unsigned(co->port));
+      return 1;
+    }
+    model = *m;
+  }
+  if (*warmup > 0 && use_http) {
+    http_connection c;
+    if (auto e = c.connect(co->host, co->port)) {
+      std::fprintf(stderr, "troupe: %s\n", e->message.c_str());
+      return 1;
+    }
+    for (int i = 0; i < int(*warmup); ++i) {
+      auto r = run_one_http(c, co->host, model, n_req + i, plen, glen, deadline);
+      if (r.err) {
+        std::fprintf(stderr, "troupe: warmup: %s\n", r.err->message.c_str());
+        return 1;
+      }
+      if (!c.open && c.connect(co->host, co->port)) return 1;
+    }
+    c.close();
+    start = clock_type::now();
+  } else if (*warmup > 0) {
     auto c = transport::client::connect(*co);
     if (!c) {
       std::fprintf(stderr, "troupe: %s: %s\n", transport::errc_name(c.error().code), c.error().message.c_str());
@@ -183,7 +350,29 @@ int run_bench_serve(int argc, char** argv) {
     start = clock_type::now();
   }
 
-  if (*rate <= 0) {
+  if (use_http) {
+    // Closed loop over HTTP: each thread its own keep-alive connection, one request at a time.
+    std::atomic<int> next{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < n_conn; ++t) {
+      threads.emplace_back([&] {
+        http_connection c;
+        for (int i = next++; i < n_req; i = next++) {
+          if (!c.open) {
+            if (auto e = c.connect(co->host, co->port)) {
+              results[size_t(i)].err = e;
+              note_error(*e);
+              continue;
+            }
+          }
+          results[size_t(i)] = run_one_http(c, co->host, model, i, plen, glen, deadline);
+          if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
+        }
+        if (c.open) c.close();
+      });
+    }
+    for (auto& t : threads) t.join();
+  } else if (*rate <= 0) {
     // Closed loop: each thread its own connection, one request at a time.
     std::atomic<int> next{0};
     std::vector<std::thread> threads;
@@ -290,7 +479,7 @@ int run_bench_serve(int argc, char** argv) {
     j["itl_ms_p99"] = percentile(itl, 99);
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("mode: %s | connections: %d | prompt: %d tokens | max_tokens: %d\n",
+    std::printf("mode: %s%s | connections: %d | prompt: %d tokens | max_tokens: %d\n", use_http ? "HTTP, " : "",
                 *rate > 0 ? (arrivals + " arrivals at " + fmt_rate(*rate) + " req/s").c_str() : "closed loop",
                 n_conn, plen, glen);
     std::printf("%-10s %-10s %-7s %-9s %-11s %-8s %-13s %-13s %-12s %-12s\n", "requests", "completed", "errors",

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -15,6 +16,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/http_gateway.hpp"
 #include "actors/spawn_node.hpp"
 #include "actors/tcp_gateway.hpp"
 #include "app/args.hpp"
@@ -23,17 +25,27 @@
 #include "engine/model_weights.hpp"
 #include "engine/tokenizer.hpp"
 #include "transport/api_keys.hpp"
+#include "transport/http_server.hpp"
 #include "transport/tcp_server.hpp"
 
 namespace troupe::app {
 namespace {
 
+// The name the HTTP API serves the model under: its file name without the extension
+// ("TinyStories-656K-Q8_0"), or the directory's name.
+std::string model_id(const std::string& path) {
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
 int run_serve(int argc, char** argv) {
   arg_parser args(
     "troupe serve --config FILE | --model PATH [--tokenizer PATH] [--stages N] [--replicas R] [--threads T] "
-    "[--port P] [--api-key-file FILE]",
+    "[--port P] [--http-port P] [--api-key-file FILE]",
     "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
-    "with continuous batching over the paged KV cache, behind the client protocol (TCP).\n"
+    "with continuous batching over the paged KV cache, behind the client protocol (TCP) and,\n"
+    "with --http-port, the OpenAI-compatible HTTP API (docs/http-api.md).\n"
     "Flags given with --config override the file's values.");
   args.option("config", "FILE", "cluster file (TOML); see cluster-config/examples/local.toml");
   add_model_options(args, false)
@@ -42,6 +54,8 @@ int run_serve(int argc, char** argv) {
     .option("threads", "T", "engine threads per stage")
     .option("host", "ADDR", "address to listen on")
     .option("port", "P", "port to listen on (0: ephemeral)")
+    .option("http-port", "P", "serve the HTTP API on this port too (0: ephemeral; default: off)")
+    .option("http-host", "ADDR", "address of the HTTP API (default: --host)")
     .option("kv-blocks", "N", "KV cache blocks per stage")
     .option("block-size", "N", "positions per KV block")
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
@@ -78,6 +92,16 @@ int run_serve(int argc, char** argv) {
     auto p = args.integer("port", 0, 65535);
     if (!p) return bad_flag();
     cluster.listen.port = int(*p);
+  }
+  if (args.given("http-port")) {
+    auto p = args.integer("http-port", 0, 65535);
+    if (!p) return bad_flag();
+    cluster.http.enabled = true;
+    cluster.http.port = int(*p);
+  }
+  if (args.given("http-host")) {
+    cluster.http.enabled = true;
+    cluster.http.host = args.str("http-host");
   }
   if (args.given("replicas")) {
     auto r = args.integer("replicas", 1, 1024);
@@ -194,13 +218,31 @@ int run_serve(int argc, char** argv) {
     if (l.body_timeout_ms >= 0) so.body_timeout = std::chrono::milliseconds(l.body_timeout_ms);
     if (l.max_connections_per_peer >= 0) so.max_connections_per_peer = size_t(l.max_connections_per_peer);
     transport::tcp_server server(so, gateway);
+    // The HTTP API on the same ROUTER (docs/http-api.md).
+    actors::http_gateway_options ho;
+    ho.model_id = model_id(node->cluster.model.path);
+    ho.limits = so.limits;
+    ho.n_replicas = size_t(node->cluster.replicas);
+    ho.api_keys = so.api_keys;
+    actors::http_gateway http_gateway(sys, node->router, ho, node->tokenizer);
+    transport::http_server_options hso;
+    hso.host = node->cluster.http.host.empty() ? node->cluster.listen.host : node->cluster.http.host;
+    hso.port = uint16_t(node->cluster.http.port);
+    transport::http_server http(hso, http_gateway);
     if (auto s = server.start(); !s) {
       std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());
+      rc = 1;
+    } else if (auto h = node->cluster.http.enabled ? http.start() : transport::result<void>{}; !h) {
+      std::fprintf(stderr, "troupe: %s\n", h.error().message.c_str());
       rc = 1;
     } else {
       std::printf("troupe serve: listening on %s:%u (model %s, %d replica(s) x %zu stage(s))\n", so.host.c_str(),
                   unsigned(server.port()), node->cluster.model.path.c_str(), node->cluster.replicas,
                   node->cluster.stages.size());
+      if (node->cluster.http.enabled) {
+        std::printf("troupe serve: HTTP API on http://%s:%u (model id %s)\n", hso.host.c_str(), unsigned(http.port()),
+                    ho.model_id.c_str());
+      }
       std::fflush(stdout);
       int sig = 0;
       sigwait(&signals, &sig);
@@ -216,6 +258,7 @@ int run_serve(int argc, char** argv) {
         std::_Exit(128 + again);
       }).detach();
     }
+    http.stop();
     server.stop();
   }
   node->shutdown();

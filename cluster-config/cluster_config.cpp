@@ -160,6 +160,17 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.no_unknown_keys());
   }
 
+  // [http]
+  auto http = sub_table(top, "http", file);
+  if (!http) return std::unexpected(http.error());
+  if (*http != nullptr) {
+    table_reader t(**http, "http", file);
+    c.http.enabled = true;
+    TROUPE_TRY(t.string("host", c.http.host));
+    TROUPE_TRY(t.integer("port", c.http.port, 0, 65535));
+    TROUPE_TRY(t.no_unknown_keys());
+  }
+
   // [batching]
   auto batching = sub_table(top, "batching", file);
   if (!batching) return std::unexpected(batching.error());

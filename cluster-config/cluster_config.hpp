@@ -45,6 +45,13 @@ struct listen_section {
   int max_connections_per_peer = -1;
 };
 
+/// The HTTP API (docs/http-api.md): off unless the file has an [http] table or --http-port is given.
+struct http_section {
+  bool enabled = false;
+  std::string host;  // empty: listen.host
+  int port = 8080;   // 0: an ephemeral port
+};
+
 /// Continuous batching and the paged KV cache (per replica; every stage has n_blocks blocks).
 struct batching_section {
   int block_size = 16;       // positions per KV block
@@ -78,6 +85,7 @@ struct cluster_config {
   int replicas_line = 0;
   model_section model;
   listen_section listen;
+  http_section http;
   batching_section batching;
   limits_section limits;
   std::vector<stage_section> stages;  // the pipeline of every replica, in layer order

@@ -15,6 +15,7 @@ packages=(
   libtoml11-dev
   clang
   openssh-server openssh-client iproute2 nftables
+  curl prometheus nodejs
 )
 
 SUDO=""
@@ -29,11 +30,24 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# npm: Debian's package, unless the installed nodejs brings its own (NodeSource's does, and
+# conflicts with Debian's npm).
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+
+# The official openai npm package, used only by tests/http/openai_sdk.mjs (the HTTP API against
+# the SDK). Installed next to the test, in tests/http/node_modules (ignored by git).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if command -v npm >/dev/null && [ ! -d "$here/tests/http/node_modules/openai" ]; then
+  echo "setup: npm install openai into tests/http/node_modules"
+  (cd "$here/tests/http" && npm install --no-audit --no-fund --no-save --loglevel=error openai@4)
+fi
 echo "setup: done"

@@ -1,0 +1,58 @@
+#pragma once
+// The request path every gateway shares (client protocol, HTTP): a serve_request goes to the
+// ROUTER with a small relay actor per request, which carries the request's stream_chunk /
+// stream_end messages back to a transport::stream_sink. The ROUTER monitors each relay: a relay
+// that exits (its client went away) cancels its request.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include <caf/fwd.hpp>
+
+#include "actors/messages.hpp"
+#include "engine/tokenizer.hpp"
+#include "transport/request_handler.hpp"
+
+namespace troupe::actors {
+
+/// A prompt's limits, checked by the gateway before the ROUTER sees the request (0: unchecked).
+struct prompt_limit {
+  size_t max_tokens = 0;  // the ROUTER's: the context less one
+  size_t max_bytes = 0;   // prompt text longer than this cannot fit max_tokens (longest piece x max_tokens)
+};
+
+/// The relays of one gateway in progress, by (connection, the client's request id).
+class relay_registry {
+ public:
+  using key = std::pair<uint64_t, uint64_t>;
+
+  /// Tokenizes the prompt here when given a tokenizer (so a long prompt does not hold up the
+  /// ROUTER), then spawns the relay that asks the ROUTER and streams to `sink`. A prompt over
+  /// `limit` is refused (prompt_too_long) here: text by its byte length before tokenizing.
+  static void start(const std::shared_ptr<relay_registry>& self, caf::actor_system& sys, const router_actor& router,
+                    std::chrono::milliseconds admit_timeout, const engine::tokenizer* tokenizer, prompt_limit limit,
+                    std::shared_ptr<transport::stream_sink> sink, serve_request request);
+  /// Asks the relay of (connection, request id) to cancel its request (the stream then ends with
+  /// reason cancelled). False if there is no such relay.
+  bool cancel(key k);
+  /// Stops the relays of a connection (the ROUTER then cancels their requests).
+  void stop_connection(uint64_t connection);
+  /// Stops every relay.
+  void stop_all();
+  size_t size() const;
+
+  void erase(key k);
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<key, caf::actor> relays_;
+};
+
+/// The one place where control-plane errors become client error codes.
+transport::errc client_code(serve_errc e);
+
+}  // namespace troupe::actors
