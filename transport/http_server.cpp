@@ -23,6 +23,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "transport/listen.hpp"
 #include "transport/logger.hpp"
 #include "transport/openai_api.hpp"
 
@@ -625,46 +626,14 @@ result<void> http_server::start() {
   std::lock_guard lock(s.mu);
   if (s.started) return fail(errc::internal, "http_server::start called twice");
   const auto& o = *s.options;
-  boost::system::error_code ec;
-  tcp::endpoint endpoint;
-  const auto address = asio::ip::make_address(o.host, ec);
-  if (!ec) {
-    endpoint = tcp::endpoint(address, o.port);
-  } else {
-    tcp::resolver resolver(*s.io);
-    auto found = resolver.resolve(o.host, std::to_string(o.port), ec);
-    if (ec || found.empty()) {
-      return fail(errc::io_error, "cannot resolve host={}: {}", o.host, ec ? ec.message() : "no address");
-    }
-    endpoint = found.begin()->endpoint();
-  }
-  s.acceptor.open(endpoint.protocol(), ec);
-  if (!ec) s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) s.acceptor.bind(endpoint, ec);
-  if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    boost::system::error_code ignored;
-    s.acceptor.close(ignored);
-    return fail(errc::io_error, "cannot listen on {}:{} (HTTP): {}", o.host, o.port, ec.message());
-  }
-  s.port = s.acceptor.local_endpoint(ec).port();
+  auto bound = listen_on(s.acceptor, *s.io, o.host, o.port, "HTTP");
+  if (!bound) return std::unexpected(bound.error());
+  const tcp::endpoint endpoint = *bound;
+  s.port = endpoint.port();
   s.started = true;
   s.work.emplace(asio::make_work_guard(*s.io));
   s.do_accept();
-  for (size_t i = 0; i < std::max<size_t>(1, o.io_threads); ++i) {
-    s.threads.emplace_back([io = s.io] {
-      for (;;) {
-        try {
-          io->run();
-          return;
-        } catch (const std::exception& e) {
-          logger().error("http I/O thread caught an exception what={}", e.what());
-        } catch (...) {
-          logger().error("http I/O thread caught an unknown exception");
-        }
-      }
-    });
-  }
+  start_io_threads(s.threads, s.io, o.io_threads, "HTTP");
   logger().info("http listening host={} port={}", o.host, s.port.load());
   return {};
 }

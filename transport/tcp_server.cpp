@@ -17,6 +17,7 @@
 
 #include "transport/client_session.hpp"
 #include "transport/connection_registry.hpp"
+#include "transport/listen.hpp"
 #include "transport/logger.hpp"
 
 namespace troupe::transport {
@@ -131,48 +132,16 @@ result<void> tcp_server::start() {
   std::lock_guard lock(s.mu);
   if (s.started) return fail(errc::internal, "tcp_server::start called twice");
   const auto& o = *s.options;
-  boost::system::error_code ec;
-  tcp::endpoint endpoint;
-  const auto address = asio::ip::make_address(o.host, ec);
-  if (!ec) {
-    endpoint = tcp::endpoint(address, o.port);
-  } else {
-    tcp::resolver resolver(*s.io);
-    auto found = resolver.resolve(o.host, std::to_string(o.port), ec);
-    if (ec || found.empty()) {
-      return fail(errc::io_error, "cannot resolve host={}: {}", o.host, ec ? ec.message() : "no address");
-    }
-    endpoint = found.begin()->endpoint();
-  }
-  s.acceptor.open(endpoint.protocol(), ec);
-  if (!ec) s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) s.acceptor.bind(endpoint, ec);
-  if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    boost::system::error_code ignored;
-    s.acceptor.close(ignored);
-    return fail(errc::io_error, "cannot listen on {}:{}: {}", o.host, o.port, ec.message());
-  }
-  s.port = s.acceptor.local_endpoint(ec).port();
+  auto bound = listen_on(s.acceptor, *s.io, o.host, o.port, "client protocol");
+  if (!bound) return std::unexpected(bound.error());
+  const tcp::endpoint endpoint = *bound;
+  s.port = endpoint.port();
   s.started = true;
   s.work.emplace(asio::make_work_guard(*s.io));
   s.do_accept();
   if (!o.api_keys.empty() && o.auth_failure_window.count() > 0) s.schedule_auth_summary();
   const size_t n_threads = std::max<size_t>(1, o.io_threads);
-  for (size_t i = 0; i < n_threads; ++i) {
-    s.threads.emplace_back([io = s.io] {
-      for (;;) {
-        try {
-          io->run();
-          return;
-        } catch (const std::exception& e) {
-          logger().error("I/O thread caught an exception what={}", e.what());
-        } catch (...) {
-          logger().error("I/O thread caught an unknown exception");
-        }
-      }
-    });
-  }
+  start_io_threads(s.threads, s.io, o.io_threads, "client protocol");
   logger().info("listening host={} port={} io_threads={} auth={}", o.host, s.port.load(), n_threads,
                 o.api_keys.empty() ? "none" : "api_key");
   if (o.api_keys.empty() && !endpoint.address().is_loopback()) {
