@@ -16,6 +16,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "app/args.hpp"
 #include "app/command.hpp"
@@ -74,6 +76,8 @@ int run_bench_data_plane(int argc, char** argv) {
     .option("duration-s", "S", "--serve: stop after this long", "600")
     .flag("json", "print one JSON object instead of the table");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  // Logs go to stderr; stdout carries the table or the JSON object (and --serve's listening line).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));
   auto dim = args.integer("dim", 1, 1 << 16);
   auto rounds = args.integer("rounds", 1, 1'000'000);
   auto port = args.integer("port", 0, 65535);
