@@ -97,7 +97,11 @@ BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve, *needs_models(
 // Every model in ../shared/models, in every format, served and generated greedily: the client's
 // text is exactly generate's, to the end of the story (the end marker is not text on either
 // path: both take the model's stop rule from engine::make_stop_rule).
-BOOST_AUTO_TEST_CASE(serve_text_equals_generate_text_for_every_model_to_the_end_of_the_story) {
+BOOST_AUTO_TEST_CASE(serve_text_equals_generate_text_for_every_model_to_the_end_of_the_story,
+                     *needs_models({"stories260K.bin", "tok512.bin", "derived/stories260K.gguf",
+                                    "TinyStories-656K-Q8_0.gguf", "TinyStories-656K",
+                                    "derived/TinyStories-656K.llama2c.bin", "derived/tok2048-656K.bin",
+                                    "derived/TinyStories-656K-F32.gguf"})) {
   struct model_case {
     std::string model, tokenizer;
     int n;  // tokens to generate

@@ -134,7 +134,7 @@ json wait_task(http_client& c, const std::string& id, std::chrono::seconds limit
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(http)
+BOOST_AUTO_TEST_SUITE(http, *needs_models({"stories260K.bin", "tok512.bin"}))
 
 BOOST_AUTO_TEST_CASE(completions_streamed_and_not_equal_the_engine_text) {
   http_fixture f(small_cluster());
@@ -541,7 +541,8 @@ BOOST_AUTO_TEST_CASE(api_key_is_required_as_a_bearer_token) {
   BOOST_TEST(c.get("/metrics").status == 200);
 }
 
-BOOST_AUTO_TEST_CASE(troupe_serve_http_port_answers_curl_as_generate_does) {
+BOOST_AUTO_TEST_CASE(troupe_serve_http_port_answers_curl_as_generate_does,
+                     *needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   // `troupe serve --http-port 0`: read the port it prints, curl it, compare with `troupe generate`.
   const std::string model = model_path("TinyStories-656K-Q8_0.gguf").string();
   const std::string bin = troupe_binary().string();

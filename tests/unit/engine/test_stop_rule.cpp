@@ -65,7 +65,8 @@ BOOST_AUTO_TEST_CASE(plain_word_eos_is_not_a_marker_text) {
   BOOST_TEST(implicit_stop_strings(tok).empty());
 }
 
-BOOST_AUTO_TEST_CASE(the_real_656k_model_ends_at_end_story) {
+BOOST_AUTO_TEST_CASE(the_real_656k_model_ends_at_end_story,
+                     *troupe::test::needs_models({"TinyStories-656K-Q8_0.gguf"})) {
   const auto path = troupe::test::model_path("TinyStories-656K-Q8_0.gguf");
   auto m = load_model(path, load_options{layer_range{0, 1}});
   BOOST_REQUIRE_MESSAGE(m, "cannot load " << path << ": " << (m ? "" : m.error().message));
@@ -76,7 +77,7 @@ BOOST_AUTO_TEST_CASE(the_real_656k_model_ends_at_end_story) {
   BOOST_TEST(r.end_texts == std::vector<std::string>{"<|end_story|>"});
 }
 
-BOOST_AUTO_TEST_CASE(generate_stops_at_any_end_id) {
+BOOST_AUTO_TEST_CASE(generate_stops_at_any_end_id, *troupe::test::needs_models({"stories260K.bin", "tok512.bin"})) {
   // A synthetic-free check of generate's loop: with end_ids naming a token, generation ends there
   // (reason eos) whatever the model's own eos_id says.
   const auto path = troupe::test::model_path("stories260K.bin");
