@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/finish_reason.hpp"
+
 #include "engine/kv_cache.hpp"
 
 namespace troupe::actors {
@@ -40,16 +42,9 @@ namespace troupe::actors {
 
 enum class priority : uint8_t { interactive = 0, batch = 1 };
 
-enum class finish_reason : uint8_t {
-  eos,           // the model produced end-of-sequence
-  length,        // max_tokens reached
-  context_full,  // the context (ctx_size positions) is full
-  stop,          // a stop token was produced
-  cancelled,     // cancelled by the client (or its disconnect)
-  deadline,      // the request's deadline passed
-  failed,        // a step failed (stage error or timeout)
-};
-const char* finish_reason_name(finish_reason r);
+// Why a sequence finished: the engine's one definition.
+using engine::finish_reason;
+using engine::finish_reason_name;
 
 enum class admit_status { ok, overloaded, too_long, duplicate, invalid };
 const char* admit_status_name(admit_status s);

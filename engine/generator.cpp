@@ -9,16 +9,6 @@
 
 namespace troupe::engine {
 
-const char* finish_reason_name(finish_reason r) {
-  switch (r) {
-    case finish_reason::eos: return "eos";
-    case finish_reason::length: return "length";
-    case finish_reason::context_full: return "context_full";
-    case finish_reason::stopped: return "stopped";
-  }
-  return "unknown";
-}
-
 result<generate_stats> generate(const model_weights& model, std::span<const int32_t> prompt,
                                 const generate_options& opts,
                                 const std::function<bool(int32_t)>& on_token) {
@@ -70,7 +60,7 @@ result<generate_stats> generate(const model_weights& model, std::span<const int3
       break;
     }
     if (!go_on) {
-      stats.finish = finish_reason::stopped;
+      stats.finish = finish_reason::stop;
       break;
     }
     if (i + 1 == opts.max_new_tokens) break;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/error.hpp"
+#include "engine/finish_reason.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/sampling.hpp"
 
@@ -26,8 +27,6 @@ struct generate_options {
   thread_pool* pool = nullptr;
 };
 
-enum class finish_reason { eos, length, context_full, stopped };
-const char* finish_reason_name(finish_reason r);
 
 struct generate_stats {
   int prompt_tokens = 0;

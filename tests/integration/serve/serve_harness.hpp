@@ -23,7 +23,6 @@
 
 namespace troupe::actors {
 inline std::ostream& operator<<(std::ostream& os, const request_id& id) { return os << id.value; }
-inline std::ostream& operator<<(std::ostream& os, finish_reason r) { return os << finish_reason_name(r); }
 }  // namespace troupe::actors
 
 namespace troupe::test {

@@ -14,7 +14,6 @@ using namespace troupe::actors;
 namespace troupe::actors {
 inline std::ostream& operator<<(std::ostream& os, request_id id) { return os << id.value; }
 inline std::ostream& operator<<(std::ostream& os, admit_status s) { return os << admit_status_name(s); }
-inline std::ostream& operator<<(std::ostream& os, finish_reason r) { return os << finish_reason_name(r); }
 }  // namespace troupe::actors
 
 namespace {
