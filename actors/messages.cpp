@@ -23,6 +23,31 @@ const char* serve_errc_name(serve_errc c) {
   return "unknown";
 }
 
+void add_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<request_id>("troupe::request_id");
+  cfg.add_message_type<sequence_spec>("troupe::sequence_spec");
+  cfg.add_message_type<planned_seq>("troupe::planned_seq");
+  cfg.add_message_type<sampled_token>("troupe::sampled_token");
+  cfg.add_message_type<finished_seq>("troupe::finished_seq");
+  cfg.add_message_type<serve_request>("troupe::serve_request");
+  cfg.add_message_type<stream_chunk>("troupe::stream_chunk");
+  cfg.add_message_type<stream_end>("troupe::stream_end");
+  cfg.add_message_type<sequence_request>("troupe::sequence_request");
+  cfg.add_message_type<scheduler_stats>("troupe::scheduler_stats");
+  cfg.add_message_type<new_sequence>("troupe::new_sequence");
+  cfg.add_message_type<step_request>("troupe::step_request");
+  cfg.add_message_type<hidden_states>("troupe::hidden_states");
+  cfg.add_message_type<step_result>("troupe::step_result");
+  cfg.add_message_type<token_batch>("troupe::token_batch");
+  cfg.add_error_category(caf::atom("troupe"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+    std::string s = std::string("troupe: ") + serve_errc_name(static_cast<serve_errc>(code));
+    if (ctx.match_elements<std::string>() && !ctx.get_as<std::string>(0).empty()) {
+      s += " (" + ctx.get_as<std::string>(0) + ")";
+    }
+    return s;
+  });
+}
+
 caf::error make_error(serve_errc c, std::string message) {
   return caf::error(static_cast<uint8_t>(c), error_category, caf::make_message(std::move(message)));
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/fwd.hpp>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/meta/type_name.hpp>
@@ -24,6 +25,10 @@ typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
 }  // namespace troupe::engine
 
 namespace troupe::actors {
+
+/// Registers every message type of this file and the "troupe" error category with CAF (needed
+/// for messages that cross nodes). Every actor system of troupe calls it (configure_actor_system).
+void add_message_types(caf::actor_system_config& cfg);
 
 // ---- errors --------------------------------------------------------------------------------
 /// Why the control plane refused or failed a request; carried as caf::error (category "troupe").
