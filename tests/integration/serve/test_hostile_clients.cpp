@@ -101,7 +101,7 @@ BOOST_AUTO_TEST_CASE(prompts_of_256_kib_do_not_stall_a_running_stream) {
     }
     return all;
   };
-  const double base = p99(pooled_gaps());
+  const double base_before = p99(pooled_gaps());
 
   // Four clients send 256 KiB prompts back to back while the stream runs.
   std::atomic<bool> stop{false};
@@ -179,6 +179,11 @@ BOOST_AUTO_TEST_CASE(prompts_of_256_kib_do_not_stall_a_running_stream) {
   const int n_refused = refused;
   stop = true;
   for (auto& t : hostile) t.join();
+  // The baseline is measured before and after the loaded phase (a sandwich, as
+  // scripts/bench-serve.sh does): this VM's speed drifts within minutes, and one quiet phase alone
+  // can come out unusually low.
+  const double base_after = p99(pooled_gaps());
+  const double base = std::max(base_before, base_after);
   BOOST_TEST_MESSAGE("inter-token gap p99: baseline " << base << " ms, with 4 clients sending 256 KiB prompts "
                                                       << loaded << " ms; prompts refused " << n_refused << " ("
                                                       << refused_during << " during the " << loaded_s
