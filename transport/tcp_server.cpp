@@ -56,22 +56,7 @@ struct tcp_server::impl : std::enable_shared_from_this<tcp_server::impl> {
   bool stopping = false;
 };
 
-void tcp_server::impl::do_accept() {
-  acceptor.async_accept(asio::make_strand(*io), [self = shared_from_this()](const boost::system::error_code& ec,
-                                                                             tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
-    if (ec) {
-      logger().warn("accept failed error={}", ec.message());
-      self->retry_timer.expires_after(std::chrono::milliseconds(100));
-      self->retry_timer.async_wait([self](const boost::system::error_code& tec) {
-        if (!tec && self->acceptor.is_open()) self->do_accept();
-      });
-      return;
-    }
-    self->on_accept(std::move(socket));
-    self->do_accept();
-  });
-}
+void tcp_server::impl::do_accept() { accept_loop(shared_from_this(), "client protocol"); }
 
 void tcp_server::impl::on_accept(tcp::socket socket) {
   boost::system::error_code ignored;
