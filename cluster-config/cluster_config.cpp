@@ -342,3 +342,14 @@ result<std::vector<stage_section>> split_layers_evenly(int n_layers, int n_stage
 }
 
 }  // namespace troupe::config
+
+namespace troupe::config {
+const char* node_role_name(node_role r) {
+  switch (r) {
+    case node_role::head: return "head";
+    case node_role::worker: return "worker";
+    case node_role::spare: return "spare";
+  }
+  return "unknown";
+}
+}  // namespace troupe::config

@@ -75,8 +75,53 @@ struct stage_section {
   int first_layer = 0;
   int last_layer = -1;  // exclusive; -1: to the end of the model
   int threads = 1;      // engine worker threads of this stage (the stage's own thread included)
+  std::string node;     // the [[nodes]] entry that runs it; empty: the head (or this process)
   int line = 0;         // where the stage is defined (0: from flags)
   int last_layer_line = 0;
+  int node_line = 0;
+};
+
+/// What a node of a multi-host cluster is for.
+enum class node_role {
+  head,    // ROUTER, SCHEDULERs, gateways (and any stages placed on it); exactly one
+  worker,  // runs the stages placed on it
+  spare,   // holds no stage at start; a stage is placed on it when its own node is lost
+};
+const char* node_role_name(node_role r);
+
+/// How the launcher (scripts/cluster) reaches a node.
+struct ssh_section {
+  std::string user = "root";
+  int port = 22;
+  std::string identity_file;  // empty: ssh's default keys (relative paths: to the file's folder)
+};
+
+/// One [[nodes]] entry: a machine (one `troupe node` process).
+struct node_section {
+  std::string name;          // [A-Za-z0-9_.-]+, unique
+  std::string host;          // the address other nodes and the launcher use (IPv4 address or name)
+  node_role role = node_role::worker;
+  int control_port = 7434;   // CAF (control plane, TLS)
+  int data_port = 7435;      // UCX data plane (hidden states)
+  std::string net_devices;   // UCX_NET_DEVICES of this node's data plane; empty: UCX's choice
+  ssh_section ssh;
+  int line = 0;
+};
+
+/// [cluster]: what every node of a multi-host cluster shares.
+struct cluster_section {
+  std::string name = "troupe";
+  std::string secret_file;        // the cluster secret (relative paths: to the file's folder)
+  std::string binary = "troupe";  // the troupe executable on every host (scripts/cluster)
+  std::string run_dir = "/tmp/troupe";  // pid, log and status files on every host
+  int join_timeout_ms = 120'000;  // the head waits this long for the workers its stages need
+  int line = 0;
+};
+
+/// One [[replicas]] entry: its own pipeline, each stage placed on a node.
+struct replica_section {
+  std::vector<stage_section> stages;
+  int line = 0;
 };
 
 struct cluster_config {
@@ -89,6 +134,33 @@ struct cluster_config {
   batching_section batching;
   limits_section limits;
   std::vector<stage_section> stages;  // the pipeline of every replica, in layer order
+  // Multi-host files: [cluster], [[nodes]], and [[replicas]] with [[replicas.stages]] (then
+  // `stages` is empty and `replicas` == replica_plans.size()). A file without [[nodes]] is one
+  // process (`troupe serve`), as before.
+  cluster_section cluster;
+  std::vector<node_section> nodes;
+  std::vector<replica_section> replica_plans;
+
+  /// The pipeline of replica r (from [[replicas]] where the file has them, else `stages`).
+  const std::vector<stage_section>& stages_of(int r) const {
+    return replica_plans.empty() ? stages : replica_plans[size_t(r)].stages;
+  }
+  std::vector<stage_section>& stages_of(int r) { return replica_plans.empty() ? stages : replica_plans[size_t(r)].stages; }
+  bool multi_host() const { return !nodes.empty(); }
+  /// The [[nodes]] entry called `name`, or nullptr.
+  const node_section* find_node(std::string_view name) const {
+    for (const auto& n : nodes) {
+      if (n.name == name) return &n;
+    }
+    return nullptr;
+  }
+  /// The head node (role = head), or nullptr when the file has no [[nodes]].
+  const node_section* head() const {
+    for (const auto& n : nodes) {
+      if (n.role == node_role::head) return &n;
+    }
+    return nullptr;
+  }
 };
 
 /// Reads and validates a cluster file (structure only; layer counts are checked by check_layers
