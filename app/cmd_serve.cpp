@@ -17,7 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/http_gateway.hpp"
-#include "actors/spawn_node.hpp"
+#include "actors/spawn_serve.hpp"
 #include "actors/tcp_gateway.hpp"
 #include "app/args.hpp"
 #include "app/command.hpp"

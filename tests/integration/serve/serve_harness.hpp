@@ -12,7 +12,7 @@
 #include <caf/all.hpp>
 
 #include "actors/messages.hpp"
-#include "actors/spawn_node.hpp"
+#include "actors/spawn_serve.hpp"
 #include "cluster-config/cluster_config.hpp"
 #include "engine/generator.hpp"
 #include "engine/model_weights.hpp"

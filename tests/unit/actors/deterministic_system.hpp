@@ -12,7 +12,7 @@
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 
-#include "actors/spawn_node.hpp"
+#include "actors/spawn_serve.hpp"
 
 namespace troupe::test {
 

@@ -12,7 +12,7 @@
 #include <caf/all.hpp>
 
 #include "actors/scheduler.hpp"
-#include "actors/spawn_node.hpp"
+#include "actors/spawn_serve.hpp"
 #include "deterministic_system.hpp"
 
 using namespace troupe::actors;

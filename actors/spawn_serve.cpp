@@ -1,4 +1,4 @@
-#include "actors/spawn_node.hpp"
+#include "actors/spawn_serve.hpp"
 
 #include <algorithm>
 

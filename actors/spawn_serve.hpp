@@ -1,6 +1,6 @@
 #pragma once
-// Config -> actors. `troupe serve` (and the integration tests) start all of a cluster config's
-// actors in this process: per replica a chain of PIPELINE STAGEs (each loads only its layers), a
+// Config -> actors, in one process: `troupe serve` (and the integration tests) start all of a
+// cluster config's actors here: per replica a chain of PIPELINE STAGEs (each loads only its layers), a
 // REPLICA and a SCHEDULER; one ROUTER in front.
 #include <expected>
 #include <memory>
