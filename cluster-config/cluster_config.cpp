@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <toml.hpp>
@@ -112,8 +113,121 @@ class table_reader {
 result<const toml::value*> sub_table(table_reader& parent, const std::string& key, const std::string& file) {
   const toml::value* v = parent.find(key);
   if (v == nullptr) return nullptr;
-  if (!v->is_table()) return fail_at(errc::bad_type, file, line_of(*v), key, "must be a table");
+  if (!v->is_table()) return fail_at(errc::bad_type, file, line_of(*v), parent.key_name(key), "must be a table");
   return v;
+}
+
+/// A relative path made relative to the cluster file's folder (when known).
+void resolve_path(std::string& p, const std::filesystem::path& base_dir) {
+  if (!p.empty() && !base_dir.empty() && std::filesystem::path(p).is_relative()) {
+    p = (base_dir / p).lexically_normal().string();
+  }
+}
+
+/// The array of tables `key` of `parent` ([[stages]] or [[replicas.stages]]): at least one.
+result<std::vector<stage_section>> parse_stages(table_reader& parent, const std::string& prefix,
+                                                const std::string& file, int parent_line) {
+  const toml::value* stages = parent.find("stages");
+  if (stages == nullptr) {
+    return fail_at(errc::missing_key, file, parent_line, prefix, "at least one stage table is required");
+  }
+  if (!stages->is_array()) {
+    return fail_at(errc::bad_type, file, line_of(*stages), prefix, "must be an array of tables ([[" + prefix + "]])");
+  }
+  const auto& arr = stages->as_array();
+  if (arr.empty()) return fail_at(errc::bad_value, file, line_of(*stages), prefix, "at least one stage is required");
+  std::vector<stage_section> out;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const std::string key = fmt::format("{}[{}]", prefix, i);
+    if (!arr[i].is_table()) return fail_at(errc::bad_type, file, line_of(arr[i]), key, "must be a table");
+    table_reader t(arr[i], key, file);
+    stage_section s;
+    s.line = t.line();
+    int first_line = s.line;
+    TROUPE_TRY(t.integer("first_layer", s.first_layer, 0, 1 << 20, true, &first_line));
+    s.last_layer_line = s.line;
+    TROUPE_TRY(t.integer("last_layer", s.last_layer, -1, 1 << 20, false, &s.last_layer_line));
+    TROUPE_TRY(t.integer("threads", s.threads, 1, 1024));
+    s.node_line = s.line;
+    if (const toml::value* n = t.find("node"); n != nullptr) s.node_line = line_of(*n);
+    TROUPE_TRY(t.string("node", s.node));
+    TROUPE_TRY(t.no_unknown_keys());
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+result<void> parse_cluster_section(table_reader& top, cluster_config& c, const std::string& file,
+                                   const std::filesystem::path& base_dir) {
+  auto table = sub_table(top, "cluster", file);
+  if (!table) return std::unexpected(table.error());
+  if (*table == nullptr) return {};
+  table_reader t(**table, "cluster", file);
+  cluster_section& s = c.cluster;
+  s.line = t.line();
+  TROUPE_TRY(t.string("name", s.name));
+  TROUPE_TRY(t.string("secret_file", s.secret_file));
+  TROUPE_TRY(t.string("binary", s.binary));
+  TROUPE_TRY(t.string("run_dir", s.run_dir));
+  TROUPE_TRY(t.integer("join_timeout_ms", s.join_timeout_ms, 1, 86'400'000));
+  TROUPE_TRY(t.no_unknown_keys());
+  resolve_path(s.secret_file, base_dir);
+  // A bare name is looked up on PATH (of every host); a path with a '/' is a file.
+  if (s.binary.find('/') != std::string::npos) resolve_path(s.binary, base_dir);
+  return {};
+}
+
+result<void> parse_nodes(table_reader& top, cluster_config& c, const std::string& file,
+                         const std::filesystem::path& base_dir) {
+  const toml::value* nodes = top.find("nodes");
+  if (nodes == nullptr) return {};
+  if (!nodes->is_array()) return fail_at(errc::bad_type, file, line_of(*nodes), "nodes", "must be an array of tables ([[nodes]])");
+  const auto& arr = nodes->as_array();
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const std::string prefix = fmt::format("nodes[{}]", i);
+    if (!arr[i].is_table()) return fail_at(errc::bad_type, file, line_of(arr[i]), prefix, "must be a table");
+    table_reader t(arr[i], prefix, file);
+    node_section n;
+    n.line = t.line();
+    auto key_line = [&](const std::string& key, int& out) {
+      const toml::value* v = t.find(key);
+      out = v != nullptr ? line_of(*v) : 0;
+    };
+    key_line("name", n.name_line);
+    key_line("host", n.host_line);
+    key_line("role", n.role_line);
+    TROUPE_TRY(t.string("name", n.name, true));
+    TROUPE_TRY(t.string("host", n.host, true));
+    std::string role = node_role_name(n.role);
+    TROUPE_TRY(t.string("role", role));
+    if (role == "head") {
+      n.role = node_role::head;
+    } else if (role == "worker") {
+      n.role = node_role::worker;
+    } else if (role == "spare") {
+      n.role = node_role::spare;
+    } else {
+      return fail_at(errc::bad_value, file, n.role_line, prefix + ".role",
+                     fmt::format("\"{}\" is not a role (head, worker, spare)", role));
+    }
+    TROUPE_TRY(t.integer("control_port", n.control_port, 1, 65535, false, &n.control_port_line));
+    TROUPE_TRY(t.integer("data_port", n.data_port, 1, 65535, false, &n.data_port_line));
+    TROUPE_TRY(t.string("net_devices", n.net_devices));
+    auto ssh = sub_table(t, "ssh", file);
+    if (!ssh) return std::unexpected(ssh.error());
+    if (*ssh != nullptr) {
+      table_reader st(**ssh, prefix + ".ssh", file);
+      TROUPE_TRY(st.string("user", n.ssh.user));
+      TROUPE_TRY(st.integer("port", n.ssh.port, 1, 65535));
+      TROUPE_TRY(st.string("identity_file", n.ssh.identity_file));
+      TROUPE_TRY(st.no_unknown_keys());
+      if (n.ssh.user.empty()) return fail_at(errc::bad_value, file, st.line(), prefix + ".ssh.user", "must not be empty");
+      resolve_path(n.ssh.identity_file, base_dir);
+    }
+    TROUPE_TRY(t.no_unknown_keys());
+    c.nodes.push_back(std::move(n));
+  }
+  return {};
 }
 
 result<cluster_config> parse_root(const toml::value& root, const std::string& file,
@@ -121,7 +235,6 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
   cluster_config c;
   c.source = file;
   table_reader top(root, "", file);
-  TROUPE_TRY(top.integer("replicas", c.replicas, 1, 1024, false, &c.replicas_line));
 
   // [model]
   auto model = sub_table(top, "model", file);
@@ -133,13 +246,8 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.string("tokenizer", c.model.tokenizer));
     TROUPE_TRY(t.no_unknown_keys());
     if (c.model.path.empty()) return fail_at(errc::bad_value, file, t.line(), "model.path", "must not be empty");
-    auto resolve = [&](std::string& p) {
-      if (!p.empty() && !base_dir.empty() && std::filesystem::path(p).is_relative()) {
-        p = (base_dir / p).lexically_normal().string();
-      }
-    };
-    resolve(c.model.path);
-    resolve(c.model.tokenizer);
+    resolve_path(c.model.path, base_dir);
+    resolve_path(c.model.tokenizer, base_dir);
   }
 
   // [listen]
@@ -150,9 +258,7 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.string("host", c.listen.host));
     TROUPE_TRY(t.integer("port", c.listen.port, 0, 65535));
     TROUPE_TRY(t.string("api_key_file", c.listen.api_key_file));
-    if (!c.listen.api_key_file.empty() && !base_dir.empty() && std::filesystem::path(c.listen.api_key_file).is_relative()) {
-      c.listen.api_key_file = (base_dir / c.listen.api_key_file).lexically_normal().string();
-    }
+    resolve_path(c.listen.api_key_file, base_dir);
     TROUPE_TRY(t.integer("idle_timeout_ms", c.listen.idle_timeout_ms, 0, 86'400'000));
     TROUPE_TRY(t.integer("header_timeout_ms", c.listen.header_timeout_ms, 0, 3'600'000));
     TROUPE_TRY(t.integer("body_timeout_ms", c.listen.body_timeout_ms, 0, 3'600'000));
@@ -200,25 +306,53 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.no_unknown_keys());
   }
 
-  // [[stages]]
+  // [cluster] and [[nodes]] (multi-host files)
+  TROUPE_TRY(parse_cluster_section(top, c, file, base_dir));
+  TROUPE_TRY(parse_nodes(top, c, file, base_dir));
+
+  // The pipelines: `replicas = N` with [[stages]] (every replica the same), or [[replicas]] each
+  // with its own [[replicas.stages]].
+  const toml::value* replicas = top.find("replicas");
   const toml::value* stages = top.find("stages");
-  if (stages == nullptr) return fail_at(errc::missing_key, file, 0, "stages", "at least one [[stages]] table is required");
-  if (!stages->is_array()) return fail_at(errc::bad_type, file, line_of(*stages), "stages", "must be an array of tables ([[stages]])");
-  const auto& arr = stages->as_array();
-  if (arr.empty()) return fail_at(errc::bad_value, file, line_of(*stages), "stages", "at least one stage is required");
-  for (size_t i = 0; i < arr.size(); ++i) {
-    const std::string prefix = fmt::format("stages[{}]", i);
-    if (!arr[i].is_table()) return fail_at(errc::bad_type, file, line_of(arr[i]), prefix, "must be a table");
-    table_reader t(arr[i], prefix, file);
-    stage_section s;
-    s.line = t.line();
-    int first_line = s.line;
-    TROUPE_TRY(t.integer("first_layer", s.first_layer, 0, 1 << 20, true, &first_line));
-    s.last_layer_line = s.line;
-    TROUPE_TRY(t.integer("last_layer", s.last_layer, -1, 1 << 20, false, &s.last_layer_line));
-    TROUPE_TRY(t.integer("threads", s.threads, 1, 1024));
-    TROUPE_TRY(t.no_unknown_keys());
-    c.stages.push_back(s);
+  if (replicas != nullptr && replicas->is_array()) {
+    const auto& reps = replicas->as_array();
+    if (reps.empty()) return fail_at(errc::bad_value, file, line_of(*replicas), "replicas", "at least one [[replicas]] table is required");
+    if (stages != nullptr) {
+      const int stages_line = stages->is_array() && !stages->as_array().empty() ? line_of(stages->as_array()[0]) : line_of(*stages);
+      return fail_at(errc::bad_value, file, stages_line, "stages",
+                     fmt::format("top-level [[stages]] cannot be combined with [[replicas]] (line {}): put each "
+                                 "replica's stages under its [[replicas.stages]]",
+                                 line_of(reps[0])));
+    }
+    c.replicas_line = line_of(reps[0]);
+    for (size_t r = 0; r < reps.size(); ++r) {
+      const std::string prefix = fmt::format("replicas[{}]", r);
+      if (!reps[r].is_table()) return fail_at(errc::bad_type, file, line_of(reps[r]), prefix, "must be a table ([[replicas]])");
+      table_reader t(reps[r], prefix, file);
+      replica_section rep;
+      rep.line = t.line();
+      auto parsed = parse_stages(t, prefix + ".stages", file, rep.line);
+      if (!parsed) return std::unexpected(parsed.error());
+      rep.stages = std::move(*parsed);
+      TROUPE_TRY(t.no_unknown_keys());
+      c.replica_plans.push_back(std::move(rep));
+    }
+    c.replicas = int(c.replica_plans.size());
+  } else {
+    if (replicas != nullptr) {
+      if (!replicas->is_integer()) {
+        return fail_at(errc::bad_type, file, line_of(*replicas), "replicas",
+                       "must be an integer (with top-level [[stages]]) or an array of tables ([[replicas]])");
+      }
+      TROUPE_TRY(top.integer("replicas", c.replicas, 1, 1024, false, &c.replicas_line));
+    }
+    if (stages == nullptr) {
+      return fail_at(errc::missing_key, file, 0, "stages",
+                     "at least one [[stages]] table (or [[replicas]] with [[replicas.stages]]) is required");
+    }
+    auto parsed = parse_stages(top, "stages", file, 0);
+    if (!parsed) return std::unexpected(parsed.error());
+    c.stages = std::move(*parsed);
   }
   TROUPE_TRY(top.no_unknown_keys());
   TROUPE_TRY(validate(c));
@@ -256,6 +390,134 @@ result<cluster_config> parse_cluster_file(const std::filesystem::path& path) {
   return parse_cluster_text(ss.str(), path.filename().string(), path.parent_path());
 }
 
+std::string stage_key(const cluster_config& c, int r, int i) {
+  return c.replica_plans.empty() ? fmt::format("stages[{}]", i) : fmt::format("replicas[{}].stages[{}]", r, i);
+}
+
+namespace {
+
+/// Non-empty and made of letters, digits and the characters in `extra` only.
+bool only_chars(std::string_view s, std::string_view extra) {
+  if (s.empty()) return false;
+  for (char ch : s) {
+    const bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+    if (!alnum && extra.find(ch) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+int line_or(int line, int fallback) { return line > 0 ? line : fallback; }
+
+/// [cluster] and [[nodes]]: names, addresses, ports, exactly one head.
+result<void> validate_nodes(const cluster_config& c) {
+  const std::string& f = c.source;
+  const cluster_section& cl = c.cluster;
+  if (!only_chars(cl.name, "_.-")) {
+    return fail_at(errc::bad_value, f, cl.line, "cluster.name",
+                   fmt::format("\"{}\" must be made of letters, digits, '_', '.' and '-'", cl.name));
+  }
+  if (cl.run_dir.empty() || cl.run_dir.front() != '/') {
+    return fail_at(errc::bad_value, f, cl.line, "cluster.run_dir",
+                   fmt::format("\"{}\" must be an absolute path (it is used on every host)", cl.run_dir));
+  }
+  if (cl.binary.empty()) return fail_at(errc::bad_value, f, cl.line, "cluster.binary", "must not be empty");
+  if (cl.join_timeout_ms < 1) {
+    return fail_at(errc::bad_value, f, cl.line, "cluster.join_timeout_ms", fmt::format("{} must be at least 1", cl.join_timeout_ms));
+  }
+  if (c.nodes.empty()) return {};
+  if (cl.secret_file.empty()) {
+    return fail_at(errc::missing_key, f, cl.line, "cluster.secret_file",
+                   "required when [[nodes]] are defined (nodes prove to each other that they hold it)");
+  }
+  const node_section* head = nullptr;
+  for (size_t i = 0; i < c.nodes.size(); ++i) {
+    const node_section& n = c.nodes[i];
+    const std::string key = fmt::format("nodes[{}]", i);
+    if (!only_chars(n.name, "_.-")) {
+      return fail_at(errc::bad_value, f, line_or(n.name_line, n.line), key + ".name",
+                     fmt::format("\"{}\" must be made of letters, digits, '_', '.' and '-'", n.name));
+    }
+    if (n.host.empty()) return fail_at(errc::bad_value, f, line_or(n.host_line, n.line), key + ".host", "must not be empty");
+    if (!only_chars(n.host, "_.-:")) {
+      return fail_at(errc::bad_value, f, line_or(n.host_line, n.line), key + ".host",
+                     fmt::format("\"{}\" is not an address or host name", n.host));
+    }
+    if (!n.net_devices.empty() && !only_chars(n.net_devices, "_.-:,")) {
+      return fail_at(errc::bad_value, f, n.line, key + ".net_devices",
+                     fmt::format("\"{}\" is not a list of devices (e.g. \"eth0\" or \"mlx5_0:1,eth0\")", n.net_devices));
+    }
+    if (!only_chars(n.ssh.user, "_.-")) {
+      return fail_at(errc::bad_value, f, n.line, key + ".ssh.user", fmt::format("\"{}\" is not a user name", n.ssh.user));
+    }
+    for (const auto& [port_key, port, port_line] :
+         {std::tuple{"control_port", n.control_port, n.control_port_line},
+          std::tuple{"data_port", n.data_port, n.data_port_line}, std::tuple{"ssh.port", n.ssh.port, 0}}) {
+      if (port < 1 || port > 65535) {
+        return fail_at(errc::bad_value, f, line_or(port_line, n.line), key + "." + port_key,
+                       fmt::format("{} is out of range [1, 65535]", port));
+      }
+    }
+    if (n.control_port == n.data_port) {
+      return fail_at(errc::bad_value, f, line_or(n.data_port_line, line_or(n.control_port_line, n.line)), key + ".data_port",
+                     fmt::format("{} is this node's control_port too", n.data_port));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      const node_section& m = c.nodes[j];
+      if (m.name == n.name) {
+        return fail_at(errc::bad_value, f, line_or(n.name_line, n.line), key + ".name",
+                       fmt::format("duplicate node name \"{}\" (nodes[{}], line {})", n.name, j, line_or(m.name_line, m.line)));
+      }
+      if (m.host != n.host) continue;
+      for (const auto& [port_key, port, port_line] : {std::tuple{"control_port", n.control_port, n.control_port_line},
+                                                      std::tuple{"data_port", n.data_port, n.data_port_line}}) {
+        if (port == m.control_port || port == m.data_port) {
+          return fail_at(errc::bad_value, f, line_or(port_line, n.line), key + "." + port_key,
+                         fmt::format("port {} on host {} is taken by node \"{}\" (line {})", port, n.host, m.name,
+                                     m.line));
+        }
+      }
+    }
+    if (n.role == node_role::head) {
+      if (head != nullptr) {
+        return fail_at(errc::bad_value, f, line_or(n.role_line, n.line), key + ".role",
+                       fmt::format("a second head (\"{}\"): node \"{}\" (line {}) is the head already; exactly one "
+                                   "node has role = \"head\"",
+                                   n.name, head->name, head->line));
+      }
+      head = &n;
+    }
+  }
+  if (head == nullptr) {
+    return fail_at(errc::missing_key, f, c.nodes.front().line, "nodes",
+                   "no node has role = \"head\" (exactly one must: it runs the ROUTER and the SCHEDULERs)");
+  }
+  return {};
+}
+
+/// A stage's `node`: absent (the head), or a [[nodes]] entry that is not a spare.
+result<void> validate_placement(const cluster_config& c, const stage_section& s, const std::string& key) {
+  if (s.node.empty()) return {};
+  const std::string& f = c.source;
+  const int line = line_or(s.node_line, s.line);
+  if (c.nodes.empty()) {
+    return fail_at(errc::bad_value, f, line, key + ".node",
+                   fmt::format("\"{}\": no [[nodes]] defined (a file without [[nodes]] runs in one process)", s.node));
+  }
+  const node_section* n = c.find_node(s.node);
+  if (n == nullptr) {
+    std::string names;
+    for (const auto& m : c.nodes) names += (names.empty() ? "" : ", ") + m.name;
+    return fail_at(errc::bad_value, f, line, key + ".node", fmt::format("unknown node \"{}\" (nodes: {})", s.node, names));
+  }
+  if (n->role == node_role::spare) {
+    return fail_at(errc::bad_value, f, line, key + ".node",
+                   fmt::format("node \"{}\" is a spare (line {}): spares hold no stage at start", s.node, n->line));
+  }
+  return {};
+}
+
+}  // namespace
+
 result<void> validate(const cluster_config& c) {
   const std::string& f = c.source;
   const auto& b = c.batching;
@@ -277,23 +539,41 @@ result<void> validate(const cluster_config& c) {
     return fail_at(errc::bad_value, f, 0, "batching.prefill_chunk",
                    fmt::format("{} is larger than batching.max_step_tokens ({})", b.prefill_chunk, b.max_step_tokens));
   }
-  if (c.stages.empty()) return fail_at(errc::missing_key, f, 0, "stages", "at least one stage is required");
-  for (size_t i = 0; i < c.stages.size(); ++i) {
-    const stage_section& s = c.stages[i];
-    const std::string key = fmt::format("stages[{}]", i);
-    const int expected_first = i == 0 ? 0 : c.stages[i - 1].last_layer;
-    if (i > 0 && c.stages[i - 1].last_layer < 0) {
-      return fail_at(errc::bad_value, f, c.stages[i - 1].last_layer_line, fmt::format("stages[{}].last_layer", i - 1),
-                     "only the last stage may run to the end of the model (-1 or absent)");
+  TROUPE_TRY(validate_nodes(c));
+  if (!c.replica_plans.empty()) {
+    if (!c.stages.empty()) {
+      return fail_at(errc::bad_value, f, c.stages[0].line, "stages",
+                     "top-level stages cannot be combined with [[replicas]]");
     }
-    if (s.first_layer != expected_first) {
-      return fail_at(errc::bad_value, f, s.line, key + ".first_layer",
-                     fmt::format("{} leaves a gap or overlap: the previous stage ends at layer {}", s.first_layer,
-                                 expected_first));
+    if (c.replicas != int(c.replica_plans.size())) {
+      return fail_at(errc::bad_value, f, c.replicas_line, "replicas",
+                     fmt::format("{} does not match the {} [[replicas]] tables", c.replicas, c.replica_plans.size()));
     }
-    if (s.last_layer != -1 && s.last_layer <= s.first_layer) {
-      return fail_at(errc::bad_value, f, s.last_layer_line, key + ".last_layer",
-                     fmt::format("{} must be greater than first_layer ({})", s.last_layer, s.first_layer));
+  }
+  const int n_pipelines = c.replica_plans.empty() ? 1 : int(c.replica_plans.size());
+  for (int r = 0; r < n_pipelines; ++r) {
+    const auto& stages = c.stages_of(r);
+    const std::string prefix = c.replica_plans.empty() ? "stages" : fmt::format("replicas[{}].stages", r);
+    const int pipeline_line = c.replica_plans.empty() ? 0 : c.replica_plans[size_t(r)].line;
+    if (stages.empty()) return fail_at(errc::missing_key, f, pipeline_line, prefix, "at least one stage is required");
+    for (size_t i = 0; i < stages.size(); ++i) {
+      const stage_section& s = stages[i];
+      const std::string key = stage_key(c, r, int(i));
+      const int expected_first = i == 0 ? 0 : stages[i - 1].last_layer;
+      if (i > 0 && stages[i - 1].last_layer < 0) {
+        return fail_at(errc::bad_value, f, stages[i - 1].last_layer_line, stage_key(c, r, int(i) - 1) + ".last_layer",
+                       "only the last stage may run to the end of the model (-1 or absent)");
+      }
+      if (s.first_layer != expected_first) {
+        return fail_at(errc::bad_value, f, s.line, key + ".first_layer",
+                       fmt::format("{} leaves {}: the previous stage ends at layer {}", s.first_layer,
+                                   s.first_layer > expected_first ? "a gap" : "an overlap", expected_first));
+      }
+      if (s.last_layer != -1 && s.last_layer <= s.first_layer) {
+        return fail_at(errc::bad_value, f, s.last_layer_line, key + ".last_layer",
+                       fmt::format("{} must be greater than first_layer ({})", s.last_layer, s.first_layer));
+      }
+      TROUPE_TRY(validate_placement(c, s, key));
     }
   }
   return {};
@@ -301,22 +581,26 @@ result<void> validate(const cluster_config& c) {
 
 result<void> check_layers(cluster_config& c, int n_layers) {
   const std::string& f = c.source;
-  for (size_t i = 0; i < c.stages.size(); ++i) {
-    stage_section& s = c.stages[i];
-    const std::string key = fmt::format("stages[{}].last_layer", i);
-    if (s.first_layer >= n_layers) {
-      return fail_at(errc::bad_value, f, s.line, fmt::format("stages[{}].first_layer", i),
-                     fmt::format("{} is past the model's {} layers", s.first_layer, n_layers));
-    }
-    if (s.last_layer == -1) s.last_layer = n_layers;
-    if (s.last_layer > n_layers) {
-      return fail_at(errc::bad_value, f, s.last_layer_line, key,
-                     fmt::format("{} is past the model's {} layers", s.last_layer, n_layers));
-    }
-    if (i + 1 == c.stages.size() && s.last_layer != n_layers) {
-      return fail_at(errc::bad_value, f, s.last_layer_line, key,
-                     fmt::format("the last stage must end at the model's last layer ({}), not {}", n_layers,
-                                 s.last_layer));
+  const int n_pipelines = c.replica_plans.empty() ? 1 : int(c.replica_plans.size());
+  for (int r = 0; r < n_pipelines; ++r) {
+    auto& stages = c.stages_of(r);
+    for (size_t i = 0; i < stages.size(); ++i) {
+      stage_section& s = stages[i];
+      const std::string key = stage_key(c, r, int(i));
+      if (s.first_layer >= n_layers) {
+        return fail_at(errc::bad_value, f, s.line, key + ".first_layer",
+                       fmt::format("{} is past the model's {} layers", s.first_layer, n_layers));
+      }
+      if (s.last_layer == -1) s.last_layer = n_layers;
+      if (s.last_layer > n_layers) {
+        return fail_at(errc::bad_value, f, s.last_layer_line, key + ".last_layer",
+                       fmt::format("{} is past the model's {} layers", s.last_layer, n_layers));
+      }
+      if (i + 1 == stages.size() && s.last_layer != n_layers) {
+        return fail_at(errc::bad_value, f, s.last_layer_line, key + ".last_layer",
+                       fmt::format("the last stage must end at the model's last layer ({}), not {}", n_layers,
+                                   s.last_layer));
+      }
     }
   }
   return {};

@@ -105,7 +105,13 @@ struct node_section {
   int data_port = 7435;      // UCX data plane (hidden states)
   std::string net_devices;   // UCX_NET_DEVICES of this node's data plane; empty: UCX's choice
   ssh_section ssh;
-  int line = 0;
+  int line = 0;  // the [[nodes]] header
+  // Where each key is given (0: absent; errors then name `line`).
+  int name_line = 0;
+  int host_line = 0;
+  int role_line = 0;
+  int control_port_line = 0;
+  int data_port_line = 0;
 };
 
 /// [cluster]: what every node of a multi-host cluster shares.
@@ -115,7 +121,7 @@ struct cluster_section {
   std::string binary = "troupe";  // the troupe executable on every host (scripts/cluster)
   std::string run_dir = "/tmp/troupe";  // pid, log and status files on every host
   int join_timeout_ms = 120'000;  // the head waits this long for the workers its stages need
-  int line = 0;
+  int line = 0;  // the [cluster] header (0: no [cluster] table)
 };
 
 /// One [[replicas]] entry: its own pipeline, each stage placed on a node.
@@ -163,6 +169,10 @@ struct cluster_config {
   }
 };
 
+/// The key of stage i of replica r in errors and logs: "stages[i]" (every replica the same
+/// pipeline) or "replicas[r].stages[i]" (the [[replicas]] form).
+std::string stage_key(const cluster_config& c, int r, int i);
+
 /// Reads and validates a cluster file (structure only; layer counts are checked by check_layers
 /// once the model's header is known).
 result<cluster_config> parse_cluster_file(const std::filesystem::path& path);
@@ -172,10 +182,12 @@ result<cluster_config> parse_cluster_file(const std::filesystem::path& path);
 result<cluster_config> parse_cluster_text(std::string_view text, const std::string& file_name,
                                           const std::filesystem::path& base_dir = {});
 
-/// Structural checks: positive limits, contiguous stages starting at layer 0.
+/// Structural checks: positive limits, contiguous stages starting at layer 0 (in every replica's
+/// pipeline), and for multi-host files the [cluster] and [[nodes]] tables: exactly one head,
+/// unique names, distinct ports per host, every stage on a known, non-spare node.
 result<void> validate(const cluster_config& c);
 
-/// Checks the stages against a model of n_layers layers and resolves last_layer == -1.
+/// Checks every pipeline's stages against a model of n_layers layers and resolves last_layer == -1.
 result<void> check_layers(cluster_config& c, int n_layers);
 
 /// n_stages contiguous ranges covering [0, n_layers), sizes differing by at most one (the

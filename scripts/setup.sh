@@ -14,7 +14,7 @@ packages=(
   nlohmann-json3-dev
   libtoml11-dev
   clang
-  openssh-server openssh-client iproute2 nftables
+  openssh-server openssh-client iproute2 nftables procps
   curl prometheus nodejs
 )
 

@@ -29,6 +29,60 @@ last_layer = 3
 first_layer = 3
 )";
 
+// Three nodes, two replicas (line numbers matter: the tests below assert them).
+const char* three_hosts = R"([cluster]
+name = "demo"
+secret_file = "secret"
+binary = "bin/troupe"
+run_dir = "/tmp/troupe-demo"
+
+[model]
+path = "m.gguf"
+
+[[nodes]]
+name = "a"
+host = "10.0.0.1"
+role = "head"
+ssh = { user = "ops", port = 2222, identity_file = "id" }
+
+[[nodes]]
+name = "b"
+host = "10.0.0.2"
+control_port = 9000
+data_port = 9001
+
+[[nodes]]
+name = "c"
+host = "10.0.0.3"
+role = "worker"
+net_devices = "eth0"
+[nodes.ssh]
+user = "root"
+
+[[replicas]]
+  [[replicas.stages]]
+  node = "b"
+  first_layer = 0
+  last_layer = 3
+  [[replicas.stages]]
+  node = "c"
+  first_layer = 3
+  threads = 2
+
+[[replicas]]
+  [[replicas.stages]]
+  node = "c"
+  first_layer = 0
+)";
+
+/// `text` with the first occurrence of `from` replaced by `to`.
+std::string with(std::string text, const std::string& from, const std::string& to) {
+  const auto at = text.find(from);
+  BOOST_REQUIRE_MESSAGE(at != std::string::npos, "no '" + from + "' in the text");
+  text.replace(at, from.size(), to);
+  return text;
+}
+
 std::string error_of(const std::string& text) {
   auto r = parse_cluster_text(text, "local.toml");
   BOOST_REQUIRE(!r);
@@ -156,6 +210,180 @@ BOOST_AUTO_TEST_CASE(parses_the_example_file) {
   BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
   BOOST_TEST(r->stages.size() == 2u);
   BOOST_TEST(r->model.path.find("stories260K.bin") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(parses_a_three_node_two_replica_file) {
+  auto r = parse_cluster_text(three_hosts, "c.toml", "/etc/troupe");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  const troupe::config::cluster_config& c = *r;
+  BOOST_TEST(c.multi_host());
+  BOOST_TEST(c.cluster.name == "demo");
+  BOOST_TEST(c.cluster.secret_file == "/etc/troupe/secret");
+  BOOST_TEST(c.cluster.binary == "/etc/troupe/bin/troupe");  // has a '/': relative to the file
+  BOOST_TEST(c.cluster.run_dir == "/tmp/troupe-demo");
+  BOOST_TEST(c.cluster.join_timeout_ms == 120000);
+  BOOST_TEST(c.cluster.line == 1);
+  BOOST_REQUIRE_EQUAL(c.nodes.size(), 3u);
+  BOOST_TEST(node_role_name(c.nodes[0].role) == std::string("head"));
+  BOOST_TEST(c.nodes[0].line == 10);
+  BOOST_TEST(c.nodes[0].ssh.user == "ops");
+  BOOST_TEST(c.nodes[0].ssh.port == 2222);
+  BOOST_TEST(c.nodes[0].ssh.identity_file == "/etc/troupe/id");
+  BOOST_TEST(c.nodes[0].control_port == 7434);
+  BOOST_TEST(c.nodes[0].data_port == 7435);
+  BOOST_TEST(node_role_name(c.nodes[1].role) == std::string("worker"));  // default
+  BOOST_TEST(c.nodes[1].control_port == 9000);
+  BOOST_TEST(c.nodes[1].data_port == 9001);
+  BOOST_TEST(c.nodes[1].ssh.user == "root");
+  BOOST_TEST(c.nodes[1].ssh.identity_file.empty());
+  BOOST_TEST(c.nodes[2].net_devices == "eth0");
+  BOOST_TEST(c.nodes[2].ssh.port == 22);
+  BOOST_TEST(c.head() == &c.nodes[0]);
+  BOOST_TEST(c.find_node("c") == &c.nodes[2]);
+  BOOST_TEST(c.stages.empty());
+  BOOST_TEST(c.replicas == 2);
+  BOOST_REQUIRE_EQUAL(c.replica_plans.size(), 2u);
+  BOOST_REQUIRE_EQUAL(c.stages_of(0).size(), 2u);
+  BOOST_TEST(c.stages_of(0)[0].node == "b");
+  BOOST_TEST(c.stages_of(0)[1].node == "c");
+  BOOST_TEST(c.stages_of(0)[1].threads == 2);
+  BOOST_TEST(c.stages_of(0)[1].last_layer == -1);
+  BOOST_REQUIRE_EQUAL(c.stages_of(1).size(), 1u);
+  BOOST_TEST(c.stages_of(1)[0].node == "c");
+  BOOST_TEST(stage_key(c, 1, 0) == "replicas[1].stages[0]");
+
+  auto checked = c;
+  BOOST_REQUIRE(check_layers(checked, 5));
+  BOOST_TEST(checked.stages_of(0)[1].last_layer == 5);
+  BOOST_TEST(checked.stages_of(1)[0].last_layer == 5);
+}
+
+BOOST_AUTO_TEST_CASE(a_bare_binary_name_is_left_for_path_lookup) {
+  auto r = parse_cluster_text(with(three_hosts, "bin/troupe", "troupe"), "c.toml", "/etc/troupe");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  BOOST_TEST(r->cluster.binary == "troupe");
+}
+
+BOOST_AUTO_TEST_CASE(the_stages_form_still_parses_as_before) {
+  auto r = parse_cluster_text(good, "local.toml");
+  BOOST_REQUIRE(r);
+  BOOST_TEST(!r->multi_host());
+  BOOST_TEST(r->replicas == 2);
+  BOOST_TEST(r->replicas_line == 1);
+  BOOST_TEST(r->replica_plans.empty());
+  BOOST_TEST(&r->stages_of(1) == &r->stages);
+  BOOST_TEST(r->stages[0].line == 13);
+  BOOST_TEST(r->stages[0].last_layer_line == 15);
+  BOOST_TEST(r->stages[0].node.empty());
+  BOOST_TEST(stage_key(*r, 1, 0) == "stages[0]");
+}
+
+BOOST_AUTO_TEST_CASE(the_replicas_form_without_nodes_is_one_process) {
+  const std::string text = "[model]\npath = \"m\"\n[[replicas]]\n[[replicas.stages]]\nfirst_layer = 0\n"
+                           "[[replicas]]\n[[replicas.stages]]\nfirst_layer = 0\nlast_layer = 2\n"
+                           "[[replicas.stages]]\nfirst_layer = 2\n";
+  auto r = parse_cluster_text(text, "one.toml");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  BOOST_TEST(!r->multi_host());
+  BOOST_TEST(r->replicas == 2);
+  BOOST_TEST(r->stages_of(1).size() == 2u);
+  // ... where a stage cannot name a node.
+  const std::string e = error_of(with(text, "last_layer = 2", "last_layer = 2\nnode = \"b\""));
+  BOOST_TEST(e.find("local.toml:10: replicas[1].stages[0].node: \"b\": no [[nodes]] defined") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_both_pipeline_forms_at_once_and_neither) {
+  std::string e = error_of(std::string(three_hosts) + "\n[[stages]]\nfirst_layer = 0\n");
+  BOOST_TEST(e.find("local.toml:45: stages: top-level [[stages]] cannot be combined with [[replicas]] (line 30)") == 0, e);
+  e = error_of("replicas = 2\n[model]\npath = \"m\"\n");
+  BOOST_TEST(e.find("stages: at least one [[stages]] table (or [[replicas]]") != std::string::npos, e);
+  e = error_of(with(three_hosts, "[[replicas]]\n  [[replicas.stages]]\n  node = \"c\"", "[[replicas]]\n  [[replicas.stage]]\n  node = \"c\""));
+  BOOST_TEST(e.find("local.toml:40: replicas[1].stages: at least one stage table is required") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_a_stage_on_an_unknown_node) {
+  const std::string e = error_of(with(three_hosts, "  node = \"c\"\n  first_layer = 0", "  node = \"x\"\n  first_layer = 0"));
+  BOOST_TEST(e.find("local.toml:42: replicas[1].stages[0].node: unknown node \"x\" (nodes: a, b, c)") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_a_stage_on_a_spare) {
+  const std::string e = error_of(with(three_hosts, "role = \"worker\"", "role = \"spare\""));
+  BOOST_TEST(e.find("local.toml:36: replicas[0].stages[1].node: node \"c\" is a spare") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_overlapping_and_missing_layers_per_replica) {
+  std::string e = error_of(with(three_hosts, "first_layer = 3", "first_layer = 2"));
+  BOOST_TEST(e.find("local.toml:35: replicas[0].stages[1].first_layer: 2 leaves an overlap: the previous stage ends at layer 3") == 0, e);
+  e = error_of(with(three_hosts, "first_layer = 3", "first_layer = 4"));
+  BOOST_TEST(e.find("local.toml:35: replicas[0].stages[1].first_layer: 4 leaves a gap: the previous stage ends at layer 3") == 0, e);
+  // Replica 1 not starting at layer 0: layers [0, 1) are missing.
+  e = error_of(with(three_hosts, "  node = \"c\"\n  first_layer = 0", "  node = \"c\"\n  first_layer = 1"));
+  BOOST_TEST(e.find("local.toml:41: replicas[1].stages[0].first_layer: 1 leaves a gap") == 0, e);
+  // A pipeline that stops short of the model's end.
+  auto r = parse_cluster_text(with(three_hosts, "first_layer = 3\n", "first_layer = 3\n  last_layer = 4\n"), "c.toml");
+  BOOST_REQUIRE(r);
+  auto short_end = check_layers(*r, 5);
+  BOOST_REQUIRE(!short_end);
+  BOOST_TEST(short_end.error().message.find("c.toml:38: replicas[0].stages[1].last_layer: the last stage must end") == 0,
+             short_end.error().message);
+}
+
+BOOST_AUTO_TEST_CASE(reports_duplicate_node_names_at_the_second) {
+  const std::string e = error_of(with(three_hosts, "name = \"c\"", "name = \"a\""));
+  BOOST_TEST(e.find("local.toml:23: nodes[2].name: duplicate node name \"a\" (nodes[0], line 11)") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(requires_exactly_one_head) {
+  std::string e = error_of(with(three_hosts, "role = \"worker\"", "role = \"head\""));
+  BOOST_TEST(e.find("local.toml:25: nodes[2].role: a second head (\"c\"): node \"a\" (line 10) is the head already") == 0, e);
+  e = error_of(with(three_hosts, "role = \"head\"", "role = \"worker\""));
+  BOOST_TEST(e.find("local.toml:10: nodes: no node has role = \"head\"") == 0, e);
+  e = error_of(with(three_hosts, "role = \"head\"", "role = \"boss\""));
+  BOOST_TEST(e.find("local.toml:13: nodes[0].role: \"boss\" is not a role (head, worker, spare)") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_bad_names_hosts_and_ports) {
+  std::string e = error_of(with(three_hosts, "name = \"b\"", "name = \"b b\""));
+  BOOST_TEST(e.find("local.toml:17: nodes[1].name: \"b b\" must be made of letters") == 0, e);
+  e = error_of(with(three_hosts, "host = \"10.0.0.2\"", "host = \"\""));
+  BOOST_TEST(e.find("local.toml:18: nodes[1].host: must not be empty") == 0, e);
+  e = error_of(with(three_hosts, "host = \"10.0.0.2\"", "host = \"10.0.0.2 x\""));
+  BOOST_TEST(e.find("local.toml:18: nodes[1].host: \"10.0.0.2 x\" is not an address or host name") == 0, e);
+  e = error_of(with(three_hosts, "data_port = 9001", "data_port = 0"));
+  BOOST_TEST(e.find("local.toml:20: nodes[1].data_port: 0 is out of range [1, 65535]") == 0, e);
+  e = error_of(with(three_hosts, "data_port = 9001", "data_port = 9000"));
+  BOOST_TEST(e.find("local.toml:20: nodes[1].data_port: 9000 is this node's control_port too") == 0, e);
+  // Two nodes on one host need distinct ports.
+  e = error_of(with(three_hosts, "host = \"10.0.0.3\"", "host = \"10.0.0.1\""));
+  BOOST_TEST(e.find("local.toml:22: nodes[2].control_port: port 7434 on host 10.0.0.1 is taken by node \"a\" (line 10)") == 0, e);
+  e = error_of(with(three_hosts, "host = \"10.0.0.2\"\ncontrol_port = 9000", "host = \"10.0.0.1\"\ncontrol_port = 7435"));
+  BOOST_TEST(e.find("local.toml:19: nodes[1].control_port: port 7435 on host 10.0.0.1 is taken by node \"a\"") == 0, e);
+  e = error_of(with(three_hosts, "user = \"root\"", "usr = \"root\""));
+  BOOST_TEST(e.find("local.toml:28: nodes[2].ssh.usr: unknown key") == 0, e);
+  e = error_of(with(three_hosts, "host = \"10.0.0.2\"\n", ""));
+  BOOST_TEST(e.find("local.toml:16: nodes[1].host: required key is missing") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(reports_cluster_section_errors) {
+  std::string e = error_of(with(three_hosts, "secret_file = \"secret\"\n", ""));
+  BOOST_TEST(e.find("local.toml:1: cluster.secret_file: required when [[nodes]] are defined") == 0, e);
+  e = error_of(with(three_hosts, "run_dir = \"/tmp/troupe-demo\"", "run_dir = \"tmp\""));
+  BOOST_TEST(e.find("local.toml:1: cluster.run_dir: \"tmp\" must be an absolute path") == 0, e);
+  e = error_of(with(three_hosts, "name = \"demo\"", "name = \"my demo\""));
+  BOOST_TEST(e.find("local.toml:1: cluster.name: \"my demo\" must be made of letters") == 0, e);
+  e = error_of(with(three_hosts, "binary = ", "binaries = "));
+  BOOST_TEST(e.find("local.toml:4: cluster.binaries: unknown key") == 0, e);
+}
+
+BOOST_AUTO_TEST_CASE(parses_the_three_hosts_example) {
+  auto r = parse_cluster_file(std::string(TROUPE_SOURCE_DIR) + "/cluster-config/examples/three-hosts.toml");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  BOOST_TEST(r->nodes.size() == 4u);
+  BOOST_TEST(node_role_name(r->nodes[3].role) == std::string("spare"));
+  BOOST_TEST(r->nodes[1].ssh.identity_file == "/run/troupe-netns/id_ed25519");
+  BOOST_TEST(r->replicas == 2);
+  BOOST_TEST(r->stages_of(0)[1].node == "c");
+  BOOST_TEST(r->stages_of(1)[0].node.empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
