@@ -30,6 +30,7 @@
 #include "app/command.hpp"
 #include "app/front_ends.hpp"
 #include "cluster-config/cluster_config.hpp"
+#include "engine/model_weights.hpp"
 #include "engine/tokenizer.hpp"
 #include "transport/api_keys.hpp"
 #include "transport/cluster_secret.hpp"
@@ -132,6 +133,16 @@ struct head_view {
 int run_head(caf::actor_system& sys, config::cluster_config cluster, const config::node_section& self,
              std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
   status_file status(std::filesystem::path(cluster.cluster.run_dir) / "status");
+  // The model's header first: a wrong path or layer range fails now, not after the workers joined.
+  if (auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}}); !probe) {
+    std::fprintf(stderr, "troupe node: %s\n", probe.error().message.c_str());
+    status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, probe.error().message));
+    return 1;
+  } else if (auto c = config::check_layers(cluster, probe->config.n_layers); !c) {
+    std::fprintf(stderr, "troupe node: %s\n", c.error().message.c_str());
+    status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, c.error().message));
+    return 1;
+  }
   head_view view{cluster, self, "starting", {}, {}, {}, {}, {}};
   std::vector<std::string> workers;
   for (const auto& n : cluster.nodes) {
