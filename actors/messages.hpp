@@ -275,6 +275,7 @@ using join_atom = caf::atom_constant<caf::atom("join")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
 
 /// A worker introducing itself to the head.
 struct node_hello {
@@ -312,7 +313,9 @@ using node_actor = caf::typed_actor<
   // Load the layers and start the stage; replies once it can take steps.
   caf::replies_to<place_atom, stage_placement>::with<placed_stage>,
   // Stop every stage of this node (the head failed to start, or is starting again).
-  caf::reacts_to<release_atom>>;
+  caf::reacts_to<release_atom>,
+  // The head's heartbeat (every ~300 ms); replies with this node's pid.
+  caf::replies_to<ping_atom>::with<int32_t>>;
 
 /// What the head knows of a node.
 struct node_state {
@@ -327,7 +330,9 @@ using head_actor = caf::typed_actor<
   // A worker joins (again, after a restart of either side); replies with the head's pid.
   caf::replies_to<join_atom, node_hello, node_actor>::with<int32_t>,
   // The workers joined so far, and whether they are still up.
-  caf::replies_to<nodes_atom>::with<std::vector<node_state>>>;
+  caf::replies_to<nodes_atom>::with<std::vector<node_state>>,
+  // Send heartbeats to the nodes (self-sent, delayed).
+  caf::reacts_to<watchdog_atom>>;
 
 /// The NODE actor as its own process sees it: it also joins the head (and watches it from then on).
 using local_node_actor = node_actor::extend<

@@ -21,10 +21,12 @@ void configure_node_system(caf::actor_system_config& cfg, const transport::tls_i
   cfg.openssl_certificate = tls.certificate;
   cfg.openssl_key = tls.key;
   cfg.openssl_cafile = tls.ca;
-  // Both default to off in CAF 0.17: a cut link would never be noticed. 200 ms / 800 ms were
-  // measured to notice one in ~0.75 s (../shared/PLATFORM.md).
-  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(200)});
-  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::milliseconds(800)});
+  // CAF's heartbeats stay off (see heartbeat_interval in node.hpp): the HEAD sends its own.
+}
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+    .count();
 }
 
 // ---- NODE (worker) ------------------------------------------------------------------------------
@@ -102,6 +104,10 @@ local_node_actor::behavior_type node_behavior(node_pointer self, node_setup setu
       return *placed;
     },
     [self](release_atom) { release_stages(self, "released by the head"); },
+    [self](ping_atom) {
+      self->state.setup.last_heartbeat_ms->store(steady_ms());
+      return int32_t(::getpid());
+    },
     [self](join_atom, const head_actor& head, const node_hello& hello) -> caf::result<int32_t> {
       auto rp = self->make_response_promise<int32_t>();
       self->request(head, self->state.setup.join_timeout, join_atom::value, hello,
@@ -113,6 +119,7 @@ local_node_actor::behavior_type node_behavior(node_pointer self, node_setup setu
               self->state.head = head;
               self->monitor(head);
             }
+            self->state.setup.last_heartbeat_ms->store(steady_ms());
             rp.deliver(head_pid);
           },
           [rp](const caf::error& e) mutable { rp.deliver(e); });
@@ -152,6 +159,7 @@ using head_pointer = head_actor::stateful_pointer<head_actor_state>;
 
 head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::string> workers) {
   self->state.workers = std::move(workers);
+  self->delayed_send(self, heartbeat_interval, watchdog_atom::value);
   self->set_down_handler([self](const caf::down_msg& dm) {
     for (auto& [name, n] : self->state.nodes) {
       if (n.up && dm.source == caf::actor_cast<caf::actor_addr>(n.handle)) {
@@ -182,6 +190,23 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
       std::vector<node_state> out;
       for (auto& [name, n] : self->state.nodes) out.push_back(n);
       return out;
+    },
+    // Heartbeats: a node that does not answer within heartbeat_timeout is lost (a cut link
+    // closes no connection, so no down message would come).
+    [self](watchdog_atom) {
+      for (auto& [name, n] : self->state.nodes) {
+        if (!n.up) continue;
+        self->request(n.handle, heartbeat_timeout, ping_atom::value)
+          .then([](int32_t) {},
+                [self, name = name, handle = n.handle](const caf::error& e) {
+                  auto it = self->state.nodes.find(name);
+                  if (it == self->state.nodes.end() || !it->second.up || it->second.handle != handle) return;
+                  it->second.up = false;
+                  logger().warn("node lost name={} pid={} reason=no heartbeat answer within {} ms ({})", name,
+                                it->second.pid, heartbeat_timeout.count(), describe(e));
+                });
+      }
+      self->delayed_send(self, heartbeat_interval, watchdog_atom::value);
     },
   };
 }

@@ -4,6 +4,7 @@
 // (transport/cluster_secret.hpp). A worker runs a NODE actor that starts, on the head's request,
 // the PIPELINE STAGEs placed on it (each loads only its own layers); the head runs the HEAD actor,
 // the door workers join through, and places stages with place_on_node().
+#include <atomic>
 #include <chrono>
 #include <expected>
 #include <memory>
@@ -27,7 +28,20 @@ struct node_setup {
   std::string name;                               // this node's [[nodes]] name
   std::shared_ptr<transport::data_plane> plane;   // this node's data plane
   std::chrono::milliseconds join_timeout{10'000};  // a join request the head does not answer fails
+  /// When the head's last heartbeat came (steady clock, ms since its epoch): the worker's main
+  /// loop treats a silent head as lost (a cut link closes no connection).
+  std::shared_ptr<std::atomic<int64_t>> last_heartbeat_ms = std::make_shared<std::atomic<int64_t>>(0);
 };
+
+/// Heartbeats between the head and its nodes. CAF 0.17's own (middleman.heartbeat-interval) stay
+/// off: with them on, a connection that closes before the BASP handshake (a port scan, a node
+/// with the wrong secret failing TLS) makes the broker drop established node connections
+/// (measured: the head lost a joined worker at every such attempt; none with them off).
+inline constexpr std::chrono::milliseconds heartbeat_interval{300};
+inline constexpr std::chrono::milliseconds heartbeat_timeout{1'000};  // no answer: the node is lost
+
+/// Milliseconds of the steady clock (for node_setup::last_heartbeat_ms).
+int64_t steady_ms();
 
 /// A worker's NODE actor (detached: loading a stage's layers blocks it, not a CAF worker).
 local_node_actor spawn_node_actor(caf::actor_system& sys, node_setup setup);

@@ -34,6 +34,7 @@
 #include "engine/tokenizer.hpp"
 #include "transport/api_keys.hpp"
 #include "transport/cluster_secret.hpp"
+#include "transport/control_gate.hpp"
 #include "transport/data_plane.hpp"
 
 namespace troupe::app {
@@ -131,7 +132,7 @@ struct head_view {
 };
 
 int run_head(caf::actor_system& sys, config::cluster_config cluster, const config::node_section& self,
-             std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
+             const std::string& secret, std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
   status_file status(std::filesystem::path(cluster.cluster.run_dir) / "status");
   // The model's header first: a wrong path or layer range fails now, not after the workers joined.
   if (auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}}); !probe) {
@@ -162,9 +163,14 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     stop_head();
     return 1;
   };
-  if (auto port = caf::openssl::publish(head, uint16_t(self.control_port), nullptr, true); !port) {
-    return fail(fmt::format("{}:{}: nodes[{}].control_port: cannot listen on port {}: {}", cluster.source, self.line,
-                            self.name, self.control_port, sys.render(port.error())));
+  // CAF listens on loopback only; the gate on the node's port lets through only peers that
+  // prove the cluster secret (transport/control_gate.hpp).
+  auto caf_port = caf::openssl::publish(head, 0, "127.0.0.1", true);
+  if (!caf_port) return fail(fmt::format("cannot publish the head on 127.0.0.1: {}", sys.render(caf_port.error())));
+  auto gate = transport::gate_server::start("0.0.0.0", uint16_t(self.control_port), *caf_port, transport::gate_options{secret});
+  if (!gate) {
+    return fail(fmt::format("{}:{}: nodes[{}].control_port: {}", cluster.source, self.line, self.name,
+                            gate.error().message));
   }
   spdlog::info("head listening for nodes control_port={} data_port={}", self.control_port, self.data_port);
 
@@ -287,35 +293,36 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
 }
 
 int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, const config::node_section& self,
-               std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
+               const std::string& secret, std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
   const config::node_section* head_node = cluster.head();
   actors::node_setup setup;
   setup.name = self.name;
   setup.plane = plane;
   auto node = actors::spawn_node_actor(sys, setup);
-  // Published too, so that the head (or a peer) can reach this node directly.
-  if (auto port = caf::openssl::publish(node, uint16_t(self.control_port), nullptr, true); !port) {
-    std::fprintf(stderr, "troupe node: %s:%d: nodes[%s].control_port: cannot listen on port %d: %s\n",
-                 cluster.source.c_str(), self.line, self.name.c_str(), self.control_port,
-                 sys.render(port.error()).c_str());
-    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
-    return 1;
-  }
   const actors::node_hello hello{self.name, int32_t(::getpid())};
   caf::scoped_actor watcher{sys};
   actors::head_actor head;
+  std::unique_ptr<transport::gate_client> gate;  // the authenticated way to the head
   auto backoff = 250ms;
   std::string last_error;
   for (;;) {
     if (!head) {
-      // Join the head: connect (TLS: only with the cluster's secret), then introduce this node.
-      auto h = caf::openssl::remote_actor<actors::head_actor>(sys, head_node->host, uint16_t(head_node->control_port));
+      // Join the head: prove the secret at its gate, connect CAF (TLS) through it, then introduce
+      // this node.
       std::string why;
-      if (!h) {
-        why = sys.render(h.error());
-        if (why.find("disconnect_during_handshake") != std::string::npos) {
-          why += " (the head refused the TLS handshake: is this node's secret file the cluster's?)";
-        }
+      gate.reset();
+      auto g = transport::gate_client::start(head_node->host, uint16_t(head_node->control_port),
+                                             transport::gate_options{secret});
+      caf::expected<actors::head_actor> h{caf::sec::cannot_connect_to_node};
+      if (!g) {
+        why = g.error().message;
+      } else {
+        gate = std::move(*g);
+        h = caf::openssl::remote_actor<actors::head_actor>(sys, "127.0.0.1", gate->local_port());
+        if (!h) why = sys.render(h.error());
+      }
+      if (!why.empty()) {
+        // logged below
       } else if (auto j = actors::join_head(sys, node, *h, hello, 10s); !j) {
         why = j.error();
       } else {
@@ -336,11 +343,19 @@ int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, co
         continue;
       }
     }
-    // Joined: watch the head; when it is lost, join again.
+    // Joined: watch the head (its connection, and its heartbeats: a cut link closes nothing);
+    // when it is lost, stop the stages and join again.
     bool lost = false;
     watcher->receive([&](const caf::down_msg&) { lost = true; }, caf::after(std::chrono::milliseconds(0)) >> [] {});
+    const int64_t silent_ms = actors::steady_ms() - setup.last_heartbeat_ms->load();
+    if (!lost && silent_ms > 3 * actors::heartbeat_timeout.count()) {
+      spdlog::warn("no heartbeat from the head for {} ms", silent_ms);
+      caf::anon_send(node, actors::release_atom::value);
+      lost = true;
+    }
     if (lost) {
       spdlog::warn("lost the head {}:{}; joining again", head_node->host, head_node->control_port);
+      watcher->demonitor(caf::actor_cast<caf::actor_addr>(head));
       head = nullptr;
       continue;
     }
@@ -422,8 +437,8 @@ int run_node(int argc, char** argv) {
     caf::actor_system sys{cfg};
     spdlog::info("node starting name={} role={} host={} control_port={} data_port={} pid={}", me.name,
                  config::node_role_name(me.role), me.host, me.control_port, me.data_port, ::getpid());
-    rc = me.role == config::node_role::head ? run_head(sys, cluster, me, shared_plane, signals)
-                                            : run_worker(sys, cluster, me, shared_plane, signals);
+    rc = me.role == config::node_role::head ? run_head(sys, cluster, me, *secret, shared_plane, signals)
+                                            : run_worker(sys, cluster, me, *secret, shared_plane, signals);
   }
   return rc;
 }

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -135,6 +137,30 @@ result<void> write_pem(const std::filesystem::path& path, Write write) {
 }
 
 }  // namespace
+
+secret_nonce random_nonce() {
+  secret_nonce n{};
+  if (RAND_bytes(n.data(), int(n.size())) != 1) {
+    std::FILE* f = std::fopen("/dev/urandom", "rb");
+    if (f == nullptr || std::fread(n.data(), 1, n.size(), f) != n.size()) std::abort();
+    std::fclose(f);
+  }
+  return n;
+}
+
+secret_proof prove_secret(std::string_view secret, std::string_view label, const secret_nonce& nonce) {
+  std::string msg(label);
+  msg.append(reinterpret_cast<const char*>(nonce.data()), nonce.size());
+  secret_proof out{};
+  unsigned len = 0;
+  HMAC(EVP_sha256(), secret.data(), int(secret.size()), reinterpret_cast<const unsigned char*>(msg.data()),
+       msg.size(), out.data(), &len);
+  return out;
+}
+
+bool proof_matches(const unsigned char* received, const secret_proof& expected) {
+  return CRYPTO_memcmp(received, expected.data(), expected.size()) == 0;
+}
 
 result<std::string> read_cluster_secret(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);

@@ -10,6 +10,8 @@
 // TLS then requires a certificate signed by the CA on both sides: a process without the secret
 // fails the handshake, before any message of it reaches an actor. Nothing but the secret file has
 // to be handed to the nodes. Knows no actors (transport/).
+#include <array>
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -17,6 +19,22 @@
 #include "transport/error.hpp"
 
 namespace troupe::transport {
+
+// ---- proving the secret without sending it -------------------------------------------------
+// A challenge-response: the verifier sends a random nonce, the prover answers
+// HMAC-SHA256(secret, label || nonce). Labels name the protocol and direction, so no answer can
+// be replayed in another place. Used by the data plane's handshake and the control gate.
+inline constexpr size_t secret_nonce_bytes = 32;
+inline constexpr size_t secret_proof_bytes = 32;
+using secret_nonce = std::array<unsigned char, secret_nonce_bytes>;
+using secret_proof = std::array<unsigned char, secret_proof_bytes>;
+
+/// A nonce from OpenSSL's generator (the kernel's if that fails; never a predictable one).
+secret_nonce random_nonce();
+/// HMAC-SHA256(secret, label || nonce).
+secret_proof prove_secret(std::string_view secret, std::string_view label, const secret_nonce& nonce);
+/// Compares `received` (secret_proof_bytes bytes) with `expected` in constant time.
+bool proof_matches(const unsigned char* received, const secret_proof& expected);
 
 /// Reads a secret file: its bytes less surrounding whitespace. errc::io_error when it cannot be
 /// read, errc::invalid_argument when it is empty or shorter than 16 bytes.

@@ -25,6 +25,7 @@
 #include <openssl/rand.h>
 #include <ucp/api/ucp.h>
 
+#include "transport/cluster_secret.hpp"
 #include "transport/logger.hpp"
 
 namespace troupe::transport {
@@ -38,34 +39,15 @@ using clock_type = std::chrono::steady_clock;
 // which the connecting side checks. DATA: header = tag (8 bytes), body = the message.
 enum am_id : unsigned { am_challenge = 1, am_auth = 2, am_auth_ok = 3, am_data = 4 };
 
-constexpr size_t nonce_bytes = 32;
-constexpr size_t mac_bytes = 32;
-using nonce = std::array<unsigned char, nonce_bytes>;
-using mac = std::array<unsigned char, mac_bytes>;
+constexpr size_t nonce_bytes = secret_nonce_bytes;
+constexpr size_t mac_bytes = secret_proof_bytes;
+using nonce = secret_nonce;
+using mac = secret_proof;
 
-mac hmac(const std::string& secret, std::string_view label, const nonce& n) {
-  std::string msg(label);
-  msg.append(reinterpret_cast<const char*>(n.data()), n.size());
-  mac out{};
-  unsigned len = 0;
-  HMAC(EVP_sha256(), secret.data(), int(secret.size()), reinterpret_cast<const unsigned char*>(msg.data()),
-       msg.size(), out.data(), &len);
-  return out;
-}
+mac hmac(const std::string& secret, std::string_view label, const nonce& n) { return prove_secret(secret, label, n); }
 
 constexpr std::string_view label_listener = "troupe data plane v1: listener proves";
 constexpr std::string_view label_connector = "troupe data plane v1: connector proves";
-
-nonce random_nonce() {
-  nonce n{};
-  if (RAND_bytes(n.data(), int(n.size())) != 1) {
-    // Never use a predictable challenge: fall back to the kernel's generator.
-    std::FILE* f = std::fopen("/dev/urandom", "rb");
-    if (f == nullptr || std::fread(n.data(), 1, n.size(), f) != n.size()) std::abort();
-    std::fclose(f);
-  }
-  return n;
-}
 
 const char* status_text(ucs_status_t s) { return ucs_status_string(s); }
 
@@ -76,6 +58,9 @@ void set_ucx_defaults() {
   ::setenv("UCX_TCP_KEEPIDLE", "1s", 0);
   ::setenv("UCX_TCP_KEEPINTVL", "500ms", 0);
   ::setenv("UCX_TCP_KEEPCNT", "3", 0);
+  // A node restarted on its fixed data port must be able to listen again at once, while the
+  // connections of its previous run are still in TIME_WAIT.
+  ::setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
 }
 
 }  // namespace
@@ -632,7 +617,7 @@ struct data_plane::impl {
     }
     const unsigned char* bytes = data.data();
     const mac expected = hmac(options.secret, label_connector, p.challenge);
-    if (CRYPTO_memcmp(expected.data(), bytes, mac_bytes) != 0) {
+    if (!proof_matches(static_cast<const unsigned char*>(bytes), expected)) {
       reject(p, "wrong cluster secret");
       return;
     }
@@ -651,7 +636,7 @@ struct data_plane::impl {
       return;
     }
     const mac expected = hmac(options.secret, label_listener, p.challenge);
-    if (CRYPTO_memcmp(expected.data(), data.data(), mac_bytes) != 0) {
+    if (!proof_matches(reinterpret_cast<const unsigned char*>(data.data()), expected)) {
       reject(p, "the listener does not hold the cluster secret");
       return;
     }
