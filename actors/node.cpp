@@ -35,7 +35,8 @@ namespace {
 
 struct node_actor_state {
   node_setup setup;
-  std::vector<stage_actor> stages;
+  // Shared with the exit functor, which runs after the state is gone.
+  std::shared_ptr<std::vector<stage_actor>> stages = std::make_shared<std::vector<stage_actor>>();
   std::map<std::string, transport::peer_id> peers;  // "host:port" of next stages' data planes
   head_actor head;
   static inline const char* name = "node";
@@ -45,10 +46,10 @@ using node_pointer = local_node_actor::stateful_pointer<node_actor_state>;
 
 void release_stages(node_pointer self, const char* why) {
   auto& st = self->state;
-  if (st.stages.empty()) return;
-  logger().info("stopping stages node={} n_stages={} reason={}", st.setup.name, st.stages.size(), why);
-  for (auto& s : st.stages) self->send_exit(s, caf::exit_reason::user_shutdown);
-  st.stages.clear();
+  if (st.stages->empty()) return;
+  logger().info("stopping stages node={} n_stages={} reason={}", st.setup.name, st.stages->size(), why);
+  for (auto& s : *st.stages) self->send_exit(s, caf::exit_reason::user_shutdown);
+  st.stages->clear();
 }
 
 std::expected<placed_stage, std::string> place(node_pointer self, const stage_placement& p) {
@@ -78,7 +79,7 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
   }
   auto stage = spawn_stage(self->system(), std::move(ss));
   if (!stage) return std::unexpected(stage.error());
-  st.stages.push_back(*stage);
+  st.stages->push_back(*stage);
   return placed_stage{*stage, int32_t(::getpid())};
 }
 
@@ -92,7 +93,11 @@ local_node_actor::behavior_type node_behavior(node_pointer self, node_setup setu
       release_stages(self, "head lost");
     }
   });
-  self->attach_functor([self] { release_stages(self, "node stopping"); });
+  // The stages go with the NODE (attached functors run after the state is destroyed: they must
+  // not touch it).
+  self->attach_functor([stages = self->state.stages] {
+    for (auto& s : *stages) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  });
   return {
     [self](place_atom, const stage_placement& p) -> caf::result<placed_stage> {
       auto placed = place(self, p);

@@ -163,8 +163,10 @@ cluster_file late "$m260" "$t260" "$work/secret" "h2:0-3 h3:3-"
 cp "$work/late.toml" "$work/late-bad.toml"
 sed -i "s|^secret_file = .*|secret_file = \"$work/other-secret\"|" "$work/late-bad.toml"
 mkdir -p "$run_dir"
+declare -A node_pid
 start_node() {  # HOST FILE: runs `troupe node` in HOST's namespace, in the background
-  ip netns exec "tid-$1" nohup "$troupe" node --config "$2" --name "$1" >"$run_dir/$1.log" 2>&1 </dev/null &
+  ip netns exec "tid-$1" "$troupe" node --config "$2" --name "$1" >"$run_dir/$1.log" 2>&1 </dev/null &
+  node_pid[$1]=$!
   echo $! >"$run_dir/$1.pid"
 }
 start_node h2 "$work/late.toml"
@@ -191,8 +193,16 @@ grep -q "^node name=h4 .* state=waiting" "$run_dir/status" || fail "h4 joined wi
 grep -q "node joined name=h4" "$run_dir/h1.log" && fail "the head let h4 join"
 grep -q "placing stage" "$run_dir/h4.log" && fail "h4 was given a stage"
 echo "refused: a node without the cluster secret"
+h4_pid=${node_pid[h4]}
 down "$work/late.toml"
-pgrep -f -- "--config $work/late-bad.toml" >/dev/null && kill "$(cat "$run_dir/h4.pid")" 2>/dev/null
-sleep 0.5
+# h4 runs with another file (late-bad.toml): `down late.toml` leaves it alone, as it should.
+kill -TERM "$h4_pid" 2>/dev/null || true
+for _ in $(seq 1 50); do kill -0 "$h4_pid" 2>/dev/null || break; sleep 0.2; done
+# Every node started here stopped cleanly on SIGTERM (exit 0: no crash on the way out).
+for n in h1 h2 h3 h4; do
+  rc=0
+  wait "${node_pid[$n]}" || rc=$?
+  [ "$rc" -eq 0 ] || fail "node $n exited with status $rc after SIGTERM"
+done
 if pgrep -f -- "--config $work/" >/dev/null; then fail "troupe processes left: $(pgrep -af -- "--config $work/")"; fi
 echo "PASS: cluster identity"
