@@ -19,7 +19,7 @@ int64_t now_ns() {
 // A request in progress.
 struct request_entry {
   request_id id{};
-  caf::actor client;
+  stream_client_actor client;
   size_t replica = 0;
   bool accepted = false;  // the SCHEDULER admitted it and the client has its id
   bool stop_at_eos = true;
@@ -59,18 +59,9 @@ void release_text(request_entry& e, bool all) {
   e.held.erase(0, cut);
 }
 
-// To a relay (dynamically typed, so no self->send) in this worker's context: the relay then
-// runs on this CAF worker after the ROUTER, instead of on another worker that has to be woken
-// (what anon_send, which has no context, would do).
-template <class T>
-void send_to_client(router_pointer self, const caf::actor& client, T&& msg) {
-  client->enqueue(caf::make_mailbox_element(self->ctrl(), caf::make_message_id(), {}, std::forward<T>(msg)),
-                  self->context());
-}
-
 void send_chunk(router_pointer self, request_entry& e) {
   if (e.ready.empty() && e.ids.empty()) return;
-  send_to_client(self, e.client, stream_chunk{e.id, std::move(e.ready), std::move(e.ids)});
+  self->send(e.client, stream_chunk{e.id, std::move(e.ready), std::move(e.ids)});
   e.ready.clear();
   e.ids.clear();
 }
@@ -92,12 +83,12 @@ void complete(router_pointer self, request_entry& e, finish_reason reason, serve
   end.prompt_tokens = e.n_prompt;
   end.completion_tokens = int32_t(e.generated.size());
   end.stop_string = e.stop_string;
-  send_to_client(self, e.client, std::move(end));
+  self->send(e.client, std::move(end));
   logger().debug("completed request_id={} reason={} tokens={}", e.id.value, finish_reason_name(reason),
                  e.generated.size());
   --st.load[e.replica];
   if (auto c = st.clients.find(e.client.address()); c != st.clients.end() && --c->second == 0) {
-    self->demonitor(e.client);
+    self->demonitor(e.client.address());
     st.clients.erase(c);
   }
   st.requests.erase(e.id);
@@ -206,7 +197,7 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
   });
   return {
     // A completion request: validate, tokenize, pick a replica, admit.
-    [self](generate_atom, serve_request& r, caf::actor client) -> caf::result<request_id> {
+    [self](generate_atom, serve_request& r, stream_client_actor client) -> caf::result<request_id> {
       auto& st = self->state;
       if (!client) return make_error(serve_errc::invalid_request, "no client to stream to");
       if (st.setup.schedulers.empty()) return make_error(serve_errc::shutting_down, "no replicas");
@@ -258,7 +249,7 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
             if (auto it = rs.requests.find(id); it != rs.requests.end()) {
               --rs.load[it->second.replica];
               if (auto c = rs.clients.find(it->second.client.address()); c != rs.clients.end() && --c->second == 0) {
-                self->demonitor(it->second.client);
+                self->demonitor(it->second.client.address());
                 rs.clients.erase(c);
               }
               rs.requests.erase(it);

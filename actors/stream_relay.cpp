@@ -40,16 +40,16 @@ struct relay_state {
 
 double ms_since(clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); }
 
-caf::behavior relay(caf::stateful_actor<relay_state>* self, std::shared_ptr<transport::stream_sink> sink,
-                    std::shared_ptr<relay_registry> reg, router_actor router, serve_request req,
-                    std::chrono::milliseconds admit_timeout) {
+relay_actor::behavior_type relay(relay_actor::stateful_pointer<relay_state> self,
+                                 std::shared_ptr<transport::stream_sink> sink, std::shared_ptr<relay_registry> reg,
+                                 router_actor router, serve_request req, std::chrono::milliseconds admit_timeout) {
   auto& init = self->state;
   init.sink = std::move(sink);
   init.registry = std::move(reg);
   init.key = {uint64_t(init.sink->connection()), init.sink->request_id()};
   init.router = router;
   self->attach_functor([reg = init.registry, key = init.key] { reg->erase(key); });
-  self->request(router, admit_timeout, generate_atom::value, std::move(req), caf::actor_cast<caf::actor>(self))
+  self->request(router, admit_timeout, generate_atom::value, std::move(req), stream_client_actor{self})
     .then(
       [self](request_id id) {
         auto& rs = self->state;
@@ -139,7 +139,7 @@ void relay_registry::start(const std::shared_ptr<relay_registry>& self, caf::act
 }
 
 bool relay_registry::cancel(key k) {
-  caf::actor a;
+  relay_actor a;
   {
     std::lock_guard lock(mutex_);
     auto it = relays_.find(k);
@@ -151,7 +151,7 @@ bool relay_registry::cancel(key k) {
 }
 
 void relay_registry::stop_connection(uint64_t connection) {
-  std::vector<caf::actor> gone;
+  std::vector<relay_actor> gone;
   {
     std::lock_guard lock(mutex_);
     for (auto it = relays_.lower_bound({connection, 0}); it != relays_.end() && it->first.first == connection; ++it) {
@@ -163,7 +163,7 @@ void relay_registry::stop_connection(uint64_t connection) {
 }
 
 void relay_registry::stop_all() {
-  std::map<key, caf::actor> relays;
+  std::map<key, relay_actor> relays;
   {
     std::lock_guard lock(mutex_);
     relays = relays_;

@@ -49,7 +49,7 @@ class relay_registry {
 
  private:
   mutable std::mutex mutex_;
-  std::map<key, caf::actor> relays_;
+  std::map<key, relay_actor> relays_;
 };
 
 /// The one place where control-plane errors become client error codes.

@@ -96,7 +96,8 @@ class serve_harness {
 
   caf::expected<actors::request_id> submit_from(caf::scoped_actor& client, const actors::serve_request& r) {
     caf::expected<actors::request_id> out = caf::make_error(caf::sec::request_timeout);
-    client->request(node_.router, 30s, actors::generate_atom::value, r, caf::actor_cast<caf::actor>(client))
+    client->request(node_.router, 30s, actors::generate_atom::value, r,
+                    caf::actor_cast<actors::stream_client_actor>(client))
       .receive([&](actors::request_id id) { out = id; }, [&](caf::error& e) { out = std::move(e); });
     if (out) results_[*out].id = *out;
     return out;

@@ -76,7 +76,7 @@ struct client_log {
   std::optional<stream_end> end;
 };
 
-caf::behavior recording_client(caf::event_based_actor*, std::shared_ptr<client_log> log) {
+stream_client_actor::behavior_type recording_client(stream_client_actor::pointer, std::shared_ptr<client_log> log) {
   return {
     [log](stream_chunk& c) { log->chunks.push_back(std::move(c)); },
     [log](stream_end& e) { log->end = std::move(e); },
