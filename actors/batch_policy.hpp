@@ -23,7 +23,7 @@
 
 namespace troupe::actors {
 
-enum class admit_status { ok, overloaded, too_long, duplicate, invalid };
+enum class admit_status { ok, overloaded, too_long };
 const char* admit_status_name(admit_status s);
 
 /// One micro-batch.
@@ -59,8 +59,9 @@ class batch_policy {
 
   const batch_policy_config& config() const { return cfg_; }
 
-  /// Queues a request. overloaded: the waiting queue is full; too_long: the prompt does not fit
-  /// the context or the request could never fit the KV cache on its own.
+  /// Queues a request. overloaded: the waiting queue is full; too_long: the request could never
+  /// fit the KV cache on its own. The request was checked at the edge (check_request): a
+  /// duplicate id, an empty prompt or one that fills the context is a bug (TROUPE_ASSERT).
   admit_status admit(sequence_spec spec, int64_t now_ns);
 
   /// Drops a sequence wherever it is and frees its blocks now (a result still in flight for it

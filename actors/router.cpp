@@ -6,7 +6,8 @@
 #include <caf/all.hpp>
 
 #include "actors/logger.hpp"
-#include "engine/sampling.hpp"
+#include "actors/request_check.hpp"
+#include "engine/text_stream.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -25,11 +26,10 @@ struct request_entry {
   bool stop_at_eos = true;
   int32_t n_prompt = 0;
   std::vector<int32_t> generated;  // every token received, in order (for replay later)
-  std::unique_ptr<engine::incremental_decoder> decoder;
-  std::vector<std::string> stop;   // stop strings: the request's, then the model's end markers
-  size_t n_request_stops = 0;      // stop[0, n) are the request's (reason stop); the rest end with eos
-  size_t max_stop = 0;             // longest stop string
-  std::string held;                // text not yet sent (may be the start of a stop string)
+  // Detokenizes, holding back what may start a stop string: the request's stop strings, then
+  // (with stop_at_eos) the model's end markers.
+  std::unique_ptr<engine::text_stream> text;
+  size_t n_request_stops = 0;      // stop strings [0, n) are the request's (reason stop); the rest end with eos
   std::string ready;               // text to send with the next chunk
   std::vector<int32_t> ids;        // ids to send with the next chunk
   int32_t finish_total = -1;       // tokens the SCHEDULER says it produced in all (-1: running)
@@ -48,17 +48,6 @@ struct router_state {
 
 using router_pointer = router_actor::stateful_pointer<router_state>;
 
-// Moves text out of `held` once it can no longer be the start of a stop string.
-void release_text(request_entry& e, bool all) {
-  size_t cut = e.held.size();
-  if (!all && e.max_stop > 1) {
-    cut = e.held.size() > e.max_stop - 1 ? e.held.size() - (e.max_stop - 1) : 0;
-    while (cut > 0 && cut < e.held.size() && (static_cast<unsigned char>(e.held[cut]) & 0xC0) == 0x80) --cut;
-  }
-  e.ready.append(e.held, 0, cut);
-  e.held.erase(0, cut);
-}
-
 void send_chunk(router_pointer self, request_entry& e) {
   if (e.ready.empty() && e.ids.empty()) return;
   self->send(e.client, stream_chunk{e.id, std::move(e.ready), std::move(e.ids)});
@@ -71,8 +60,7 @@ void complete(router_pointer self, request_entry& e, finish_reason reason, serve
               std::string message = {}) {
   auto& st = self->state;
   if (err == serve_errc::none) {
-    e.held += e.decoder->flush();
-    release_text(e, true);
+    e.ready += e.text->finish();
     send_chunk(self, e);
   }
   stream_end end;
@@ -110,28 +98,15 @@ void on_token(router_pointer self, request_entry& e, int32_t token) {
   e.generated.push_back(token);
   e.ids.push_back(token);
   if (e.stop_at_eos && st.setup.stop_rule.ends(token)) return;  // the end token itself is not text
-  e.held += e.decoder->push(token);
-  if (!e.stop.empty()) {
-    size_t hit = std::string::npos;
-    bool model_marker = false;  // the earliest match is the model's end marker spelled out
-    for (size_t i = 0; i < e.stop.size(); ++i) {
-      const size_t at = e.held.find(e.stop[i]);
-      if (at < hit) {
-        hit = at;
-        model_marker = i >= e.n_request_stops;
-      }
-    }
-    if (hit != std::string::npos) {
-      e.held.resize(hit);
-      e.stop_string = !model_marker;
-      e.finish_total = int32_t(e.generated.size());
-      e.reason = model_marker ? finish_reason::eos : finish_reason::stop;
-      self->send(st.setup.schedulers[e.replica], cancel_atom::value, e.id);
-      release_text(e, true);
-      return;
-    }
+  engine::text_stream::output out = e.text->push(token);
+  e.ready += out.text;
+  if (out.stopped) {
+    const bool model_marker = out.stop_index >= e.n_request_stops;  // the model's end marker spelled out
+    e.stop_string = !model_marker;
+    e.finish_total = int32_t(e.generated.size());
+    e.reason = model_marker ? finish_reason::eos : finish_reason::stop;
+    self->send(st.setup.schedulers[e.replica], cancel_atom::value, e.id);
   }
-  release_text(e, false);
 }
 
 void cancel_request(router_pointer self, request_entry& e) {
@@ -144,34 +119,13 @@ void cancel_request(router_pointer self, request_entry& e) {
   complete(self, e, finish_reason::cancelled);
 }
 
-// Validates a request; returns the prompt's token ids or an error.
-caf::expected<std::vector<int32_t>> prepare(const router_state& st, const serve_request& r) {
-  if (r.max_tokens < 0 || r.max_tokens > st.setup.max_new_tokens) {
-    return make_error(serve_errc::invalid_request,
-                      fmt::format("max_tokens {} is outside [0, {}]", r.max_tokens, st.setup.max_new_tokens));
-  }
-  if (auto bad = engine::validate(r.sampling); !bad.empty()) return make_error(serve_errc::invalid_request, bad);
-  if (!r.prompt.empty() && !r.prompt_tokens.empty()) {
-    return make_error(serve_errc::invalid_request, "give either prompt text or prompt tokens, not both");
-  }
-  for (const std::string& s : r.stop) {
-    if (s.empty()) return make_error(serve_errc::invalid_request, "empty stop string");
-  }
-  std::vector<int32_t> ids = r.prompt_tokens;
-  if (ids.empty()) {
-    if (r.prompt.empty()) return make_error(serve_errc::invalid_request, "the prompt is empty");
-    ids = st.setup.tokenizer->encode(r.prompt, true);
-  }
-  for (int32_t t : ids) {
-    if (t < 0 || (st.setup.vocab_size > 0 && t >= st.setup.vocab_size)) {
-      return make_error(serve_errc::invalid_request, fmt::format("token id {} is outside the vocabulary", t));
-    }
-  }
-  if (int(ids.size()) >= st.setup.ctx_size) {
-    return make_error(serve_errc::too_long,
-                      fmt::format("a prompt of {} tokens does not fit the context of {}", ids.size(), st.setup.ctx_size));
-  }
-  return ids;
+// The ROUTER's rules for check_request: the whole context, vocabulary and max_tokens.
+request_rules rules_of(const router_setup& setup) {
+  return {.tokenizer = setup.tokenizer.get(),
+          .max_prompt_tokens = size_t(std::max(1, setup.ctx_size - 1)),
+          .max_prompt_bytes = 0,
+          .vocab_size = setup.vocab_size,
+          .max_new_tokens = setup.max_new_tokens};
 }
 
 router_actor::behavior_type router_behavior(router_pointer self, router_setup setup) {
@@ -201,8 +155,8 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       auto& st = self->state;
       if (!client) return make_error(serve_errc::invalid_request, "no client to stream to");
       if (st.setup.schedulers.empty()) return make_error(serve_errc::shutting_down, "no replicas");
-      auto ids = prepare(st, r);
-      if (!ids) return std::move(ids.error());
+      if (auto ok = check_request(r, rules_of(st.setup)); !ok) return make_error(ok.error().code, ok.error().message);
+      auto ids = &r.prompt_tokens;
       const request_id id{st.next_id++};
       const size_t replica = size_t(std::min_element(st.load.begin(), st.load.end()) - st.load.begin());
       ++st.load[replica];
@@ -213,13 +167,12 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       e.replica = replica;
       e.stop_at_eos = r.stop_at_eos;
       e.n_prompt = int32_t(ids->size());
-      e.decoder = std::make_unique<engine::incremental_decoder>(*st.setup.tokenizer, ids->back());
-      e.stop = r.stop;
-      e.n_request_stops = e.stop.size();
+      std::vector<std::string> stops = r.stop;
+      e.n_request_stops = stops.size();
       if (r.stop_at_eos) {
-        e.stop.insert(e.stop.end(), st.setup.stop_rule.end_texts.begin(), st.setup.stop_rule.end_texts.end());
+        stops.insert(stops.end(), st.setup.stop_rule.end_texts.begin(), st.setup.stop_rule.end_texts.end());
       }
-      for (const auto& s : e.stop) e.max_stop = std::max(e.max_stop, s.size());
+      e.text = std::make_unique<engine::text_stream>(*st.setup.tokenizer, ids->back(), std::move(stops));
       st.requests.emplace(id, std::move(e));
       if (st.clients[client.address()]++ == 0) self->monitor(client);
 

@@ -112,25 +112,11 @@ relay_actor::behavior_type relay(relay_actor::stateful_pointer<relay_state> self
 
 void relay_registry::start(const std::shared_ptr<relay_registry>& self, caf::actor_system& sys,
                            const router_actor& router, std::chrono::milliseconds admit_timeout,
-                           const engine::tokenizer* tokenizer, prompt_limit limit,
-                           std::shared_ptr<transport::stream_sink> sink, serve_request request) {
+                           const request_rules& rules, std::shared_ptr<transport::stream_sink> sink,
+                           serve_request request) {
   const key k{uint64_t(sink->connection()), sink->request_id()};
-  if (tokenizer != nullptr && !request.prompt.empty() && request.prompt_tokens.empty()) {
-    // Refused by its length alone, before any tokenizing: no token covers more bytes than the
-    // tokenizer's longest piece.
-    if (limit.max_bytes > 0 && request.prompt.size() > limit.max_bytes) {
-      sink->send_error(transport::errc::prompt_too_long,
-                       fmt::format("a prompt of {} bytes cannot fit the limit of {} tokens (at most {} bytes)",
-                                   request.prompt.size(), limit.max_tokens, limit.max_bytes));
-      return;
-    }
-    request.prompt_tokens = tokenizer->encode(request.prompt, true);  // as the ROUTER would
-    request.prompt.clear();
-  }
-  if (limit.max_tokens > 0 && request.prompt_tokens.size() > limit.max_tokens) {
-    sink->send_error(transport::errc::prompt_too_long,
-                     fmt::format("a prompt of {} tokens does not fit the context of {}", request.prompt_tokens.size(),
-                                 limit.max_tokens + 1));
+  if (auto ok = check_request(request, rules); !ok) {
+    sink->send_error(client_code(ok.error().code), std::move(ok.error().message));
     return;
   }
   std::lock_guard lock(self->mutex_);  // the relay's first steps wait for its registration
