@@ -1,5 +1,7 @@
 #include "actors/batch_policy.hpp"
 
+#include "engine/error.hpp"
+
 #include <algorithm>
 #include <limits>
 #include <tuple>
@@ -11,8 +13,6 @@ const char* admit_status_name(admit_status s) {
     case admit_status::ok: return "ok";
     case admit_status::overloaded: return "overloaded";
     case admit_status::too_long: return "too_long";
-    case admit_status::duplicate: return "duplicate";
-    case admit_status::invalid: return "invalid";
   }
   return "unknown";
 }
@@ -30,10 +30,11 @@ bool batch_policy::before(const sequence& a, const sequence& b) const {
 }
 
 admit_status batch_policy::admit(sequence_spec spec, int64_t /*now_ns*/) {
-  if (seqs_.contains(spec.id)) return admit_status::duplicate;
-  if (spec.prompt.empty() || spec.max_tokens < 0) return admit_status::invalid;
+  // The ROUTER checked the request (check_request) and gives every request its own id.
+  TROUPE_ASSERT(!seqs_.contains(spec.id));
+  TROUPE_ASSERT(!spec.prompt.empty() && spec.max_tokens >= 0);
   const int prompt = int(spec.prompt.size());
-  if (prompt >= cfg_.ctx_size) return admit_status::too_long;
+  TROUPE_ASSERT(prompt < cfg_.ctx_size);
   // The most positions it can ever hold: the last generated token is never fed back.
   const int positions = std::max(prompt, std::min(prompt + spec.max_tokens - 1, cfg_.ctx_size));
   if (blocks_for(positions, cfg_.block_size) > cfg_.n_blocks) return admit_status::too_long;

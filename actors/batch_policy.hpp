@@ -18,65 +18,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/finish_reason.hpp"
-
+#include "actors/messages.hpp"
 #include "engine/kv_cache.hpp"
 
 namespace troupe::actors {
 
-/// A request's id, unique within a ROUTER; a sequence in the SCHEDULER and the stages has the
-/// id of its request.
-struct request_id {
-  uint64_t value = 0;
-  friend auto operator<=>(const request_id&, const request_id&) = default;
-};
-
-}  // namespace troupe::actors
-
-template <>
-struct std::hash<troupe::actors::request_id> {
-  size_t operator()(const troupe::actors::request_id& id) const noexcept { return std::hash<uint64_t>{}(id.value); }
-};
-
-namespace troupe::actors {
-
-enum class priority : uint8_t { interactive = 0, batch = 1 };
-
-// Why a sequence finished: the engine's one definition.
-using engine::finish_reason;
-using engine::finish_reason_name;
-
-enum class admit_status { ok, overloaded, too_long, duplicate, invalid };
+enum class admit_status { ok, overloaded, too_long };
 const char* admit_status_name(admit_status s);
-
-/// What the policy needs to know about a request.
-struct sequence_spec {
-  request_id id{};
-  std::vector<int32_t> prompt;  // token ids, BOS included
-  int32_t max_tokens = 128;
-  priority prio = priority::interactive;
-  int64_t deadline_ns = 0;  // steady-clock time after which the request is finished; 0: none
-  bool stop_at_eos = true;
-  std::vector<int32_t> stop_tokens;  // finish (reason stop) after producing any of these
-};
-
-/// One sequence's share of a step.
-struct planned_seq {
-  request_id id{};
-  int32_t start_pos = 0;              // position of tokens[0]
-  std::vector<int32_t> tokens;        // the new tokens, positions [start_pos, start_pos + size)
-  std::vector<int32_t> new_blocks;    // blocks appended to its table since the stages last heard
-  bool sample = false;                // the last new token's logits give the next token
-  int32_t step = 0;                   // when sample: index of the token generated (0 = first)
-  bool is_new = false;                // stages see this sequence (again) for the first time:
-  std::vector<int32_t> history;       //   then all its tokens so far (prompt + generated)
-};
-
-struct finished_seq {
-  request_id id{};
-  finish_reason reason = finish_reason::length;
-  int32_t n_generated = 0;  // tokens sampled in total (the ROUTER waits for all of them)
-};
 
 /// One micro-batch.
 struct step_plan {
@@ -92,12 +40,6 @@ struct step_plan {
   // then samples tokens step .. step + n_steps - 1, or fewer if it produces one of its stop ids.
   int n_steps = 1;
   bool empty() const { return seqs.empty(); }
-};
-
-struct sampled_token {
-  request_id id{};
-  int32_t token = 0;
-  int32_t index = 0;  // index of the generated token in its request (the sampling step)
 };
 
 struct batch_policy_config {
@@ -117,8 +59,9 @@ class batch_policy {
 
   const batch_policy_config& config() const { return cfg_; }
 
-  /// Queues a request. overloaded: the waiting queue is full; too_long: the prompt does not fit
-  /// the context or the request could never fit the KV cache on its own.
+  /// Queues a request. overloaded: the waiting queue is full; too_long: the request could never
+  /// fit the KV cache on its own. The request was checked at the edge (check_request): a
+  /// duplicate id, an empty prompt or one that fills the context is a bug (TROUPE_ASSERT).
   admit_status admit(sequence_spec spec, int64_t now_ns);
 
   /// Drops a sequence wherever it is and frees its blocks now (a result still in flight for it

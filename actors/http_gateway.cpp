@@ -420,7 +420,7 @@ void http_gateway::generate(std::shared_ptr<transport::http_responder> out, cons
   base.model = options_.model_id;
   auto sink = std::make_shared<http_stream_sink>(out, shared_, kind, parsed->stream, parsed->include_usage,
                                                  std::move(base));
-  relay_registry::start(registry_, sys_, router_, options_.admit_timeout, tokenizer_.get(), prompt_limit_(),
+  relay_registry::start(registry_, sys_, router_, options_.admit_timeout, rules(),
                         std::move(sink), to_serve_request(parsed->gen));
 }
 
@@ -441,7 +441,7 @@ void http_gateway::create_task(std::shared_ptr<transport::http_responder> out, c
   transport::task_record record;
   record.id = *id;
   if (auto now = shared_->tasks.get(*id)) record = *now;
-  relay_registry::start(registry_, sys_, router_, options_.admit_timeout, tokenizer_.get(), prompt_limit_(),
+  relay_registry::start(registry_, sys_, router_, options_.admit_timeout, rules(),
                         std::make_shared<task_sink>(*id, number, shared_), to_serve_request(parsed->gen));
   out->respond(json_response(202, task_json(record)));
 }

@@ -63,8 +63,12 @@ class http_gateway final : public transport::http_handler {
   caf::actor_system& sys_;
   router_actor router_;
   http_gateway_options options_;
-  /// The prompt limits the gateway checks before the ROUTER (those of options_.limits).
-  prompt_limit prompt_limit_() const { return {options_.limits.max_prompt_tokens, options_.limits.max_prompt_bytes}; }
+  /// What the gateway checks before the ROUTER (check_request; the prompt limits of options_.limits).
+  request_rules rules() const {
+    return {.tokenizer = tokenizer_.get(),
+            .max_prompt_tokens = options_.limits.max_prompt_tokens,
+            .max_prompt_bytes = options_.limits.max_prompt_bytes};
+  }
   std::shared_ptr<const engine::tokenizer> tokenizer_;
   std::shared_ptr<relay_registry> registry_;
   std::shared_ptr<shared> shared_;

@@ -1,12 +1,15 @@
 #pragma once
 // THE contract of the control plane: ids, message structs, atoms and typed-actor interfaces, in
-// the order a request touches them (ROUTER -> SCHEDULER -> REPLICA -> PIPELINE STAGEs -> ROUTER).
+// the order a request touches them (ROUTER -> SCHEDULER -> REPLICA -> PIPELINE STAGEs -> ROUTER),
+// and their registration with CAF (add_message_types). Other headers include this one; the
+// contract is not defined anywhere else.
 // Every message is a value with inspect(), so the same messages can cross CAF nodes later.
+#include <compare>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
-#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
@@ -14,7 +17,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
-#include "actors/batch_policy.hpp"
+#include "engine/finish_reason.hpp"
 #include "engine/sampling.hpp"
 
 namespace troupe::engine {
@@ -23,6 +26,22 @@ typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
   return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.repetition_penalty, x.seed);
 }
 }  // namespace troupe::engine
+
+namespace troupe::actors {
+
+/// A request's id, unique within a ROUTER; a sequence in the SCHEDULER and the stages has the
+/// id of its request.
+struct request_id {
+  uint64_t value = 0;
+  friend auto operator<=>(const request_id&, const request_id&) = default;
+};
+
+}  // namespace troupe::actors
+
+template <>
+struct std::hash<troupe::actors::request_id> {
+  size_t operator()(const troupe::actors::request_id& id) const noexcept { return std::hash<uint64_t>{}(id.value); }
+};
 
 namespace troupe::actors {
 
@@ -62,6 +81,50 @@ using tokens_atom = caf::atom_constant<caf::atom("tokens")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
+
+// ---- what every part of the control plane shares ---------------------------------------------
+enum class priority : uint8_t { interactive = 0, batch = 1 };
+
+// Why a sequence finished: the engine's one definition.
+using engine::finish_reason;
+using engine::finish_reason_name;
+
+/// A tokenized request as the SCHEDULER's batch policy takes it.
+struct sequence_spec {
+  request_id id{};
+  std::vector<int32_t> prompt;  // token ids, BOS included
+  int32_t max_tokens = 128;
+  priority prio = priority::interactive;
+  int64_t deadline_ns = 0;  // steady-clock time after which the request is finished; 0: none
+  bool stop_at_eos = true;
+  std::vector<int32_t> stop_tokens;  // finish (reason stop) after producing any of these
+};
+
+/// One sequence's share of a step.
+struct planned_seq {
+  request_id id{};
+  int32_t start_pos = 0;              // position of tokens[0]
+  std::vector<int32_t> tokens;        // the new tokens, positions [start_pos, start_pos + size)
+  std::vector<int32_t> new_blocks;    // blocks appended to its table since the stages last heard
+  bool sample = false;                // the last new token's logits give the next token
+  int32_t step = 0;                   // when sample: index of the token generated (0 = first)
+  bool is_new = false;                // stages see this sequence (again) for the first time:
+  std::vector<int32_t> history;       //   then all its tokens so far (prompt + generated)
+};
+
+/// One token a last stage sampled for a sequence.
+struct sampled_token {
+  request_id id{};
+  int32_t token = 0;
+  int32_t index = 0;  // index of the generated token in its request (the sampling step)
+};
+
+/// A sequence the SCHEDULER finished, and why.
+struct finished_seq {
+  request_id id{};
+  finish_reason reason = finish_reason::length;
+  int32_t n_generated = 0;  // tokens sampled in total (the ROUTER waits for all of them)
+};
 
 // ---- last stage -> ROUTER, SCHEDULER -> ROUTER ---------------------------------------------
 /// Sampled tokens for requests of one ROUTER (one message per step and ROUTER).
@@ -258,11 +321,25 @@ using scheduler_actor = caf::typed_actor<
   // Counters for tests and metrics.
   caf::replies_to<stats_atom>::with<scheduler_stats>>;
 
+/// Where the ROUTER streams one request's output: a gateway's relay (or a test's client).
+using stream_client_actor = caf::typed_actor<
+  // Tokens produced since the previous chunk, and the text they completed.
+  caf::reacts_to<stream_chunk>,
+  // The last message of the stream (also after a refusal or failure).
+  caf::reacts_to<stream_end>>;
+
+/// The relay actor interface (actors/stream_relay.*): carries one request of a gateway to the
+/// ROUTER and its stream back to the gateway's transport::stream_sink.
+using relay_actor = stream_client_actor::extend<
+  // The client cancelled the request.
+  caf::reacts_to<cancel_atom>>;
+
 /// The ROUTER actor interface: the front door (and the token sink of its requests).
 using router_actor = token_sink_actor::extend<
   // A completion request; replies with the request's id once a replica accepted it, else an
-  // error. stream_chunk messages and one stream_end then go to `client`.
-  caf::replies_to<generate_atom, serve_request, caf::actor>::with<request_id>,
+  // error. stream_chunk messages and one stream_end then go to `client`, which the ROUTER
+  // monitors: a client that goes away cancels its requests.
+  caf::replies_to<generate_atom, serve_request, stream_client_actor>::with<request_id>,
   // Cancel a request (its client gets stream_end with reason cancelled).
   caf::reacts_to<cancel_atom, request_id>,
   // The schedulers' counters, one per replica.

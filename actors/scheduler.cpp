@@ -157,9 +157,6 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
                                         "the KV cache ({} blocks of {})",
                                         n_prompt, st.setup.policy.ctx_size, st.setup.policy.n_blocks,
                                         st.setup.policy.block_size));
-        case admit_status::duplicate:
-          return make_error(serve_errc::invalid_request, "duplicate request id");
-        case admit_status::invalid: return make_error(serve_errc::invalid_request, "empty prompt or bad max_tokens");
       }
       st.meta[id] = scheduler_state::sequence_meta{r.sampling, std::move(r.sink)};
       logger().debug("admitted request_id={} prompt_tokens={}", id.value, n_prompt);

@@ -40,16 +40,16 @@ struct relay_state {
 
 double ms_since(clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); }
 
-caf::behavior relay(caf::stateful_actor<relay_state>* self, std::shared_ptr<transport::stream_sink> sink,
-                    std::shared_ptr<relay_registry> reg, router_actor router, serve_request req,
-                    std::chrono::milliseconds admit_timeout) {
+relay_actor::behavior_type relay(relay_actor::stateful_pointer<relay_state> self,
+                                 std::shared_ptr<transport::stream_sink> sink, std::shared_ptr<relay_registry> reg,
+                                 router_actor router, serve_request req, std::chrono::milliseconds admit_timeout) {
   auto& init = self->state;
   init.sink = std::move(sink);
   init.registry = std::move(reg);
   init.key = {uint64_t(init.sink->connection()), init.sink->request_id()};
   init.router = router;
   self->attach_functor([reg = init.registry, key = init.key] { reg->erase(key); });
-  self->request(router, admit_timeout, generate_atom::value, std::move(req), caf::actor_cast<caf::actor>(self))
+  self->request(router, admit_timeout, generate_atom::value, std::move(req), stream_client_actor{self})
     .then(
       [self](request_id id) {
         auto& rs = self->state;
@@ -112,25 +112,11 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::shared_ptr<tran
 
 void relay_registry::start(const std::shared_ptr<relay_registry>& self, caf::actor_system& sys,
                            const router_actor& router, std::chrono::milliseconds admit_timeout,
-                           const engine::tokenizer* tokenizer, prompt_limit limit,
-                           std::shared_ptr<transport::stream_sink> sink, serve_request request) {
+                           const request_rules& rules, std::shared_ptr<transport::stream_sink> sink,
+                           serve_request request) {
   const key k{uint64_t(sink->connection()), sink->request_id()};
-  if (tokenizer != nullptr && !request.prompt.empty() && request.prompt_tokens.empty()) {
-    // Refused by its length alone, before any tokenizing: no token covers more bytes than the
-    // tokenizer's longest piece.
-    if (limit.max_bytes > 0 && request.prompt.size() > limit.max_bytes) {
-      sink->send_error(transport::errc::prompt_too_long,
-                       fmt::format("a prompt of {} bytes cannot fit the limit of {} tokens (at most {} bytes)",
-                                   request.prompt.size(), limit.max_tokens, limit.max_bytes));
-      return;
-    }
-    request.prompt_tokens = tokenizer->encode(request.prompt, true);  // as the ROUTER would
-    request.prompt.clear();
-  }
-  if (limit.max_tokens > 0 && request.prompt_tokens.size() > limit.max_tokens) {
-    sink->send_error(transport::errc::prompt_too_long,
-                     fmt::format("a prompt of {} tokens does not fit the context of {}", request.prompt_tokens.size(),
-                                 limit.max_tokens + 1));
+  if (auto ok = check_request(request, rules); !ok) {
+    sink->send_error(client_code(ok.error().code), std::move(ok.error().message));
     return;
   }
   std::lock_guard lock(self->mutex_);  // the relay's first steps wait for its registration
@@ -139,7 +125,7 @@ void relay_registry::start(const std::shared_ptr<relay_registry>& self, caf::act
 }
 
 bool relay_registry::cancel(key k) {
-  caf::actor a;
+  relay_actor a;
   {
     std::lock_guard lock(mutex_);
     auto it = relays_.find(k);
@@ -151,7 +137,7 @@ bool relay_registry::cancel(key k) {
 }
 
 void relay_registry::stop_connection(uint64_t connection) {
-  std::vector<caf::actor> gone;
+  std::vector<relay_actor> gone;
   {
     std::lock_guard lock(mutex_);
     for (auto it = relays_.lower_bound({connection, 0}); it != relays_.end() && it->first.first == connection; ++it) {
@@ -163,7 +149,7 @@ void relay_registry::stop_connection(uint64_t connection) {
 }
 
 void relay_registry::stop_all() {
-  std::map<key, caf::actor> relays;
+  std::map<key, relay_actor> relays;
   {
     std::lock_guard lock(mutex_);
     relays = relays_;

@@ -14,27 +14,21 @@
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
-#include "engine/tokenizer.hpp"
+#include "actors/request_check.hpp"
 #include "transport/request_handler.hpp"
 
 namespace troupe::actors {
-
-/// A prompt's limits, checked by the gateway before the ROUTER sees the request (0: unchecked).
-struct prompt_limit {
-  size_t max_tokens = 0;  // the ROUTER's: the context less one
-  size_t max_bytes = 0;   // prompt text longer than this cannot fit max_tokens (longest piece x max_tokens)
-};
 
 /// The relays of one gateway in progress, by (connection, the client's request id).
 class relay_registry {
  public:
   using key = std::pair<uint64_t, uint64_t>;
 
-  /// Tokenizes the prompt here when given a tokenizer (so a long prompt does not hold up the
-  /// ROUTER), then spawns the relay that asks the ROUTER and streams to `sink`. A prompt over
-  /// `limit` is refused (prompt_too_long) here: text by its byte length before tokenizing.
+  /// Checks the request against the gateway's `rules` (check_request: with a tokenizer, the
+  /// prompt is tokenized here, so a long prompt does not hold up the ROUTER); a refusal goes to
+  /// `sink` at once. Otherwise spawns the relay that asks the ROUTER and streams to `sink`.
   static void start(const std::shared_ptr<relay_registry>& self, caf::actor_system& sys, const router_actor& router,
-                    std::chrono::milliseconds admit_timeout, const engine::tokenizer* tokenizer, prompt_limit limit,
+                    std::chrono::milliseconds admit_timeout, const request_rules& rules,
                     std::shared_ptr<transport::stream_sink> sink, serve_request request);
   /// Asks the relay of (connection, request id) to cancel its request (the stream then ends with
   /// reason cancelled). False if there is no such relay.
@@ -49,7 +43,7 @@ class relay_registry {
 
  private:
   mutable std::mutex mutex_;
-  std::map<key, caf::actor> relays_;
+  std::map<key, relay_actor> relays_;
 };
 
 /// The one place where control-plane errors become client error codes.

@@ -38,15 +38,17 @@ tcp_gateway::tcp_gateway(caf::actor_system& sys, router_actor router, std::chron
       tokenizer_(std::move(tokenizer)),
       max_prompt_tokens_(max_prompt_tokens),
       registry_(std::make_shared<relay_registry>()) {
-  if (tokenizer_ && max_prompt_tokens_ > 0) max_prompt_bytes_ = tokenizer_->max_piece_bytes() * max_prompt_tokens_;
+  if (tokenizer_) max_prompt_bytes_ = actors::max_prompt_bytes(*tokenizer_, max_prompt_tokens_);
 }
 
 tcp_gateway::~tcp_gateway() { registry_->stop_all(); }
 
 void tcp_gateway::on_generate(std::shared_ptr<transport::stream_sink> sink, transport::generate_request request) {
-  relay_registry::start(registry_, sys_, router_, admit_timeout_, tokenizer_.get(),
-                        prompt_limit{max_prompt_tokens_, max_prompt_bytes_}, std::move(sink),
-                        to_serve_request(request));
+  relay_registry::start(registry_, sys_, router_, admit_timeout_,
+                        request_rules{.tokenizer = tokenizer_.get(),
+                                      .max_prompt_tokens = max_prompt_tokens_,
+                                      .max_prompt_bytes = max_prompt_bytes_},
+                        std::move(sink), to_serve_request(request));
 }
 
 void tcp_gateway::on_cancel(transport::connection_id connection, uint64_t request_id) {

@@ -20,6 +20,7 @@ class text_stream {
   struct output {
     std::string text;      // safe to show now
     bool stopped = false;  // a stop string completed: generation should end here
+    size_t stop_index = 0; // when stopped: which of the stop strings (its index as given)
   };
   output push(int32_t id);
   /// End of generation for another reason: releases what was held back.

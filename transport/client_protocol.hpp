@@ -10,6 +10,7 @@
 
 #include "transport/error.hpp"
 #include "transport/frame.hpp"
+#include "transport/utf8.hpp"  // is_valid_utf8, printable: the text checks of every field
 
 namespace troupe::transport {
 
@@ -141,12 +142,5 @@ result<error_frame> decode_error(std::string_view payload);
 /// The checks decode_generate applies after parsing, for requests built in-process
 /// (e.g. by the HTTP gateway): ranges, exactly one prompt, limits, UTF-8.
 result<void> validate(const generate_request& req, const protocol_limits& limits);
-
-/// True if `s` is well-formed UTF-8.
-bool is_valid_utf8(std::string_view s);
-
-/// Client-supplied bytes made safe for an error message or a log line: printable ASCII kept,
-/// anything else as \xNN, at most `max_bytes` of input (then "...").
-std::string printable(std::string_view s, size_t max_bytes = 64);
 
 }  // namespace troupe::transport

@@ -40,11 +40,18 @@ set(fuzz_frame_sources
   ${CMAKE_SOURCE_DIR}/transport/error.cpp
   ${CMAKE_SOURCE_DIR}/transport/frame.cpp
   ${CMAKE_SOURCE_DIR}/transport/client_protocol.cpp
+  ${CMAKE_SOURCE_DIR}/transport/client_protocol_encode.cpp
+  ${CMAKE_SOURCE_DIR}/transport/client_frame_decode.cpp
+  ${CMAKE_SOURCE_DIR}/transport/server_frame_decode.cpp
+  ${CMAKE_SOURCE_DIR}/transport/msgpack_fields.cpp
+  ${CMAKE_SOURCE_DIR}/transport/utf8.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_frame.cpp)
 set(fuzz_frame_headers
   ${CMAKE_SOURCE_DIR}/transport/error.hpp
   ${CMAKE_SOURCE_DIR}/transport/frame.hpp
-  ${CMAKE_SOURCE_DIR}/transport/client_protocol.hpp)
+  ${CMAKE_SOURCE_DIR}/transport/client_protocol.hpp
+  ${CMAKE_SOURCE_DIR}/transport/msgpack_fields.hpp
+  ${CMAKE_SOURCE_DIR}/transport/utf8.hpp)
 set(fuzz_frame_binary ${CMAKE_CURRENT_BINARY_DIR}/fuzz_frame)
 
 add_custom_command(

@@ -94,9 +94,18 @@ class serve_harness {
   /// Submits a request; returns its id, or the refusal.
   caf::expected<actors::request_id> submit(const actors::serve_request& r) { return submit_from(*self_, r); }
 
+  /// Submits a request that must be accepted (the test stops if it is refused) and adds it to
+  /// `requests`, for check_all_against_engine.
+  void submit_accepted(std::map<actors::request_id, actors::serve_request>& requests, const actors::serve_request& r) {
+    auto id = submit(r);
+    BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
+    requests[*id] = r;
+  }
+
   caf::expected<actors::request_id> submit_from(caf::scoped_actor& client, const actors::serve_request& r) {
     caf::expected<actors::request_id> out = caf::make_error(caf::sec::request_timeout);
-    client->request(node_.router, 30s, actors::generate_atom::value, r, caf::actor_cast<caf::actor>(client))
+    client->request(node_.router, 30s, actors::generate_atom::value, r,
+                    caf::actor_cast<actors::stream_client_actor>(client))
       .receive([&](actors::request_id id) { out = id; }, [&](caf::error& e) { out = std::move(e); });
     if (out) results_[*out].id = *out;
     return out;

@@ -12,9 +12,7 @@ void run_mix(serve_harness& h, int max_tokens) {
   int i = 0;
   for (const auto& p : story_prompts()) {
     auto r = (i++ % 2 == 0) ? greedy(p, max_tokens) : seeded(p, max_tokens, seed++);
-    auto id = h.submit(r);
-    BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
-    reqs[*id] = r;
+    h.submit_accepted(reqs, r);
   }
   h.wait_all();
   h.check_all_against_engine(reqs);

@@ -19,9 +19,7 @@ BOOST_AUTO_TEST_CASE(thirty_two_requests_joining_at_different_times_match_the_en
       const std::string& p = prompts[size_t(i) % prompts.size()];
       auto r = (i % 3 == 0) ? greedy(p, 40 + 7 * (i % 5)) : seeded(p, 40 + 9 * (i % 4), seed++);
       if (i % 4 == 1) r.prio = actors::priority::batch;
-      auto id = h.submit(r);
-      BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
-      reqs[*id] = r;
+      h.submit_accepted(reqs, r);
     }
     // Let the running ones stream a little before the next wave joins.
     for (int m = 0; m < 6 && !h.all_ended(); ++m) BOOST_REQUIRE(h.receive_one());

@@ -31,9 +31,7 @@ BOOST_AUTO_TEST_CASE(synthetic_model_in_two_stages_matches_the_engine) {
         r.sampling.top_k = 20;
         r.sampling.seed = seed++;
       }
-      auto id = h.submit(r);
-      BOOST_REQUIRE_MESSAGE(id, (id ? std::string() : actors::describe(id.error())));
-      reqs[*id] = r;
+      h.submit_accepted(reqs, r);
     }
     h.wait_all();
     h.check_all_against_engine(reqs);

@@ -64,7 +64,7 @@ struct router_script {
 
 router_actor::behavior_type fake_router(router_actor::pointer self, std::shared_ptr<router_script> s) {
   return {
-    [self, s](generate_atom, serve_request&, caf::actor client) -> caf::result<request_id> {
+    [self, s](generate_atom, serve_request&, stream_client_actor client) -> caf::result<request_id> {
       if (s->refuse) return *s->refuse;
       if (s->never_reply) {
         s->pending.push_back(self->make_response_promise());
@@ -73,7 +73,7 @@ router_actor::behavior_type fake_router(router_actor::pointer self, std::shared_
       if (s->end) {
         stream_end e = *s->end;
         e.id = request_id{7};
-        caf::anon_send(client, std::move(e));  // a typed actor cannot send() to a dynamic one
+        self->send(client, std::move(e));
       }
       return request_id{7};
     },

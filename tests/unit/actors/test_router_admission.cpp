@@ -15,30 +15,13 @@
 
 #include "actors/router.hpp"
 #include "deterministic_system.hpp"
-#include "engine/tokenizer.hpp"
+#include "letter_tokenizer.hpp"
 
 using namespace troupe::actors;
+using troupe::test::letter_tokenizer;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// Token i is the letter 'a' + i % 26; 1 is BOS and 2 is EOS (no text).
-class letter_tokenizer final : public troupe::engine::tokenizer {
- public:
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
-    std::vector<int32_t> ids;
-    if (add_bos) ids.push_back(1);
-    for (char c : text) ids.push_back(3 + (c - 'a') % 26);
-    return ids;
-  }
-  std::string decode_piece(int32_t, int32_t id) const override {
-    return id < 3 ? std::string() : std::string(1, char('a' + (id - 3) % 26));
-  }
-  std::string token_text(int32_t id) const override { return decode_piece(0, id); }
-  int vocab_size() const override { return 32; }
-  int32_t bos_id() const override { return 1; }
-  int32_t eos_id() const override { return 2; }
-};
 
 enum class admit_mode { accept, refuse_overloaded, never_reply };
 
@@ -76,7 +59,7 @@ struct client_log {
   std::optional<stream_end> end;
 };
 
-caf::behavior recording_client(caf::event_based_actor*, std::shared_ptr<client_log> log) {
+stream_client_actor::behavior_type recording_client(stream_client_actor::pointer, std::shared_ptr<client_log> log) {
   return {
     [log](stream_chunk& c) { log->chunks.push_back(std::move(c)); },
     [log](stream_end& e) { log->end = std::move(e); },

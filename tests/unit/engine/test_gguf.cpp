@@ -21,8 +21,6 @@ namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
 using troupe::test::temp_dir;
-
-using troupe::test::temp_dir;
 using troupe::test::write_bytes;
 const auto read_bytes = troupe::test::read_bytes<uint8_t>;
 

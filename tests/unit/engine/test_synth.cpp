@@ -25,8 +25,6 @@ namespace eng = troupe::engine;
 namespace gg = troupe::engine::gguf;
 namespace fs = std::filesystem;
 
-using troupe::test::temp_dir;
-
 using troupe::test::read_file;
 using troupe::test::temp_dir;
 
