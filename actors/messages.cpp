@@ -39,6 +39,17 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<hidden_states>("troupe::hidden_states");
   cfg.add_message_type<step_result>("troupe::step_result");
   cfg.add_message_type<token_batch>("troupe::token_batch");
+  // Nodes of a multi-host cluster (handles that travel as message elements are types too).
+  cfg.add_message_type<node_hello>("troupe::node_hello");
+  cfg.add_message_type<stage_placement>("troupe::stage_placement");
+  cfg.add_message_type<placed_stage>("troupe::placed_stage");
+  cfg.add_message_type<node_state>("troupe::node_state");
+  cfg.add_message_type<std::vector<node_state>>("troupe::node_states");
+  cfg.add_message_type<stage_actor>("troupe::stage_actor");
+  cfg.add_message_type<token_sink_actor>("troupe::token_sink_actor");
+  cfg.add_message_type<node_actor>("troupe::node_actor");
+  cfg.add_message_type<head_actor>("troupe::head_actor");
+  cfg.add_message_type<local_node_actor>("troupe::local_node_actor");
   cfg.add_error_category(caf::atom("troupe"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
     std::string s = std::string("troupe: ") + serve_errc_name(static_cast<serve_errc>(code));
     if (ctx.match_elements<std::string>() && !ctx.get_as<std::string>(0).empty()) {

@@ -268,4 +268,89 @@ using router_actor = token_sink_actor::extend<
   // The schedulers' counters, one per replica.
   caf::replies_to<stats_atom>::with<std::vector<scheduler_stats>>>;
 
+// ---- nodes of a multi-host cluster: worker NODE <-> head -------------------------------------
+// Every `troupe node` process runs over CAF's OpenSSL module: only peers with a certificate made
+// from the cluster secret connect at all (transport/cluster_secret.hpp).
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+
+/// A worker introducing itself to the head.
+struct node_hello {
+  std::string name;  // its [[nodes]] name
+  int32_t pid = 0;   // its process id (status lines)
+};
+
+/// What a NODE needs to start one PIPELINE STAGE: which layers of which file, how large a KV
+/// cache, and where its activations go (the next stage's handle; its data plane when that stage
+/// runs in another process).
+struct stage_placement {
+  int32_t replica = 0;
+  int32_t index = 0;
+  std::string model_path;
+  int32_t first_layer = 0;
+  int32_t last_layer = 0;
+  int32_t threads = 1;
+  int32_t block_size = 16;
+  int32_t n_blocks = 256;
+  uint32_t link_id = 0;            // this stage's outgoing link (part of each data-plane tag)
+  stage_actor next;                // invalid for the last stage
+  std::string next_data_host;      // the next stage's data plane; empty: in this NODE's process
+  int32_t next_data_port = 0;
+  int32_t data_timeout_ms = 10'000;
+};
+
+/// A stage a NODE started, and the process that runs it.
+struct placed_stage {
+  stage_actor stage;
+  int32_t pid = 0;
+};
+
+/// The NODE actor of a worker: starts and stops the stages the head places on it.
+using node_actor = caf::typed_actor<
+  // Load the layers and start the stage; replies once it can take steps.
+  caf::replies_to<place_atom, stage_placement>::with<placed_stage>,
+  // Stop every stage of this node (the head failed to start, or is starting again).
+  caf::reacts_to<release_atom>>;
+
+/// What the head knows of a node.
+struct node_state {
+  std::string name;
+  int32_t pid = 0;
+  bool up = false;  // joined and not lost since
+  node_actor handle;
+};
+
+/// The head's door for workers.
+using head_actor = caf::typed_actor<
+  // A worker joins (again, after a restart of either side); replies with the head's pid.
+  caf::replies_to<join_atom, node_hello, node_actor>::with<int32_t>,
+  // The workers joined so far, and whether they are still up.
+  caf::replies_to<nodes_atom>::with<std::vector<node_state>>>;
+
+/// The NODE actor as its own process sees it: it also joins the head (and watches it from then on).
+using local_node_actor = node_actor::extend<
+  // Join this head; replies with its pid.
+  caf::replies_to<join_atom, head_actor, node_hello>::with<int32_t>>;
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_hello& x) {
+  return f(caf::meta::type_name("node_hello"), x.name, x.pid);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stage_placement& x) {
+  return f(caf::meta::type_name("stage_placement"), x.replica, x.index, x.model_path, x.first_layer, x.last_layer,
+           x.threads, x.block_size, x.n_blocks, x.link_id, x.next, x.next_data_host, x.next_data_port,
+           x.data_timeout_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, placed_stage& x) {
+  return f(caf::meta::type_name("placed_stage"), x.stage, x.pid);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_state& x) {
+  return f(caf::meta::type_name("node_state"), x.name, x.pid, x.up, x.handle);
+}
+
 }  // namespace troupe::actors

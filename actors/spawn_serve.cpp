@@ -1,6 +1,9 @@
 #include "actors/spawn_serve.hpp"
 
 #include <algorithm>
+#include <map>
+
+#include <unistd.h>
 
 #include <caf/all.hpp>
 
@@ -46,6 +49,7 @@ void serve_node::shutdown() {
   schedulers.clear();
   replicas.clear();
   stages.clear();
+  locations.clear();
   planes.clear();  // stages still running keep theirs until they are gone
 }
 
@@ -64,22 +68,36 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   }
   const engine::stop_rule stop = engine::make_stop_rule(model, *tokenizer);
   if (auto c = config::check_layers(cluster, model.n_layers); !c) return std::unexpected(c.error().message);
+  for (int r = 0; r < cluster.replicas; ++r) {
+    for (auto& sc : cluster.stages_of(r)) {
+      if (sc.last_layer < 0) sc.last_layer = model.n_layers;
+    }
+  }
 
   const auto& b = cluster.batching;
   const int ctx = cluster.limits.ctx_size > 0 ? cluster.limits.ctx_size : model.max_seq_len;
-  const int n_stages = int(cluster.stages.size());
+  // A stage runs here unless it is placed on another node of a multi-host cluster.
+  auto is_local = [&](const config::stage_section& sc) {
+    return !options.place_remote || sc.node.empty() || sc.node == options.this_node;
+  };
+  auto node_of = [&](const config::stage_section& sc) -> const config::node_section* {
+    return sc.node.empty() ? cluster.head() : cluster.find_node(sc.node);
+  };
 
-  // Each stage of each replica loads its own layers (the mapping of the file is shared).
+  // Each local stage of each replica loads its own layers (the mapping of the file is shared).
   std::vector<std::vector<std::shared_ptr<const engine::model_weights>>> weights(size_t(cluster.replicas));
   for (int r = 0; r < cluster.replicas; ++r) {
-    for (int s = 0; s < n_stages; ++s) {
-      const auto& sc = cluster.stages[size_t(s)];
+    const auto& stages = cluster.stages_of(r);
+    weights[size_t(r)].resize(stages.size());
+    for (size_t s = 0; s < stages.size(); ++s) {
+      const auto& sc = stages[s];
+      if (!is_local(sc)) continue;
       auto w = engine::load_model(cluster.model.path,
                                   engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
       if (!w) {
         return std::unexpected(fmt::format("{}:{}: stages[{}]: {}", cluster.source, sc.line, s, w.error().message));
       }
-      weights[size_t(r)].push_back(std::make_shared<const engine::model_weights>(std::move(*w)));
+      weights[size_t(r)][s] = std::make_shared<const engine::model_weights>(std::move(*w));
     }
   }
 
@@ -90,11 +108,12 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   node.model = model;
   auto stage_failed = [&](int r, int s, const std::string& why) {
     node.shutdown();
-    const auto& sc = cluster.stages[size_t(s)];
+    const auto& sc = cluster.stages_of(r)[size_t(s)];
     const std::string where =
       sc.line > 0 ? fmt::format("{}:{}: stages[{}]", cluster.source, sc.line, s) : fmt::format("stages[{}]", s);
-    return std::unexpected(fmt::format("{}: replica {} stage {} (layers [{}, {})) cannot start: {}", where, r, s,
-                                       sc.first_layer, sc.last_layer, why));
+    const std::string on = sc.node.empty() ? std::string() : fmt::format(" on node {}", sc.node);
+    return std::unexpected(fmt::format("{}: replica {} stage {} (layers [{}, {})){} cannot start: {}", where, r, s,
+                                       sc.first_layer, sc.last_layer, on, why));
   };
   // stage_link::data_plane: a data plane per stage, as if each were its own process, each
   // connected to the next stage's (loopback, a secret made up here).
@@ -106,6 +125,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     po.net_devices = "lo";
     po.secret = fmt::format("in-process {}", reinterpret_cast<uintptr_t>(&node));
     for (int r = 0; r < cluster.replicas; ++r) {
+      const int n_stages = int(cluster.stages_of(r).size());
       for (int s = 0; s < n_stages; ++s) {
         auto p = transport::data_plane::start(po);
         if (!p) return std::unexpected(p.error().message);
@@ -120,22 +140,66 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
       }
     }
   }
+  // Multi-host: this node's data plane, one connection per node that runs a next stage.
+  std::map<std::string, transport::peer_id> peers_by_node;
+  auto peer_of = [&](const config::node_section& n) -> std::expected<transport::peer_id, std::string> {
+    if (auto it = peers_by_node.find(n.name); it != peers_by_node.end()) return it->second;
+    if (!options.plane) return std::unexpected(std::string("no data plane on this node"));
+    auto peer = options.plane->connect(n.host, uint16_t(n.data_port));
+    if (!peer) {
+      return std::unexpected(fmt::format("data plane of node {} at {}:{}: {}", n.name, n.host, n.data_port,
+                                         peer.error().message));
+    }
+    peers_by_node[n.name] = *peer;
+    return *peer;
+  };
   for (int r = 0; r < cluster.replicas; ++r) {
+    const auto& stages = cluster.stages_of(r);
+    const int n_stages = int(stages.size());
     // Spawn the chain back to front: each stage knows the next.
-    std::vector<stage_actor> chain;
-    chain.resize(size_t(n_stages));
+    std::vector<stage_actor> chain(static_cast<size_t>(n_stages));
+    std::vector<stage_location> where(static_cast<size_t>(n_stages));
     stage_actor next;
     for (int s = n_stages - 1; s >= 0; --s) {
+      const auto& sc = stages[size_t(s)];
+      const config::stage_section* next_sc = s + 1 < n_stages ? &stages[size_t(s) + 1] : nullptr;
+      // A link id unique in the cluster: part of every data-plane tag of this stage's output.
+      const uint32_t link_id = uint32_t(r * 1024 + s + 1);
+      where[size_t(s)] = stage_location{is_local(sc) ? std::string() : sc.node, 0, sc.first_layer, sc.last_layer};
+      if (!is_local(sc)) {
+        remote_stage rs;
+        rs.replica = r;
+        rs.index = s;
+        rs.section = &sc;
+        rs.node = node_of(sc);
+        rs.next = next;
+        rs.next_node = next_sc != nullptr ? node_of(*next_sc) : nullptr;
+        rs.link_id = link_id;
+        auto placed = options.place_remote(rs);
+        if (!placed) return stage_failed(r, s, placed.error());
+        chain[size_t(s)] = placed->stage;
+        where[size_t(s)].pid = placed->pid;
+        next = chain[size_t(s)];
+        continue;
+      }
       stage_setup ss;
       ss.weights = weights[size_t(r)][size_t(s)];
       ss.block_size = b.block_size;
       ss.n_blocks = b.n_blocks;
-      ss.threads = cluster.stages[size_t(s)].threads;
+      ss.threads = sc.threads;
       ss.next = next;
       if (options.links == stage_link::data_plane) {
         ss.plane = planes[size_t(r)][size_t(s)];
         ss.next_peer = next_peers[size_t(r)][size_t(s)];
-        ss.link_id = uint32_t(r * n_stages + s + 1);
+        ss.link_id = link_id;
+      } else if (options.place_remote) {
+        ss.plane = options.plane;  // tagged activations from a stage on another node arrive here
+        ss.link_id = link_id;
+        if (next_sc != nullptr && !is_local(*next_sc)) {
+          auto peer = peer_of(*node_of(*next_sc));
+          if (!peer) return stage_failed(r, s, peer.error());
+          ss.next_peer = *peer;
+        }
       }
       auto stage = spawn_stage(sys, std::move(ss));
       if (!stage) {
@@ -145,6 +209,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
         return stage_failed(r, s, stage.error());
       }
       chain[size_t(s)] = *stage;
+      where[size_t(s)].pid = int32_t(::getpid());
       next = chain[size_t(s)];
     }
     replica_actor replica = spawn_replica(sys, chain);
@@ -166,6 +231,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
     node.replicas.push_back(replica);
     node.stages.push_back(std::move(chain));
+    node.locations.push_back(std::move(where));
   }
   router_setup rs;
   rs.schedulers = node.schedulers;
@@ -177,7 +243,8 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   rs.max_new_tokens = cluster.limits.max_new_tokens;
   node.router = spawn_router(sys, std::move(rs));
   logger().info("serving model={} layers={} replicas={} stages={} kv_blocks={} block_size={} ctx={}",
-                cluster.model.path, model.n_layers, cluster.replicas, n_stages, b.n_blocks, b.block_size, ctx);
+                cluster.model.path, model.n_layers, cluster.replicas, cluster.stages_of(0).size(), b.n_blocks,
+                b.block_size, ctx);
   node.cluster = std::move(cluster);
   return node;
 }

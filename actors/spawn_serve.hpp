@@ -3,6 +3,7 @@
 // cluster config's actors here: per replica a chain of PIPELINE STAGEs (each loads only its layers), a
 // REPLICA and a SCHEDULER; one ROUTER in front.
 #include <expected>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,11 +22,20 @@ namespace troupe::actors {
 /// light actors (PIPELINE STAGEs are detached: they bring their own threads).
 void configure_actor_system(caf::actor_system_config& cfg);
 
+/// Where each stage of a serve_node runs ([replica][stage]), for status lines.
+struct stage_location {
+  std::string node;  // empty: this process
+  int32_t pid = 0;
+  int first_layer = 0;
+  int last_layer = 0;
+};
+
 struct serve_node {
   router_actor router;
   std::vector<scheduler_actor> schedulers;
   std::vector<replica_actor> replicas;
   std::vector<std::vector<stage_actor>> stages;  // [replica][stage]
+  std::vector<std::vector<stage_location>> locations;  // [replica][stage]
   engine::model_config model;
   std::shared_ptr<const engine::tokenizer> tokenizer;  // the ROUTER's (gateways tokenize with it)
   config::cluster_config cluster;  // with layer ranges resolved
@@ -41,9 +51,29 @@ enum class stage_link {
   data_plane,  // over the UCX data plane on loopback, as between processes (tests, measurements)
 };
 
+/// A stage of a multi-host cluster that runs on another node: what the head asks that node's
+/// NODE actor to start (stage_placement) and whom it tells where (actors/node.hpp places it).
+struct remote_stage {
+  int replica = 0;
+  int index = 0;
+  const config::stage_section* section = nullptr;
+  const config::node_section* node = nullptr;       // where it runs
+  stage_actor next;                                  // invalid for the last stage
+  const config::node_section* next_node = nullptr;  // where the next stage runs; nullptr: none
+  uint32_t link_id = 0;
+};
+using remote_placer = std::function<std::expected<placed_stage, std::string>(const remote_stage&)>;
+
 struct serve_options {
   stage_link links = stage_link::message;
+  // The head of a multi-host cluster (cluster.multi_host()): stages placed on `this_node` (or on no
+  // node) start here, the others through `place_remote`. `plane` is this node's data plane:
+  // local stages receive tagged activations on it and send to stages on other nodes over it.
+  std::string this_node;
+  std::shared_ptr<transport::data_plane> plane;
+  remote_placer place_remote;
 };
+
 
 /// Loads the stages' layers and spawns the actors. Errors name the config file and key where
 /// they come from a config ("local.toml:30: stages[1].last_layer: ...") or the model file.

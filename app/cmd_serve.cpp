@@ -16,28 +16,17 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "actors/http_gateway.hpp"
 #include "actors/spawn_serve.hpp"
-#include "actors/tcp_gateway.hpp"
 #include "app/args.hpp"
 #include "app/command.hpp"
+#include "app/front_ends.hpp"
 #include "cluster-config/cluster_config.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/tokenizer.hpp"
 #include "transport/api_keys.hpp"
-#include "transport/http_server.hpp"
-#include "transport/tcp_server.hpp"
 
 namespace troupe::app {
 namespace {
-
-// The name the HTTP API serves the model under: its file name without the extension
-// ("TinyStories-656K-Q8_0"), or the directory's name.
-std::string model_id(const std::string& path) {
-  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
-}
 
 int run_serve(int argc, char** argv) {
   arg_parser args(
@@ -194,72 +183,22 @@ int run_serve(int argc, char** argv) {
   if (!node) return fail(node.error());
   int rc = 0;
   {
-    // The ROUTER's prompt limit: a prompt must leave room in the context for one token.
-    const int ctx = node->cluster.limits.ctx_size > 0 ? node->cluster.limits.ctx_size : node->model.max_seq_len;
-    const size_t max_prompt_tokens = size_t(std::max(1, ctx - 1));
-    // The gateway tokenizes on the I/O threads (the ROUTER gets token ids) and refuses prompts that
-    // cannot fit before tokenizing them.
-    actors::tcp_gateway gateway(sys, node->router, std::chrono::milliseconds(30'000), node->tokenizer,
-                                max_prompt_tokens);
-    transport::server_options so;
-    so.host = node->cluster.listen.host;
-    so.port = uint16_t(node->cluster.listen.port);
-    so.model = node->cluster.model.path;
-    so.limits.max_tokens = uint32_t(node->cluster.limits.max_new_tokens);
-    // Clients learn these in hello_ok; the frame decoder refuses longer prompts without tokenizing.
-    so.limits.max_prompt_tokens = uint32_t(std::min<size_t>(so.limits.max_prompt_tokens, max_prompt_tokens));
-    if (gateway.max_prompt_bytes() > 0) {
-      so.limits.max_prompt_bytes = uint32_t(std::min<size_t>(so.limits.max_prompt_bytes, gateway.max_prompt_bytes()));
-    }
-    so.api_keys = std::move(api_keys);
-    const auto& l = node->cluster.listen;
-    if (l.idle_timeout_ms >= 0) so.idle_timeout = std::chrono::milliseconds(l.idle_timeout_ms);
-    if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
-    if (l.body_timeout_ms >= 0) so.body_timeout = std::chrono::milliseconds(l.body_timeout_ms);
-    if (l.max_connections_per_peer >= 0) so.max_connections_per_peer = size_t(l.max_connections_per_peer);
-    transport::tcp_server server(so, gateway);
-    // The HTTP API on the same ROUTER (docs/http-api.md).
-    actors::http_gateway_options ho;
-    ho.model_id = model_id(node->cluster.model.path);
-    ho.limits = so.limits;
-    ho.n_replicas = size_t(node->cluster.replicas);
-    ho.api_keys = so.api_keys;
-    actors::http_gateway http_gateway(sys, node->router, ho, node->tokenizer);
-    transport::http_server_options hso;
-    hso.host = node->cluster.http.host.empty() ? node->cluster.listen.host : node->cluster.http.host;
-    hso.port = uint16_t(node->cluster.http.port);
-    transport::http_server http(hso, http_gateway);
-    if (auto s = server.start(); !s) {
+    front_ends fronts(sys, *node, std::move(api_keys));
+    if (auto s = fronts.start(); !s) {
       std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());
       rc = 1;
-    } else if (auto h = node->cluster.http.enabled ? http.start() : transport::result<void>{}; !h) {
-      std::fprintf(stderr, "troupe: %s\n", h.error().message.c_str());
-      rc = 1;
     } else {
-      std::printf("troupe serve: listening on %s:%u (model %s, %d replica(s) x %zu stage(s))\n", so.host.c_str(),
-                  unsigned(server.port()), node->cluster.model.path.c_str(), node->cluster.replicas,
-                  node->cluster.stages.size());
+      std::printf("troupe serve: listening on %s (model %s, %d replica(s) x %zu stage(s))\n",
+                  fronts.client_address().c_str(), node->cluster.model.path.c_str(), node->cluster.replicas,
+                  node->cluster.stages_of(0).size());
       if (node->cluster.http.enabled) {
-        std::printf("troupe serve: HTTP API on http://%s:%u (model id %s)\n", hso.host.c_str(), unsigned(http.port()),
-                    ho.model_id.c_str());
+        std::printf("troupe serve: HTTP API on http://%s (model id %s)\n", fronts.http_address().c_str(),
+                    fronts.model_id().c_str());
       }
       std::fflush(stdout);
-      int sig = 0;
-      sigwait(&signals, &sig);
-      std::fprintf(stderr, "troupe serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-      // A second SIGINT/SIGTERM while stopping: the operator wants out now. Exit 128 + signal
-      // (130 / 143, as the default action would report it), after saying so.
-      std::thread([signals] {
-        int again = 0;
-        if (sigwait(&signals, &again) != 0) return;
-        std::fprintf(stderr, "troupe serve: second %s while stopping, exiting now without a clean shutdown\n",
-                     again == SIGINT ? "SIGINT" : "SIGTERM");
-        std::fflush(stderr);
-        std::_Exit(128 + again);
-      }).detach();
+      wait_for_stop_signal(signals, "troupe serve");
     }
-    http.stop();
-    server.stop();
+    fronts.stop();
   }
   node->shutdown();
   return rc;

@@ -12,3 +12,11 @@ if(CAF_FOUND AND NOT TARGET CAF::core)
   set_target_properties(CAF::io PROPERTIES IMPORTED_LOCATION "${CAF_IO_LIBRARY}"
                         INTERFACE_LINK_LIBRARIES CAF::core)
 endif()
+# The OpenSSL module (TLS between nodes of a multi-host cluster).
+find_library(CAF_OPENSSL_LIBRARY caf_openssl)
+if(CAF_OPENSSL_LIBRARY AND NOT TARGET CAF::openssl)
+  find_package(OpenSSL REQUIRED)
+  add_library(CAF::openssl UNKNOWN IMPORTED)
+  set_target_properties(CAF::openssl PROPERTIES IMPORTED_LOCATION "${CAF_OPENSSL_LIBRARY}"
+                        INTERFACE_LINK_LIBRARIES "CAF::io;OpenSSL::SSL;OpenSSL::Crypto")
+endif()

@@ -1,0 +1,213 @@
+#include "actors/node.hpp"
+
+#include <unistd.h>
+
+#include <map>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include "actors/logger.hpp"
+#include "actors/pipeline_stage.hpp"
+#include "engine/model_weights.hpp"
+
+namespace troupe::actors {
+
+void configure_node_system(caf::actor_system_config& cfg, const transport::tls_identity& tls) {
+  configure_actor_system(cfg);
+  cfg.load<caf::io::middleman>();
+  cfg.load<caf::openssl::manager>();
+  cfg.openssl_certificate = tls.certificate;
+  cfg.openssl_key = tls.key;
+  cfg.openssl_cafile = tls.ca;
+  // Both default to off in CAF 0.17: a cut link would never be noticed. 200 ms / 800 ms were
+  // measured to notice one in ~0.75 s (../shared/PLATFORM.md).
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(200)});
+  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::milliseconds(800)});
+}
+
+// ---- NODE (worker) ------------------------------------------------------------------------------
+
+namespace {
+
+struct node_actor_state {
+  node_setup setup;
+  std::vector<stage_actor> stages;
+  std::map<std::string, transport::peer_id> peers;  // "host:port" of next stages' data planes
+  head_actor head;
+  static inline const char* name = "node";
+};
+
+using node_pointer = local_node_actor::stateful_pointer<node_actor_state>;
+
+void release_stages(node_pointer self, const char* why) {
+  auto& st = self->state;
+  if (st.stages.empty()) return;
+  logger().info("stopping stages node={} n_stages={} reason={}", st.setup.name, st.stages.size(), why);
+  for (auto& s : st.stages) self->send_exit(s, caf::exit_reason::user_shutdown);
+  st.stages.clear();
+}
+
+std::expected<placed_stage, std::string> place(node_pointer self, const stage_placement& p) {
+  auto& st = self->state;
+  logger().info("placing stage node={} replica={} stage={} layers=[{},{}) threads={}", st.setup.name, p.replica,
+                p.index, p.first_layer, p.last_layer, p.threads);
+  auto w = engine::load_model(p.model_path, engine::load_options{engine::layer_range{p.first_layer, p.last_layer}});
+  if (!w) return std::unexpected(w.error().message);
+  stage_setup ss;
+  ss.weights = std::make_shared<const engine::model_weights>(std::move(*w));
+  ss.block_size = p.block_size;
+  ss.n_blocks = p.n_blocks;
+  ss.threads = p.threads;
+  ss.next = p.next;
+  ss.plane = st.setup.plane;
+  ss.link_id = p.link_id;
+  ss.data_timeout = std::chrono::milliseconds(p.data_timeout_ms);
+  if (!p.next_data_host.empty()) {
+    const std::string key = fmt::format("{}:{}", p.next_data_host, p.next_data_port);
+    auto it = st.peers.find(key);
+    if (it == st.peers.end()) {
+      auto peer = st.setup.plane->connect(p.next_data_host, uint16_t(p.next_data_port));
+      if (!peer) return std::unexpected(fmt::format("data plane of the next stage at {}: {}", key, peer.error().message));
+      it = st.peers.emplace(key, *peer).first;
+    }
+    ss.next_peer = it->second;
+  }
+  auto stage = spawn_stage(self->system(), std::move(ss));
+  if (!stage) return std::unexpected(stage.error());
+  st.stages.push_back(*stage);
+  return placed_stage{*stage, int32_t(::getpid())};
+}
+
+local_node_actor::behavior_type node_behavior(node_pointer self, node_setup setup) {
+  self->state.setup = std::move(setup);
+  // The head lost: its stages are of no use any more (a head that comes back places them anew).
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    if (dm.source == caf::actor_cast<caf::actor_addr>(self->state.head)) {
+      logger().warn("head lost node={} reason={}", self->state.setup.name, caf::to_string(dm.reason));
+      self->state.head = nullptr;
+      release_stages(self, "head lost");
+    }
+  });
+  self->attach_functor([self] { release_stages(self, "node stopping"); });
+  return {
+    [self](place_atom, const stage_placement& p) -> caf::result<placed_stage> {
+      auto placed = place(self, p);
+      if (!placed) {
+        logger().error("cannot place stage node={} replica={} stage={} error={}", self->state.setup.name, p.replica,
+                       p.index, placed.error());
+        return make_error(serve_errc::failed, placed.error());
+      }
+      return *placed;
+    },
+    [self](release_atom) { release_stages(self, "released by the head"); },
+    [self](join_atom, const head_actor& head, const node_hello& hello) -> caf::result<int32_t> {
+      auto rp = self->make_response_promise<int32_t>();
+      self->request(head, self->state.setup.join_timeout, join_atom::value, hello,
+                    caf::actor_cast<node_actor>(self))
+        .then(
+          [self, head, rp](int32_t head_pid) mutable {
+            if (self->state.head != head) {
+              if (self->state.head) self->demonitor(caf::actor_cast<caf::actor_addr>(self->state.head));
+              self->state.head = head;
+              self->monitor(head);
+            }
+            rp.deliver(head_pid);
+          },
+          [rp](const caf::error& e) mutable { rp.deliver(e); });
+      return rp;
+    },
+  };
+}
+
+}  // namespace
+
+local_node_actor spawn_node_actor(caf::actor_system& sys, node_setup setup) {
+  return sys.spawn<caf::detached>(node_behavior, std::move(setup));
+}
+
+std::expected<int32_t, std::string> join_head(caf::actor_system& sys, const local_node_actor& node,
+                                              const head_actor& head, const node_hello& hello,
+                                              std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  std::expected<int32_t, std::string> out = std::unexpected(std::string("no answer"));
+  self->request(node, timeout + std::chrono::seconds(1), join_atom::value, head, hello)
+    .receive([&](int32_t head_pid) { out = head_pid; },
+             [&](const caf::error& e) { out = std::unexpected(describe(e)); });
+  return out;
+}
+
+// ---- HEAD ---------------------------------------------------------------------------------------
+
+namespace {
+
+struct head_actor_state {
+  std::vector<std::string> workers;         // names allowed to join
+  std::map<std::string, node_state> nodes;  // joined (up or lost)
+  static inline const char* name = "head";
+};
+
+using head_pointer = head_actor::stateful_pointer<head_actor_state>;
+
+head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::string> workers) {
+  self->state.workers = std::move(workers);
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    for (auto& [name, n] : self->state.nodes) {
+      if (n.up && dm.source == caf::actor_cast<caf::actor_addr>(n.handle)) {
+        n.up = false;
+        logger().warn("node lost name={} pid={} reason={}", name, n.pid, caf::to_string(dm.reason));
+      }
+    }
+  });
+  return {
+    [self](join_atom, const node_hello& hello, const node_actor& node) -> caf::result<int32_t> {
+      auto& st = self->state;
+      if (std::find(st.workers.begin(), st.workers.end(), hello.name) == st.workers.end()) {
+        logger().warn("refused join name={} pid={}: not a worker or spare node of the cluster file", hello.name,
+                      hello.pid);
+        return make_error(serve_errc::invalid_request,
+                          fmt::format("node {} is not a worker or spare node of the head's cluster file", hello.name));
+      }
+      node_state& n = st.nodes[hello.name];
+      if (n.up && n.handle && n.handle != node) {
+        logger().warn("node joined again name={} old_pid={} new_pid={}", hello.name, n.pid, hello.pid);
+      }
+      n = node_state{hello.name, hello.pid, true, node};
+      self->monitor(node);
+      logger().info("node joined name={} pid={}", hello.name, hello.pid);
+      return int32_t(::getpid());
+    },
+    [self](nodes_atom) {
+      std::vector<node_state> out;
+      for (auto& [name, n] : self->state.nodes) out.push_back(n);
+      return out;
+    },
+  };
+}
+
+}  // namespace
+
+head_actor spawn_head_actor(caf::actor_system& sys, std::vector<std::string> workers) {
+  return sys.spawn(head_behavior, std::move(workers));
+}
+
+std::vector<node_state> query_nodes(caf::actor_system& sys, const head_actor& head) {
+  caf::scoped_actor self{sys};
+  std::vector<node_state> out;
+  self->request(head, std::chrono::seconds(5), nodes_atom::value)
+    .receive([&](std::vector<node_state>& nodes) { out = std::move(nodes); }, [](const caf::error&) {});
+  return out;
+}
+
+std::expected<placed_stage, std::string> place_on_node(caf::actor_system& sys, const node_actor& node,
+                                                       stage_placement placement, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  std::expected<placed_stage, std::string> out = std::unexpected(std::string("no answer"));
+  self->request(node, timeout, place_atom::value, std::move(placement))
+    .receive([&](placed_stage& p) { out = std::move(p); },
+             [&](const caf::error& e) { out = std::unexpected(describe(e)); });
+  return out;
+}
+
+}  // namespace troupe::actors

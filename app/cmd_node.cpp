@@ -1,0 +1,423 @@
+// troupe node --config FILE --name NODE: one member of a multi-host cluster (docs/operations.md).
+// The head (role = head) runs the ROUTER, the SCHEDULERs and the gateways, waits for the workers
+// its stages need, places each stage on its node (back to front: each learns the next's handle
+// and data-plane address), then serves. A worker (or spare) runs a NODE actor and joins the head,
+// retrying with backoff until the head is there, and again whenever the head is lost.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/node.hpp"
+#include "actors/spawn_serve.hpp"
+#include "app/args.hpp"
+#include "app/command.hpp"
+#include "app/front_ends.hpp"
+#include "cluster-config/cluster_config.hpp"
+#include "engine/tokenizer.hpp"
+#include "transport/api_keys.hpp"
+#include "transport/cluster_secret.hpp"
+#include "transport/data_plane.hpp"
+
+namespace troupe::app {
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+// Waits up to `period` for SIGINT/SIGTERM; true when one came.
+bool stop_signal_within(const sigset_t& signals, std::chrono::milliseconds period) {
+  timespec ts{};
+  ts.tv_sec = time_t(period.count() / 1000);
+  ts.tv_nsec = long(period.count() % 1000) * 1'000'000L;
+  return sigtimedwait(&signals, nullptr, &ts) > 0;
+}
+
+// RUN_DIR/status on the head's host, for scripts/cluster (format in docs/operations.md): rewritten
+// whole (temporary file + rename) whenever a line changes, so a reader never sees half of it.
+class status_file {
+ public:
+  explicit status_file(std::filesystem::path path) : path_(std::move(path)) {
+    std::error_code ec;
+    std::filesystem::create_directories(path_.parent_path(), ec);
+  }
+  void write(const std::string& text) {
+    if (text == last_) return;
+    const auto tmp = path_.string() + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << text;
+      if (!out) {
+        spdlog::warn("cannot write the status file {}", path_.string());
+        return;
+      }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path_, ec);
+    if (ec) spdlog::warn("cannot write the status file {}: {}", path_.string(), ec.message());
+    last_ = text;
+  }
+
+ private:
+  std::filesystem::path path_;
+  std::string last_;
+};
+
+// What the head shows about the cluster: node lines, stage lines, addresses.
+struct head_view {
+  const config::cluster_config& cluster;
+  const config::node_section& self;
+  std::string state = "starting";
+  std::map<std::string, std::string> stage_state;  // "R.I" -> loading|loaded|failed|down
+  std::map<std::string, int32_t> stage_pid;
+  std::string client, http, error;
+
+  std::string render(const std::vector<actors::node_state>& joined) const {
+    std::map<std::string, const actors::node_state*> by_name;
+    for (const auto& n : joined) by_name[n.name] = &n;
+    std::string out = fmt::format("cluster name={} state={}\n", cluster.cluster.name, state);
+    for (const auto& n : cluster.nodes) {
+      if (&n == &self || n.name == self.name) {
+        out += fmt::format("node name={} host={} role=head state=up pid={}\n", n.name, n.host, ::getpid());
+        continue;
+      }
+      auto it = by_name.find(n.name);
+      const char* st = it == by_name.end() ? "waiting" : (it->second->up ? "joined" : "down");
+      out += fmt::format("node name={} host={} role={} state={} pid={}\n", n.name, n.host,
+                         config::node_role_name(n.role), st, it == by_name.end() ? 0 : it->second->pid);
+    }
+    for (int r = 0; r < cluster.replicas; ++r) {
+      const auto& stages = cluster.stages_of(r);
+      for (size_t s = 0; s < stages.size(); ++s) {
+        const auto& sc = stages[s];
+        const std::string key = fmt::format("{}.{}", r, s);
+        const std::string node = sc.node.empty() ? self.name : sc.node;
+        std::string st = stage_state.contains(key) ? stage_state.at(key) : "waiting";
+        if (st == "loaded" && node != self.name) {
+          auto it = by_name.find(node);
+          if (it == by_name.end() || !it->second->up) st = "down";
+        }
+        const int32_t pid = stage_pid.contains(key) ? stage_pid.at(key) : 0;
+        out += fmt::format("stage {} node={} pid={} layers={}-{} state={}\n", key, node, pid, sc.first_layer,
+                           sc.last_layer, st);
+      }
+    }
+    if (!client.empty()) out += "client: " + client + "\n";
+    if (!http.empty()) out += "http: " + http + "\n";
+    if (!error.empty()) {
+      std::string one_line = error;
+      std::replace(one_line.begin(), one_line.end(), '\n', ' ');
+      out += "error: " + one_line + "\n";
+    }
+    return out;
+  }
+};
+
+int run_head(caf::actor_system& sys, config::cluster_config cluster, const config::node_section& self,
+             std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
+  status_file status(std::filesystem::path(cluster.cluster.run_dir) / "status");
+  head_view view{cluster, self, "starting", {}, {}, {}, {}, {}};
+  std::vector<std::string> workers;
+  for (const auto& n : cluster.nodes) {
+    if (n.role != config::node_role::head) workers.push_back(n.name);
+  }
+  auto head = actors::spawn_head_actor(sys, workers);
+  auto stop_head = [&] { caf::anon_send_exit(head, caf::exit_reason::user_shutdown); };
+  auto fail = [&](const std::string& why) {
+    spdlog::error("cluster start-up failed: {}", why);
+    view.state = "failed";
+    view.error = why;
+    status.write(view.render(actors::query_nodes(sys, head)));
+    for (const auto& n : actors::query_nodes(sys, head)) {
+      if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
+    }
+    std::fprintf(stderr, "troupe node: %s\n", why.c_str());
+    stop_head();
+    return 1;
+  };
+  if (auto port = caf::openssl::publish(head, uint16_t(self.control_port), nullptr, true); !port) {
+    return fail(fmt::format("{}:{}: nodes[{}].control_port: cannot listen on port {}: {}", cluster.source, self.line,
+                            self.name, self.control_port, sys.render(port.error())));
+  }
+  spdlog::info("head listening for nodes control_port={} data_port={}", self.control_port, self.data_port);
+
+  // 1. Wait for the workers that run stages (spares may come later).
+  std::set<std::string> needed;
+  for (int r = 0; r < cluster.replicas; ++r) {
+    for (const auto& sc : cluster.stages_of(r)) {
+      if (!sc.node.empty() && sc.node != self.name) needed.insert(sc.node);
+    }
+  }
+  const auto deadline = clock_type::now() + std::chrono::milliseconds(cluster.cluster.join_timeout_ms);
+  std::vector<actors::node_state> joined;
+  for (;;) {
+    joined = actors::query_nodes(sys, head);
+    status.write(view.render(joined));
+    std::vector<std::string> missing;
+    for (const auto& name : needed) {
+      auto it = std::find_if(joined.begin(), joined.end(), [&](const auto& n) { return n.name == name && n.up; });
+      if (it == joined.end()) missing.push_back(name);
+    }
+    if (missing.empty()) break;
+    if (clock_type::now() > deadline) {
+      return fail(fmt::format("node(s) {} did not join within {} ms ([cluster] join_timeout_ms)",
+                              fmt::join(missing, ", "), cluster.cluster.join_timeout_ms));
+    }
+    if (stop_signal_within(signals, 200ms)) {
+      stop_head();
+      return 0;
+    }
+  }
+  spdlog::info("every node with stages joined n_nodes={}", needed.size());
+
+  // 2. The tokenizer and the clients' keys, as `troupe serve` reads them.
+  auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
+  if (!tok) return fail(tok.error().message);
+  std::shared_ptr<const engine::tokenizer> tokenizer(std::move(*tok));
+  std::vector<std::string> api_keys;
+  if (!cluster.listen.api_key_file.empty()) {
+    auto keys = transport::read_api_key_file(cluster.listen.api_key_file);
+    if (!keys) return fail(keys.error().message);
+    api_keys = std::move(*keys);
+  }
+
+  // 3. Place the stages (spawn_serve goes back to front) and start the SCHEDULERs and the ROUTER.
+  actors::serve_options options;
+  options.this_node = self.name;
+  options.plane = plane;
+  const auto place_timeout = std::chrono::milliseconds(std::max(cluster.cluster.join_timeout_ms, 30'000));
+  options.place_remote = [&](const actors::remote_stage& rs) -> std::expected<actors::placed_stage, std::string> {
+    const std::string key = fmt::format("{}.{}", rs.replica, rs.index);
+    auto it = std::find_if(joined.begin(), joined.end(), [&](const auto& n) { return n.name == rs.node->name; });
+    if (it == joined.end() || !it->up) {
+      return std::unexpected(fmt::format("node {} is not joined", rs.node->name));
+    }
+    actors::stage_placement p;
+    p.replica = rs.replica;
+    p.index = rs.index;
+    p.model_path = cluster.model.path;
+    p.first_layer = rs.section->first_layer;
+    p.last_layer = rs.section->last_layer;
+    p.threads = rs.section->threads;
+    p.block_size = cluster.batching.block_size;
+    p.n_blocks = cluster.batching.n_blocks;
+    p.link_id = rs.link_id;
+    p.next = rs.next;
+    if (rs.next_node != nullptr && rs.next_node->name != rs.node->name) {
+      p.next_data_host = rs.next_node->host;
+      p.next_data_port = rs.next_node->data_port;
+    }
+    p.data_timeout_ms = std::min(cluster.limits.step_timeout_ms, 30'000);
+    view.stage_state[key] = "loading";
+    status.write(view.render(joined));
+    auto placed = actors::place_on_node(sys, it->handle, std::move(p), place_timeout);
+    view.stage_state[key] = placed ? "loaded" : "failed";
+    if (placed) view.stage_pid[key] = placed->pid;
+    status.write(view.render(joined));
+    return placed;
+  };
+  auto node = actors::spawn_serve(sys, cluster, tokenizer, options);
+  if (!node) return fail(node.error());
+  for (size_t r = 0; r < node->locations.size(); ++r) {
+    for (size_t s = 0; s < node->locations[r].size(); ++s) {
+      const std::string key = fmt::format("{}.{}", r, s);
+      view.stage_state[key] = "loaded";
+      view.stage_pid[key] = node->locations[r][s].pid;
+    }
+  }
+
+  // 4. The gateways, then serve until SIGINT/SIGTERM.
+  int rc = 0;
+  {
+    front_ends fronts(sys, *node, std::move(api_keys));
+    if (auto s = fronts.start(); !s) {
+      view.state = "failed";
+      view.error = s.error().message;
+      status.write(view.render(actors::query_nodes(sys, head)));
+      std::fprintf(stderr, "troupe node: %s\n", s.error().message.c_str());
+      rc = 1;
+    } else {
+      view.state = "ready";
+      view.client = fronts.client_address();
+      view.http = fronts.http_address();
+      status.write(view.render(actors::query_nodes(sys, head)));
+      std::printf("troupe node %s: head ready, listening on %s (model %s, %d replica(s))\n", self.name.c_str(),
+                  view.client.c_str(), cluster.model.path.c_str(), cluster.replicas);
+      std::fflush(stdout);
+      wait_for_stop_signal(signals, "troupe node " + self.name, 500ms,
+                           [&] { status.write(view.render(actors::query_nodes(sys, head))); });
+    }
+    fronts.stop();
+  }
+  view.state = "stopped";
+  status.write(view.render(actors::query_nodes(sys, head)));
+  for (const auto& n : actors::query_nodes(sys, head)) {
+    if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
+  }
+  node->shutdown();
+  stop_head();
+  return rc;
+}
+
+int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, const config::node_section& self,
+               std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
+  const config::node_section* head_node = cluster.head();
+  actors::node_setup setup;
+  setup.name = self.name;
+  setup.plane = plane;
+  auto node = actors::spawn_node_actor(sys, setup);
+  // Published too, so that the head (or a peer) can reach this node directly.
+  if (auto port = caf::openssl::publish(node, uint16_t(self.control_port), nullptr, true); !port) {
+    std::fprintf(stderr, "troupe node: %s:%d: nodes[%s].control_port: cannot listen on port %d: %s\n",
+                 cluster.source.c_str(), self.line, self.name.c_str(), self.control_port,
+                 sys.render(port.error()).c_str());
+    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  const actors::node_hello hello{self.name, int32_t(::getpid())};
+  caf::scoped_actor watcher{sys};
+  actors::head_actor head;
+  auto backoff = 250ms;
+  std::string last_error;
+  for (;;) {
+    if (!head) {
+      // Join the head: connect (TLS: only with the cluster's secret), then introduce this node.
+      auto h = caf::openssl::remote_actor<actors::head_actor>(sys, head_node->host, uint16_t(head_node->control_port));
+      std::string why;
+      if (!h) {
+        why = sys.render(h.error());
+        if (why.find("disconnect_during_handshake") != std::string::npos) {
+          why += " (the head refused the TLS handshake: is this node's secret file the cluster's?)";
+        }
+      } else if (auto j = actors::join_head(sys, node, *h, hello, 10s); !j) {
+        why = j.error();
+      } else {
+        head = *h;
+        watcher->monitor(head);
+        spdlog::info("joined the head {}:{} head_pid={}", head_node->host, head_node->control_port, *j);
+        backoff = 250ms;
+        last_error.clear();
+      }
+      if (!head) {
+        if (why != last_error) {
+          spdlog::warn("cannot join the head at {}:{}: {}; retrying every {} ms at most", head_node->host,
+                       head_node->control_port, why, 5000);
+          last_error = why;
+        }
+        if (stop_signal_within(signals, backoff)) break;
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5000ms);
+        continue;
+      }
+    }
+    // Joined: watch the head; when it is lost, join again.
+    bool lost = false;
+    watcher->receive([&](const caf::down_msg&) { lost = true; }, caf::after(std::chrono::milliseconds(0)) >> [] {});
+    if (lost) {
+      spdlog::warn("lost the head {}:{}; joining again", head_node->host, head_node->control_port);
+      head = nullptr;
+      continue;
+    }
+    if (stop_signal_within(signals, 500ms)) break;
+  }
+  std::fprintf(stderr, "troupe node %s: stopping\n", self.name.c_str());
+  caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+int run_node(int argc, char** argv) {
+  arg_parser args("troupe node --config FILE --name NODE",
+                  "Runs one node of a multi-host cluster (one per host; scripts/cluster starts them over SSH).\n"
+                  "The node named with role = \"head\" in the cluster file serves clients: it waits for the\n"
+                  "workers its stages need, places each PIPELINE STAGE on its node, and starts the ROUTER,\n"
+                  "the SCHEDULERs and the gateways; it keeps RUN_DIR/status up to date. A worker joins the\n"
+                  "head (retrying until the head is up) and runs the stages the head places on it; each\n"
+                  "stage loads only its own layers. Nodes prove the cluster secret (TLS certificates made\n"
+                  "from [cluster] secret_file; the data plane's HMAC handshake) before anything is accepted.");
+  args.option("config", "FILE", "cluster file (TOML) with [cluster], [[nodes]] and [[replicas]]", "", true)
+    .option("name", "NODE", "this node's name in the file's [[nodes]]", "", true);
+  if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));
+
+  auto parsed = config::parse_cluster_file(args.str("config"));
+  if (!parsed) {
+    std::fprintf(stderr, "troupe: %s\n", parsed.error().message.c_str());
+    return 2;
+  }
+  config::cluster_config cluster = std::move(*parsed);
+  if (!cluster.multi_host()) {
+    std::fprintf(stderr, "troupe: %s has no [[nodes]]: run it with `troupe serve --config %s`\n",
+                 cluster.source.c_str(), args.str("config").c_str());
+    return 2;
+  }
+  const std::string name = args.str("name");
+  const config::node_section* self = cluster.find_node(name);
+  if (self == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& n : cluster.nodes) names.push_back(n.name);
+    std::fprintf(stderr, "troupe: %s: no node named \"%s\" in [[nodes]] (nodes: %s)\n", cluster.source.c_str(),
+                 name.c_str(), fmt::format("{}", fmt::join(names, ", ")).c_str());
+    return 2;
+  }
+  if (cluster.head() == nullptr) {
+    std::fprintf(stderr, "troupe: %s: no node has role = \"head\"\n", cluster.source.c_str());
+    return 2;
+  }
+  const config::node_section me = *self;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto secret = transport::read_cluster_secret(cluster.cluster.secret_file);
+  if (!secret) return fail_with(fmt::format("{}: [cluster] secret_file: {}", cluster.source, secret.error().message));
+  auto tls = transport::make_tls_identity(*secret, me.name, std::filesystem::temp_directory_path());
+  if (!tls) return fail_with(tls.error().message);
+
+  // The data plane: hidden states to and from stages on other nodes.
+  transport::data_plane_options po;
+  po.host = "0.0.0.0";
+  po.port = uint16_t(me.data_port);
+  po.secret = *secret;
+  po.net_devices = me.net_devices;
+  auto plane = transport::data_plane::start(po);
+  if (!plane) {
+    return fail_with(fmt::format("{}:{}: nodes[{}].data_port: cannot start the data plane on port {}: {}",
+                                 cluster.source, me.line, me.name, me.data_port, plane.error().message));
+  }
+  std::shared_ptr<transport::data_plane> shared_plane(std::move(*plane));
+
+  int rc = 0;
+  {
+    caf::actor_system_config cfg;
+    actors::configure_node_system(cfg, *tls);
+    caf::actor_system sys{cfg};
+    spdlog::info("node starting name={} role={} host={} control_port={} data_port={} pid={}", me.name,
+                 config::node_role_name(me.role), me.host, me.control_port, me.data_port, ::getpid());
+    rc = me.role == config::node_role::head ? run_head(sys, cluster, me, shared_plane, signals)
+                                            : run_worker(sys, cluster, me, shared_plane, signals);
+  }
+  return rc;
+}
+
+const command_registrar reg{{"node", "run one node of a multi-host cluster (see docs/operations.md)", run_node, true}};
+
+}  // namespace
+}  // namespace troupe::app

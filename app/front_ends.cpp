@@ -1,0 +1,136 @@
+#include "app/front_ends.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "actors/http_gateway.hpp"
+#include "actors/tcp_gateway.hpp"
+#include "transport/http_server.hpp"
+#include "transport/tcp_server.hpp"
+
+namespace troupe::app {
+namespace {
+
+// The name the HTTP API serves the model under: its file name without the extension
+// ("TinyStories-656K-Q8_0"), or the directory's name.
+std::string model_id_of(const std::string& path) {
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+}  // namespace
+
+struct front_ends::impl {
+  actors::serve_node& node;
+  transport::server_options so;
+  actors::http_gateway_options ho;
+  transport::http_server_options hso;
+  std::unique_ptr<actors::tcp_gateway> gateway;
+  std::unique_ptr<transport::tcp_server> server;
+  std::unique_ptr<actors::http_gateway> http_gateway;
+  std::unique_ptr<transport::http_server> http;
+  bool http_on = false;
+
+  impl(caf::actor_system& sys, actors::serve_node& n, std::vector<std::string> api_keys) : node(n) {
+    // The ROUTER's prompt limit: a prompt must leave room in the context for one token.
+    const int ctx = node.cluster.limits.ctx_size > 0 ? node.cluster.limits.ctx_size : node.model.max_seq_len;
+    const size_t max_prompt_tokens = size_t(std::max(1, ctx - 1));
+    // The gateway tokenizes on the I/O threads (the ROUTER gets token ids) and refuses prompts that
+    // cannot fit before tokenizing them.
+    gateway = std::make_unique<actors::tcp_gateway>(sys, node.router, std::chrono::milliseconds(30'000),
+                                                    node.tokenizer, max_prompt_tokens);
+    so.host = node.cluster.listen.host;
+    so.port = uint16_t(node.cluster.listen.port);
+    so.model = node.cluster.model.path;
+    so.limits.max_tokens = uint32_t(node.cluster.limits.max_new_tokens);
+    // Clients learn these in hello_ok; the frame decoder refuses longer prompts without tokenizing.
+    so.limits.max_prompt_tokens = uint32_t(std::min<size_t>(so.limits.max_prompt_tokens, max_prompt_tokens));
+    if (gateway->max_prompt_bytes() > 0) {
+      so.limits.max_prompt_bytes = uint32_t(std::min<size_t>(so.limits.max_prompt_bytes, gateway->max_prompt_bytes()));
+    }
+    so.api_keys = std::move(api_keys);
+    const auto& l = node.cluster.listen;
+    if (l.idle_timeout_ms >= 0) so.idle_timeout = std::chrono::milliseconds(l.idle_timeout_ms);
+    if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
+    if (l.body_timeout_ms >= 0) so.body_timeout = std::chrono::milliseconds(l.body_timeout_ms);
+    if (l.max_connections_per_peer >= 0) so.max_connections_per_peer = size_t(l.max_connections_per_peer);
+    server = std::make_unique<transport::tcp_server>(so, *gateway);
+    // The HTTP API on the same ROUTER (docs/http-api.md).
+    ho.model_id = model_id_of(node.cluster.model.path);
+    ho.limits = so.limits;
+    ho.n_replicas = size_t(node.cluster.replicas);
+    ho.api_keys = so.api_keys;
+    http_gateway = std::make_unique<actors::http_gateway>(sys, node.router, ho, node.tokenizer);
+    hso.host = node.cluster.http.host.empty() ? node.cluster.listen.host : node.cluster.http.host;
+    hso.port = uint16_t(node.cluster.http.port);
+    http = std::make_unique<transport::http_server>(hso, *http_gateway);
+    http_on = node.cluster.http.enabled;
+  }
+};
+
+front_ends::front_ends(caf::actor_system& sys, actors::serve_node& node, std::vector<std::string> api_keys)
+    : impl_(std::make_unique<impl>(sys, node, std::move(api_keys))) {}
+
+front_ends::~front_ends() { stop(); }
+
+transport::result<void> front_ends::start() {
+  if (auto s = impl_->server->start(); !s) return s;
+  if (impl_->http_on) {
+    if (auto h = impl_->http->start(); !h) return h;
+  }
+  return {};
+}
+
+void front_ends::stop() {
+  if (!impl_) return;
+  impl_->http->stop();
+  impl_->server->stop();
+}
+
+std::string front_ends::client_address() const {
+  return fmt::format("{}:{}", impl_->so.host, impl_->server->port());
+}
+
+std::string front_ends::http_address() const {
+  return impl_->http_on ? fmt::format("{}:{}", impl_->hso.host, impl_->http->port()) : std::string();
+}
+
+const std::string& front_ends::model_id() const { return impl_->ho.model_id; }
+
+void wait_for_stop_signal(const sigset_t& signals, const std::string& who, std::chrono::milliseconds period,
+                          const std::function<void()>& tick) {
+  int sig = 0;
+  for (;;) {
+    if (!tick) {
+      if (sigwait(&signals, &sig) == 0) break;
+      continue;
+    }
+    timespec ts{};
+    ts.tv_sec = time_t(period.count() / 1000);
+    ts.tv_nsec = long(period.count() % 1000) * 1'000'000L;
+    sig = sigtimedwait(&signals, nullptr, &ts);
+    if (sig > 0) break;
+    tick();
+  }
+  std::fprintf(stderr, "%s: %s, stopping\n", who.c_str(), sig == SIGINT ? "SIGINT" : "SIGTERM");
+  // A second SIGINT/SIGTERM while stopping: the operator wants out now. Exit 128 + signal
+  // (130 / 143, as the default action would report it), after saying so.
+  std::thread([signals, who] {
+    int again = 0;
+    if (sigwait(&signals, &again) != 0) return;
+    std::fprintf(stderr, "%s: second %s while stopping, exiting now without a clean shutdown\n", who.c_str(),
+                 again == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fflush(stderr);
+    std::_Exit(128 + again);
+  }).detach();
+}
+
+}  // namespace troupe::app
