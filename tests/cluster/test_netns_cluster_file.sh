@@ -29,6 +29,12 @@ grep -q '^host h' "$work/c.toml" && fail "host lines went to stdout with --model
 out=$("$troupe" cluster check "$work/c.toml") || fail "cluster check refused the file"
 [ "$out" = "ok: 3 nodes, 1 replicas, 2 stages" ] || fail "cluster check printed '$out'"
 grep -qx 'tokenizer = "'"$(realpath "$models/tok512.bin")"'"' "$work/c.toml" || fail "no absolute tokenizer path"
+# check reads the model's layer count: a stage past layer 5 is refused, naming its line.
+sed 's/last_layer = 5/last_layer = 6/' "$work/c.toml" >"$work/past.toml"
+rc=0; msg=$("$troupe" cluster check "$work/past.toml" 2>&1) || rc=$?
+line=$(grep -n 'last_layer = 6' "$work/past.toml" | cut -d: -f1)
+[ "$rc" -eq 2 ] && [[ "$msg" == "troupe: past.toml:$line: replicas[0].stages[1].last_layer: 6 is past the model's 5 layers"* ]] \
+  || fail "a stage past the model's last layer: exit $rc, '$msg'"
 grep -qx 'host = "10.242.0.11"' <(sed -n '/^\[listen\]/,/^$/p' "$work/c.toml") || fail "[listen] is not on the head's address"
 # stories260K has 5 layers: [0, 3) on h2, [3, 5) on h3.
 grep -Pzq 'node = "h2"\n  first_layer = 0\n  last_layer = 3\n' "$work/c.toml" || fail "stage 0 is not h2 [0, 3)"

@@ -375,6 +375,22 @@ BOOST_AUTO_TEST_CASE(reports_cluster_section_errors) {
   BOOST_TEST(e.find("local.toml:4: cluster.binaries: unknown key") == 0, e);
 }
 
+BOOST_AUTO_TEST_CASE(the_stages_form_places_every_replicas_stage_on_the_same_node) {
+  // Nodes with `replicas = N` and top-level [[stages]]: stage i of every replica on one node.
+  std::string nodes = three_hosts;
+  nodes = nodes.substr(0, nodes.find("[[replicas]]"));
+  const std::string text = "replicas = 2\n" + nodes + "[[stages]]\nnode = \"b\"\nfirst_layer = 0\nlast_layer = 2\n" +
+                           "[[stages]]\nfirst_layer = 2\n";
+  auto r = parse_cluster_text(text, "local.toml");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  BOOST_TEST(r->replicas == 2);
+  BOOST_TEST(r->replica_plans.empty());
+  BOOST_TEST(r->stages_of(1)[0].node == "b");
+  BOOST_TEST(r->stages_of(1)[1].node.empty());  // the head
+  const std::string e = error_of(with(text, "node = \"b\"\nfirst", "node = \"z\"\nfirst"));
+  BOOST_TEST(e.find("local.toml:32: stages[0].node: unknown node \"z\" (nodes: a, b, c)") == 0, e);
+}
+
 BOOST_AUTO_TEST_CASE(parses_the_three_hosts_example) {
   auto r = parse_cluster_file(std::string(TROUPE_SOURCE_DIR) + "/cluster-config/examples/three-hosts.toml");
   BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
