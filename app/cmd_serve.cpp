@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <thread>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/http_gateway.hpp"
@@ -22,6 +25,7 @@
 #include "app/args.hpp"
 #include "app/command.hpp"
 #include "cluster-config/cluster_config.hpp"
+#include "engine/gguf.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/tokenizer.hpp"
 #include "transport/api_keys.hpp"
@@ -39,10 +43,44 @@ std::string model_id(const std::string& path) {
   return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
 }
 
+// The chat template of the model: its family when the model carries one troupe recognises
+// (GGUF tokenizer.chat_template, or chat_template in a Hugging Face directory's
+// tokenizer_config.json), else the plain template, with a warning naming the model when it
+// carries one of no known family.
+transport::chat_template model_chat_template(const std::string& path, const std::string& model_name) {
+  std::optional<std::string> jinja;
+  const std::filesystem::path p(path);
+  if (std::filesystem::is_directory(p)) {
+    std::ifstream in(p / "tokenizer_config.json");
+    if (in) {
+      auto j = nlohmann::json::parse(in, nullptr, false);
+      if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string()) {
+        jinja = j["chat_template"].get<std::string>();
+      }
+    }
+  } else if (p.extension() == ".gguf") {
+    if (auto f = engine::gguf::file::open(p); f && f->metadata().contains("tokenizer.chat_template")) {
+      if (auto t = f->get_string("tokenizer.chat_template")) jinja = std::move(*t);
+    }
+  }
+  if (!jinja) {
+    spdlog::info("model {} carries no chat template: chat prompts use the plain template", model_name);
+    return transport::chat_template{};
+  }
+  if (auto family = transport::detect_chat_format(*jinja)) {
+    spdlog::info("model {} chat template: {}", model_name, transport::chat_format_name(*family));
+    return transport::chat_template{*family};
+  }
+  spdlog::warn("model {} carries a chat template of no family troupe recognises (ChatML, Llama 2, Llama 3, Zephyr, "
+               "Mistral): chat prompts use the plain template (docs/http-api.md, \"Chat templates\")",
+               model_name);
+  return transport::chat_template{};
+}
+
 int run_serve(int argc, char** argv) {
   arg_parser args(
     "troupe serve --config FILE | --model PATH [--tokenizer PATH] [--stages N] [--replicas R] [--threads T] "
-    "[--port P] [--http-port P] [--api-key-file FILE]",
+    "[--port P] [--http-port P [--tls-cert FILE --tls-key FILE]] [--api-key-file FILE]",
     "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
     "with continuous batching over the paged KV cache, behind the client protocol (TCP) and,\n"
     "with --http-port, the OpenAI-compatible HTTP API (docs/http-api.md).\n"
@@ -56,10 +94,13 @@ int run_serve(int argc, char** argv) {
     .option("port", "P", "port to listen on (0: ephemeral)")
     .option("http-port", "P", "serve the HTTP API on this port too (0: ephemeral; default: off)")
     .option("http-host", "ADDR", "address of the HTTP API (default: --host)")
+    .option("tls-cert", "FILE", "serve the HTTP API over HTTPS with this PEM certificate (chain); needs --tls-key")
+    .option("tls-key", "FILE", "the PEM private key of --tls-cert")
     .option("kv-blocks", "N", "KV cache blocks per stage")
     .option("block-size", "N", "positions per KV block")
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
-    .option("api-key-file", "FILE", "require one of the API keys in FILE (one per line, # comments) from clients")
+    .option("api-key-file", "FILE", "require one of the API keys in FILE from clients; a line is KEY [name=N] "
+            "[rate=R/min] [tokens=T/min] [burst=B] [priority=interactive|batch] (docs/http-api.md)")
     .option("api-key", "KEY", "require this API key (visible to every local user in the process list: prefer --api-key-file)")
     .option("idle-timeout-ms", "MS", "close a connection with no request in flight after MS (0: never; default 300000)")
     .option("max-connections-per-peer", "N", "open connections from one address (0: no limit; default 256)");
@@ -102,6 +143,16 @@ int run_serve(int argc, char** argv) {
   if (args.given("http-host")) {
     cluster.http.enabled = true;
     cluster.http.host = args.str("http-host");
+  }
+  if (args.given("tls-cert")) cluster.http.tls_cert = args.str("tls-cert");
+  if (args.given("tls-key")) cluster.http.tls_key = args.str("tls-key");
+  if (cluster.http.tls_cert.empty() != cluster.http.tls_key.empty()) {
+    std::fprintf(stderr, "troupe: TLS needs both --tls-cert FILE and --tls-key FILE (or http.tls_cert and http.tls_key)\n");
+    return 2;
+  }
+  if (!cluster.http.tls_cert.empty() && !cluster.http.enabled) {
+    std::fprintf(stderr, "troupe: --tls-cert/--tls-key secure the HTTP API: give --http-port too\n");
+    return 2;
   }
   if (args.given("replicas")) {
     auto r = args.integer("replicas", 1, 1024);
@@ -156,11 +207,12 @@ int run_serve(int argc, char** argv) {
     for (auto& s : cluster.stages) s.threads = int(*threads);
   }
 
-  std::vector<std::string> api_keys;
+  // API keys, with their rate limits and priority classes; one set for both listeners.
+  std::vector<transport::api_key> keys;
   if (!cluster.listen.api_key_file.empty()) {
-    auto keys = transport::read_api_key_file(cluster.listen.api_key_file);
-    if (!keys) return fail(keys.error().message);
-    api_keys = std::move(*keys);
+    auto read = transport::read_api_key_file(cluster.listen.api_key_file);
+    if (!read) return fail(read.error().message);
+    keys = std::move(*read);
     struct stat st{};
     if (::stat(cluster.listen.api_key_file.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
       spdlog::warn("API key file {} is readable by other users (mode {:o}): chmod 600 it",
@@ -168,10 +220,14 @@ int run_serve(int argc, char** argv) {
     }
   }
   if (args.given("api-key")) {
-    api_keys.push_back(args.str("api-key"));
+    transport::api_key k;
+    k.key = args.str("api-key");
+    k.name = "command-line";
+    keys.push_back(std::move(k));
     spdlog::warn("--api-key puts the key in the process list, where every local user can read it "
                  "(/proc/PID/cmdline): use --api-key-file FILE instead");
   }
+  auto api_keys = std::make_shared<transport::api_key_set>(std::move(keys));
 
   auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
   if (!tok) return fail(tok.error().message);
@@ -211,7 +267,7 @@ int run_serve(int argc, char** argv) {
     if (gateway.max_prompt_bytes() > 0) {
       so.limits.max_prompt_bytes = uint32_t(std::min<size_t>(so.limits.max_prompt_bytes, gateway.max_prompt_bytes()));
     }
-    so.api_keys = std::move(api_keys);
+    so.api_keys = api_keys;
     const auto& l = node->cluster.listen;
     if (l.idle_timeout_ms >= 0) so.idle_timeout = std::chrono::milliseconds(l.idle_timeout_ms);
     if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
@@ -223,11 +279,14 @@ int run_serve(int argc, char** argv) {
     ho.model_id = model_id(node->cluster.model.path);
     ho.limits = so.limits;
     ho.n_replicas = size_t(node->cluster.replicas);
-    ho.api_keys = so.api_keys;
+    ho.api_keys = api_keys;
+    if (node->cluster.http.enabled) ho.chat = model_chat_template(node->cluster.model.path, ho.model_id);
     actors::http_gateway http_gateway(sys, node->router, ho, node->tokenizer);
     transport::http_server_options hso;
     hso.host = node->cluster.http.host.empty() ? node->cluster.listen.host : node->cluster.http.host;
     hso.port = uint16_t(node->cluster.http.port);
+    hso.tls_cert_file = node->cluster.http.tls_cert;
+    hso.tls_key_file = node->cluster.http.tls_key;
     transport::http_server http(hso, http_gateway);
     if (auto s = server.start(); !s) {
       std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());
@@ -239,9 +298,14 @@ int run_serve(int argc, char** argv) {
       std::printf("troupe serve: listening on %s:%u (model %s, %d replica(s) x %zu stage(s))\n", so.host.c_str(),
                   unsigned(server.port()), node->cluster.model.path.c_str(), node->cluster.replicas,
                   node->cluster.stages.size());
+      if (node->cluster.http.enabled && api_keys->empty()) {
+        spdlog::warn("NO AUTHENTICATION: the HTTP API on {}:{} serves anyone who can reach it, without API keys or "
+                     "rate limits. Give --api-key-file FILE (or listen.api_key_file) to require a key.",
+                     hso.host, http.port());
+      }
       if (node->cluster.http.enabled) {
-        std::printf("troupe serve: HTTP API on http://%s:%u (model id %s)\n", hso.host.c_str(), unsigned(http.port()),
-                    ho.model_id.c_str());
+        std::printf("troupe serve: HTTP API on %s://%s:%u (model id %s)\n", hso.tls_cert_file.empty() ? "http" : "https",
+                    hso.host.c_str(), unsigned(http.port()), ho.model_id.c_str());
       }
       std::fflush(stdout);
       int sig = 0;
