@@ -19,9 +19,16 @@ using transport::http_response;
 using json = nlohmann::json;
 
 struct http_gateway::shared {
-  explicit shared(const http_gateway_options& o) : tasks(o.task_ttl, o.max_finished_tasks, o.max_active_tasks) {}
+  explicit shared(const http_gateway_options& o)
+      : tasks(o.task_ttl, o.max_finished_tasks, o.max_active_tasks), keys(o.api_keys) {}
   transport::serve_metrics metrics;
   transport::task_store tasks;
+  std::shared_ptr<transport::api_key_set> keys;  // null: no keys
+
+  /// A finished request's tokens (prompt + generated), charged to its key.
+  void charge(const transport::api_key* key, uint64_t n_tokens) {
+    if (key != nullptr && keys && n_tokens > 0) keys->charge_tokens(*key, n_tokens);
+  }
 };
 
 namespace {
@@ -117,9 +124,9 @@ struct token_clock {
 class http_stream_sink final : public transport::stream_sink {
  public:
   http_stream_sink(std::shared_ptr<transport::http_responder> out, std::shared_ptr<http_gateway::shared> sh,
-                   api_kind kind, bool stream, bool include_usage, api_completion base)
+                   api_kind kind, bool stream, bool include_usage, api_completion base, const transport::api_key* key)
       : out_(std::move(out)), shared_(std::move(sh)), kind_(kind), stream_(stream), include_usage_(include_usage),
-        c_(std::move(base)) {
+        key_(key), c_(std::move(base)) {
     if (stream_) text_event_ = transport::make_chunk_template(c_, kind_ == api_kind::chat);
   }
   ~http_stream_sink() override {
@@ -155,6 +162,7 @@ class http_stream_sink final : public transport::stream_sink {
     c_.prompt_tokens = f.prompt_tokens;
     c_.completion_tokens = f.completion_tokens;
     shared_->metrics.count_tokens(f.prompt_tokens, f.completion_tokens);
+    shared_->charge(key_, uint64_t(f.prompt_tokens) + f.completion_tokens);
     shared_->metrics.count_outcome(f.reason == transport::finish_reason::cancelled ? "cancelled" : c_.finish_reason);
     if (!stream_) {
       std::string body = kind_ == api_kind::chat        ? transport::chat_body(c_)
@@ -210,6 +218,7 @@ class http_stream_sink final : public transport::stream_sink {
   const api_kind kind_;
   const bool stream_;
   const bool include_usage_;
+  const transport::api_key* key_;  // null: no keys in use
   mutable std::mutex mu_;
   api_completion c_;
   transport::chunk_template text_event_;
@@ -222,8 +231,8 @@ class http_stream_sink final : public transport::stream_sink {
 // One /v1/tasks task: the relay's stream into the task store.
 class task_sink final : public transport::stream_sink {
  public:
-  task_sink(std::string id, uint64_t number, std::shared_ptr<http_gateway::shared> sh)
-      : id_(std::move(id)), number_(number), shared_(std::move(sh)) {}
+  task_sink(std::string id, uint64_t number, std::shared_ptr<http_gateway::shared> sh, const transport::api_key* key)
+      : id_(std::move(id)), number_(number), shared_(std::move(sh)), key_(key) {}
   ~task_sink() override {
     if (!ended_) send_error(transport::errc::internal, "the task ended without a result");
   }
@@ -243,6 +252,7 @@ class task_sink final : public transport::stream_sink {
     if (ended_) return false;
     ended_ = true;
     shared_->metrics.count_tokens(f.prompt_tokens, f.completion_tokens);
+    shared_->charge(key_, uint64_t(f.prompt_tokens) + f.completion_tokens);
     transport::task_record r = current().value_or(transport::task_record{});
     shared_->metrics.count_outcome(f.reason == transport::finish_reason::cancelled
                                      ? "cancelled"
@@ -278,6 +288,7 @@ class task_sink final : public transport::stream_sink {
   const std::string id_;
   const uint64_t number_;
   std::shared_ptr<http_gateway::shared> shared_;
+  const transport::api_key* key_;
   mutable std::mutex mu_;
   token_clock clock_;
   bool ended_ = false;
@@ -354,7 +365,9 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
     out->respond(std::move(r));
     return;
   }
-  if (!options_.api_keys.empty() && p != "/health" && p != "/ready" && p != "/metrics" && !authorized(request)) {
+  const bool keys_in_use = options_.api_keys && !options_.api_keys->empty();
+  const transport::api_key* key = nullptr;
+  if (keys_in_use && p != "/health" && p != "/ready" && p != "/metrics" && (key = authenticate(request)) == nullptr) {
     http_response r = error_response(api_error{
       401, request.header("authorization") ? "invalid API key" : "an API key is required (Authorization: Bearer KEY)",
       "", "", "invalid_api_key"});
@@ -371,36 +384,46 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
   } else if (p == "/v1/models") {
     out->respond(json_response(200, transport::models_body(options_.model_id, unix_now())));
   } else if (p == "/v1/completions") {
-    generate(out, request, api_kind::completion);
+    generate(out, request, api_kind::completion, key);
   } else if (p == "/v1/chat/completions") {
-    generate(out, request, api_kind::chat);
+    generate(out, request, api_kind::chat, key);
   } else if (p == "/v1/inference") {
-    generate(out, request, api_kind::inference);
+    generate(out, request, api_kind::inference, key);
   } else if (p == "/v1/tasks") {
-    create_task(out, request);
+    create_task(out, request, key);
   } else {
     task(out, request, p.substr(tasks_prefix.size()));
   }
 }
 
-bool http_gateway::authorized(const transport::http_request& request) const {
+const transport::api_key* http_gateway::authenticate(const transport::http_request& request) const {
   const std::string* h = request.header("authorization");
   static const std::string scheme = "Bearer ";
-  if (h == nullptr || h->size() <= scheme.size() || h->compare(0, scheme.size(), scheme) != 0) return false;
-  const std::string_view key = std::string_view(*h).substr(scheme.size());
-  bool ok = false;
-  for (const std::string& k : options_.api_keys) {
-    // Every byte of every key compared: the time does not tell how much of a key matched.
-    unsigned diff = k.size() == key.size() ? 0u : 1u;
-    for (size_t i = 0; i < k.size(); ++i) diff |= unsigned(k[i] ^ (i < key.size() ? key[i] : 0));
-    ok = ok || diff == 0;
-  }
-  return ok;
+  if (h == nullptr || h->size() <= scheme.size() || h->compare(0, scheme.size(), scheme) != 0) return nullptr;
+  return options_.api_keys->find(std::string_view(*h).substr(scheme.size()));
+}
+
+bool http_gateway::admit(transport::http_responder& out, const transport::api_key* key) {
+  if (key == nullptr) return true;
+  auto limited = options_.api_keys->admit(*key);
+  if (!limited) return true;
+  const int64_t retry_s = limited->retry_after_s();
+  logger().debug("rate limited http request={} key_name={} retry_after_ms={}", out.request_number(), key->name,
+                 limited->retry_after.count());
+  // OpenAI's shape for a rate limit: type "requests" or "tokens", code "rate_limit_exceeded".
+  http_response r = error_response(api_error{
+    429,
+    fmt::format("API key '{}' is over its {} limit; retry in {} s", key->name,
+                limited->tokens ? "tokens per minute" : "requests per minute", retry_s),
+    limited->tokens ? "tokens" : "requests", "", "rate_limit_exceeded"});
+  r.headers.push_back({"retry-after", std::to_string(retry_s)});
+  out.respond(std::move(r));
+  return false;
 }
 
 void http_gateway::generate(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
-                            api_kind kind) {
-  auto parsed = kind == api_kind::chat        ? transport::parse_chat_request(request.body, options_.limits)
+                            api_kind kind, const transport::api_key* key) {
+  auto parsed = kind == api_kind::chat        ? transport::parse_chat_request(request.body, options_.limits, options_.chat)
                 : kind == api_kind::inference ? transport::parse_inference_request(request.body, options_.limits)
                                               : transport::parse_completion_request(request.body, options_.limits);
   if (!parsed) {
@@ -414,22 +437,27 @@ void http_gateway::generate(std::shared_ptr<transport::http_responder> out, cons
       "", "model", "model_not_found"}));
     return;
   }
+  if (!admit(*out, key)) return;
+  if (key != nullptr) parsed->gen.priority = key->priority;  // the key's class (OpenAI requests have none)
   api_completion base;
   base.id = fmt::format("{}-{}", kind == api_kind::chat ? "chatcmpl" : "cmpl", out->request_number());
   base.created = unix_now();
   base.model = options_.model_id;
   auto sink = std::make_shared<http_stream_sink>(out, shared_, kind, parsed->stream, parsed->include_usage,
-                                                 std::move(base));
+                                                 std::move(base), key);
   relay_registry::start(registry_, sys_, router_, options_.admit_timeout, rules(),
                         std::move(sink), to_serve_request(parsed->gen));
 }
 
-void http_gateway::create_task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request) {
+void http_gateway::create_task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
+                               const transport::api_key* key) {
   auto parsed = transport::parse_inference_request(request.body, options_.limits);
   if (!parsed) {
     out->respond(error_response(parsed.error()));
     return;
   }
+  if (!admit(*out, key)) return;
+  if (key != nullptr) parsed->gen.priority = key->priority;
   auto id = shared_->tasks.create(unix_now());
   if (!id) {
     out->respond(error_response(api_error{
@@ -442,7 +470,7 @@ void http_gateway::create_task(std::shared_ptr<transport::http_responder> out, c
   record.id = *id;
   if (auto now = shared_->tasks.get(*id)) record = *now;
   relay_registry::start(registry_, sys_, router_, options_.admit_timeout, rules(),
-                        std::make_shared<task_sink>(*id, number, shared_), to_serve_request(parsed->gen));
+                        std::make_shared<task_sink>(*id, number, shared_, key), to_serve_request(parsed->gen));
   out->respond(json_response(202, task_json(record)));
 }
 
@@ -485,7 +513,10 @@ void http_gateway::metrics(std::shared_ptr<transport::http_responder> out) {
         g.push_back({r.n_waiting, r.n_running, r.n_blocks, r.n_free_blocks, r.n_preemptions});
       }
     }
-    out->respond(http_response{200, "text/plain; version=0.0.4; charset=utf-8", sh->metrics.render(g), {}});
+    out->respond(http_response{200, "text/plain; version=0.0.4; charset=utf-8",
+                               sh->metrics.render(g, sh->keys ? sh->keys->rate_limited_counts()
+                                                              : std::vector<std::pair<std::string, uint64_t>>{}),
+                               {}});
   });
 }
 

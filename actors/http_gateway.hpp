@@ -14,6 +14,7 @@
 #include "actors/messages.hpp"
 #include "actors/stream_relay.hpp"
 #include "engine/tokenizer.hpp"
+#include "transport/api_keys.hpp"
 #include "transport/client_protocol.hpp"
 #include "transport/http_server.hpp"
 #include "transport/openai_api.hpp"
@@ -31,8 +32,11 @@ struct http_gateway_options {
   size_t max_finished_tasks = 1024;                // ... and at most this many
   size_t max_active_tasks = 1024;                  // queued + running; more get 503
   /// Non-empty: every route but /health, /ready and /metrics needs `Authorization: Bearer KEY`
-  /// with one of these (the keys of --api-key), else 401.
-  std::vector<std::string> api_keys;
+  /// with one of these, else 401; generating requests are held to the key's rate limits (429
+  /// with Retry-After) and run at its priority class. Shared with the client protocol's server.
+  std::shared_ptr<transport::api_key_set> api_keys;
+  /// How /v1/chat/completions renders messages (the model's chat template family, else plain).
+  transport::chat_template chat;
 };
 
 class http_gateway final : public transport::http_handler {
@@ -52,12 +56,16 @@ class http_gateway final : public transport::http_handler {
 
  private:
   void generate(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
-                transport::api_kind kind);
-  void create_task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request);
+                transport::api_kind kind, const transport::api_key* key);
+  void create_task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
+                   const transport::api_key* key);
   void task(std::shared_ptr<transport::http_responder> out, const transport::http_request& request,
             const std::string& id);
   void ready(std::shared_ptr<transport::http_responder> out);
-  bool authorized(const transport::http_request& request) const;
+  /// The request's key (Authorization: Bearer KEY); nullptr when absent or unknown.
+  const transport::api_key* authenticate(const transport::http_request& request) const;
+  /// Admits a generating request of `key` (nullptr: no keys in use). False: answered with 429.
+  bool admit(transport::http_responder& out, const transport::api_key* key);
   void metrics(std::shared_ptr<transport::http_responder> out);
 
   caf::actor_system& sys_;

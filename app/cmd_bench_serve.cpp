@@ -20,7 +20,9 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -110,12 +112,26 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 
-/// One keep-alive HTTP connection.
+/// One keep-alive HTTP connection; HTTPS when given a TLS context (--https).
 struct http_connection {
+  explicit http_connection(boost::asio::ssl::context* tls_context) : tls_context(tls_context) {}
+
   boost::asio::io_context io;
   beast::tcp_stream stream{io};
+  boost::asio::ssl::context* tls_context;
+  std::optional<beast::ssl_stream<beast::tcp_stream&>> tls;  // over `stream`
   beast::flat_buffer buffer;
   bool open = false;
+
+  /// f(the stream to read and write: TLS or plain).
+  template <class F>
+  void with_stream(F f) {
+    if (tls) {
+      f(*tls);
+    } else {
+      f(stream);
+    }
+  }
 
   std::optional<transport::error> connect(const std::string& host, uint16_t port) {
     beast::error_code ec;
@@ -124,6 +140,12 @@ struct http_connection {
     if (!ec) stream.connect(found, ec);
     if (ec) return transport::error{transport::errc::io_error, "connect: " + ec.message()};
     stream.socket().set_option(boost::asio::ip::tcp::no_delay(true), ec);
+    if (tls_context != nullptr) {
+      tls.emplace(stream, *tls_context);
+      SSL_set_tlsext_host_name(tls->native_handle(), host.c_str());
+      tls->handshake(boost::asio::ssl::stream_base::client, ec);
+      if (ec) return transport::error{transport::errc::io_error, "TLS handshake: " + ec.message()};
+    }
     open = true;
     return std::nullopt;
   }
@@ -131,20 +153,23 @@ struct http_connection {
     beast::error_code ec;
     stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
     stream.close();
+    tls.reset();
     open = false;
   }
 };
 
 /// The served model's id (GET /v1/models).
-std::optional<std::string> http_model_id(const std::string& host, uint16_t port) {
-  http_connection c;
+std::optional<std::string> http_model_id(const std::string& host, uint16_t port, boost::asio::ssl::context* tls) {
+  http_connection c(tls);
   if (c.connect(host, port)) return std::nullopt;
   bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/v1/models", 11};
   req.set(bhttp::field::host, host);
   bhttp::response<bhttp::string_body> res;
   beast::error_code ec;
-  bhttp::write(c.stream, req, ec);
-  if (!ec) bhttp::read(c.stream, c.buffer, res, ec);
+  c.with_stream([&](auto& s) {
+    bhttp::write(s, req, ec);
+    if (!ec) bhttp::read(s, c.buffer, res, ec);
+  });
   if (ec || res.result_int() != 200) return std::nullopt;
   auto j = nlohmann::json::parse(res.body(), nullptr, false);
   if (j.is_discarded() || !j.contains("data") || j["data"].empty()) return std::nullopt;
@@ -170,7 +195,7 @@ request_result run_one_http(http_connection& c, const std::string& host, const s
   }
   c.stream.expires_at(deadline);
   beast::error_code ec;
-  bhttp::write(c.stream, req, ec);
+  c.with_stream([&](auto& s) { bhttp::write(s, req, ec); });
   // Events as they arrive: one gap per text event; tokens per event are known only at the end
   // (the usage chunk), so each event's gap is split evenly over the average tokens per event.
   std::vector<double> gaps;
@@ -209,7 +234,7 @@ request_result run_one_http(http_connection& c, const std::string& host, const s
     return data.size();
   };
   parser.on_chunk_body(on_chunk);
-  if (!ec) bhttp::read(c.stream, c.buffer, parser, ec);
+  if (!ec) c.with_stream([&](auto& s) { bhttp::read(s, c.buffer, parser, ec); });
   if (ec) {
     c.close();
     r.err = transport::error{ec == beast::error::timeout ? transport::errc::timeout : transport::errc::io_error,
@@ -268,6 +293,8 @@ int run_bench_serve(int argc, char** argv) {
     .option("timeout-s", "S", "stop everything after this many seconds (unfinished requests are errors)", "600")
     .option("warmup", "W", "requests sent one at a time before the measurement (not counted)", "0")
     .flag("http", "use the HTTP API (--port is the HTTP port): streamed /v1/completions, closed loop only")
+    .flag("https", "with --http: over TLS (the certificate is checked only with --cacert)")
+    .option("cacert", "FILE", "with --https: verify the server's certificate against this CA file")
     .flag("json", "print exactly one JSON object instead of a table");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   auto co = read_server_options(args, "troupe bench serve");
@@ -287,7 +314,23 @@ int run_bench_serve(int argc, char** argv) {
     return 2;
   }
   const bool json = args.flag_set("json");
-  const bool use_http = args.flag_set("http");
+  const bool use_http = args.flag_set("http") || args.flag_set("https");
+  std::optional<boost::asio::ssl::context> tls;
+  if (args.flag_set("https")) {
+    tls.emplace(boost::asio::ssl::context::tls_client);
+    if (args.given("cacert")) {
+      boost::system::error_code ec;
+      tls->load_verify_file(args.str("cacert"), ec);
+      if (ec) {
+        std::fprintf(stderr, "troupe: cannot use CA file %s: %s\n", args.str("cacert").c_str(), ec.message().c_str());
+        return 2;
+      }
+      tls->set_verify_mode(boost::asio::ssl::verify_peer);
+    } else {
+      tls->set_verify_mode(boost::asio::ssl::verify_none);
+    }
+  }
+  boost::asio::ssl::context* tls_context = tls ? &*tls : nullptr;
   if (use_http && *rate > 0) {
     std::fprintf(stderr, "troupe: --http runs a closed loop only (HTTP/1.1 has one request in flight per connection)\n");
     return 2;
@@ -309,7 +352,7 @@ int run_bench_serve(int argc, char** argv) {
   const auto deadline = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(*timeout_s));
   std::string model;
   if (use_http) {
-    auto m = http_model_id(co->host, co->port);
+    auto m = http_model_id(co->host, co->port, tls_context);
     if (!m) {
       std::fprintf(stderr, "troupe: GET /v1/models on %s:%u failed (is --port the HTTP port?)\n", co->host.c_str(),
                    unsigned(co->port));
@@ -318,7 +361,7 @@ int run_bench_serve(int argc, char** argv) {
     model = *m;
   }
   if (*warmup > 0 && use_http) {
-    http_connection c;
+    http_connection c(tls_context);
     if (auto e = c.connect(co->host, co->port)) {
       std::fprintf(stderr, "troupe: %s\n", e->message.c_str());
       return 1;
@@ -356,7 +399,7 @@ int run_bench_serve(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (int t = 0; t < n_conn; ++t) {
       threads.emplace_back([&] {
-        http_connection c;
+        http_connection c(tls_context);
         for (int i = next++; i < n_req; i = next++) {
           if (!c.open) {
             if (auto e = c.connect(co->host, co->port)) {

@@ -207,12 +207,13 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
   if (!tok) return fail(tok.error().message);
   std::shared_ptr<const engine::tokenizer> tokenizer(std::move(*tok));
-  std::vector<std::string> api_keys;
+  std::vector<transport::api_key> keys;
   if (!cluster.listen.api_key_file.empty()) {
-    auto keys = transport::read_api_key_file(cluster.listen.api_key_file);
-    if (!keys) return fail(keys.error().message);
-    api_keys = std::move(*keys);
+    auto read = transport::read_api_key_file(cluster.listen.api_key_file);
+    if (!read) return fail(read.error().message);
+    keys = std::move(*read);
   }
+  auto api_keys = std::make_shared<transport::api_key_set>(std::move(keys));
 
   // 3. Place the stages (spawn_serve goes back to front) and start the SCHEDULERs and the ROUTER.
   actors::serve_options options;
@@ -262,7 +263,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   // 4. The gateways, then serve until SIGINT/SIGTERM.
   int rc = 0;
   {
-    front_ends fronts(sys, *node, std::move(api_keys));
+    front_ends fronts(sys, *node, api_keys);
     if (auto s = fronts.start(); !s) {
       view.state = "failed";
       view.error = s.error().message;
@@ -272,7 +273,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     } else {
       view.state = "ready";
       view.client = fronts.client_address();
-      view.http = fronts.http_address();
+      view.http = fronts.http_url();
       status.write(view.render(actors::query_nodes(sys, head)));
       std::printf("troupe node %s: head ready, listening on %s (model %s, %d replica(s))\n", self.name.c_str(),
                   view.client.c_str(), cluster.model.path.c_str(), cluster.replicas);

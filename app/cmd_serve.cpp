@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -31,7 +33,7 @@ namespace {
 int run_serve(int argc, char** argv) {
   arg_parser args(
     "troupe serve --config FILE | --model PATH [--tokenizer PATH] [--stages N] [--replicas R] [--threads T] "
-    "[--port P] [--http-port P] [--api-key-file FILE]",
+    "[--port P] [--http-port P [--tls-cert FILE --tls-key FILE]] [--api-key-file FILE]",
     "Serves a model on this machine: a ROUTER, a SCHEDULER per replica and PIPELINE STAGE actors\n"
     "with continuous batching over the paged KV cache, behind the client protocol (TCP) and,\n"
     "with --http-port, the OpenAI-compatible HTTP API (docs/http-api.md).\n"
@@ -45,10 +47,13 @@ int run_serve(int argc, char** argv) {
     .option("port", "P", "port to listen on (0: ephemeral)")
     .option("http-port", "P", "serve the HTTP API on this port too (0: ephemeral; default: off)")
     .option("http-host", "ADDR", "address of the HTTP API (default: --host)")
+    .option("tls-cert", "FILE", "serve the HTTP API over HTTPS with this PEM certificate (chain); needs --tls-key")
+    .option("tls-key", "FILE", "the PEM private key of --tls-cert")
     .option("kv-blocks", "N", "KV cache blocks per stage")
     .option("block-size", "N", "positions per KV block")
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
-    .option("api-key-file", "FILE", "require one of the API keys in FILE (one per line, # comments) from clients")
+    .option("api-key-file", "FILE", "require one of the API keys in FILE from clients; a line is KEY [name=N] "
+            "[rate=R/min] [tokens=T/min] [burst=B] [priority=interactive|batch] (docs/http-api.md)")
     .option("api-key", "KEY", "require this API key (visible to every local user in the process list: prefer --api-key-file)")
     .option("idle-timeout-ms", "MS", "close a connection with no request in flight after MS (0: never; default 300000)")
     .option("max-connections-per-peer", "N", "open connections from one address (0: no limit; default 256)");
@@ -91,6 +96,16 @@ int run_serve(int argc, char** argv) {
   if (args.given("http-host")) {
     cluster.http.enabled = true;
     cluster.http.host = args.str("http-host");
+  }
+  if (args.given("tls-cert")) cluster.http.tls_cert = args.str("tls-cert");
+  if (args.given("tls-key")) cluster.http.tls_key = args.str("tls-key");
+  if (cluster.http.tls_cert.empty() != cluster.http.tls_key.empty()) {
+    std::fprintf(stderr, "troupe: TLS needs both --tls-cert FILE and --tls-key FILE (or http.tls_cert and http.tls_key)\n");
+    return 2;
+  }
+  if (!cluster.http.tls_cert.empty() && !cluster.http.enabled) {
+    std::fprintf(stderr, "troupe: --tls-cert/--tls-key secure the HTTP API: give --http-port too\n");
+    return 2;
   }
   if (args.given("replicas")) {
     auto r = args.integer("replicas", 1, 1024);
@@ -145,11 +160,12 @@ int run_serve(int argc, char** argv) {
     for (auto& s : cluster.stages) s.threads = int(*threads);
   }
 
-  std::vector<std::string> api_keys;
+  // API keys, with their rate limits and priority classes; one set for both listeners.
+  std::vector<transport::api_key> keys;
   if (!cluster.listen.api_key_file.empty()) {
-    auto keys = transport::read_api_key_file(cluster.listen.api_key_file);
-    if (!keys) return fail(keys.error().message);
-    api_keys = std::move(*keys);
+    auto read = transport::read_api_key_file(cluster.listen.api_key_file);
+    if (!read) return fail(read.error().message);
+    keys = std::move(*read);
     struct stat st{};
     if (::stat(cluster.listen.api_key_file.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
       spdlog::warn("API key file {} is readable by other users (mode {:o}): chmod 600 it",
@@ -157,10 +173,14 @@ int run_serve(int argc, char** argv) {
     }
   }
   if (args.given("api-key")) {
-    api_keys.push_back(args.str("api-key"));
+    transport::api_key k;
+    k.key = args.str("api-key");
+    k.name = "command-line";
+    keys.push_back(std::move(k));
     spdlog::warn("--api-key puts the key in the process list, where every local user can read it "
                  "(/proc/PID/cmdline): use --api-key-file FILE instead");
   }
+  auto api_keys = std::make_shared<transport::api_key_set>(std::move(keys));
 
   auto tok = engine::load_tokenizer(cluster.model.path, cluster.model.tokenizer);
   if (!tok) return fail(tok.error().message);
@@ -183,7 +203,7 @@ int run_serve(int argc, char** argv) {
   if (!node) return fail(node.error());
   int rc = 0;
   {
-    front_ends fronts(sys, *node, std::move(api_keys));
+    front_ends fronts(sys, *node, api_keys);
     if (auto s = fronts.start(); !s) {
       std::fprintf(stderr, "troupe: %s\n", s.error().message.c_str());
       rc = 1;
@@ -192,7 +212,7 @@ int run_serve(int argc, char** argv) {
                   fronts.client_address().c_str(), node->cluster.model.path.c_str(), node->cluster.replicas,
                   node->cluster.stages_of(0).size());
       if (node->cluster.http.enabled) {
-        std::printf("troupe serve: HTTP API on http://%s (model id %s)\n", fronts.http_address().c_str(),
+        std::printf("troupe serve: HTTP API on %s (model id %s)\n", fronts.http_url().c_str(),
                     fronts.model_id().c_str());
       }
       std::fflush(stdout);

@@ -6,12 +6,17 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "actors/http_gateway.hpp"
 #include "actors/tcp_gateway.hpp"
+#include "engine/gguf.hpp"
 #include "transport/http_server.hpp"
 #include "transport/tcp_server.hpp"
 
@@ -24,6 +29,40 @@ std::string model_id_of(const std::string& path) {
   std::filesystem::path p = std::filesystem::path(path).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
   return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+// The chat template of the model: its family when the model carries one troupe recognises
+// (GGUF tokenizer.chat_template, or chat_template in a Hugging Face directory's
+// tokenizer_config.json), else the plain template, with a warning naming the model when it
+// carries one of no known family.
+transport::chat_template model_chat_template(const std::string& path, const std::string& model_name) {
+  std::optional<std::string> jinja;
+  const std::filesystem::path p(path);
+  if (std::filesystem::is_directory(p)) {
+    std::ifstream in(p / "tokenizer_config.json");
+    if (in) {
+      auto j = nlohmann::json::parse(in, nullptr, false);
+      if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string()) {
+        jinja = j["chat_template"].get<std::string>();
+      }
+    }
+  } else if (p.extension() == ".gguf") {
+    if (auto f = engine::gguf::file::open(p); f && f->metadata().contains("tokenizer.chat_template")) {
+      if (auto t = f->get_string("tokenizer.chat_template")) jinja = std::move(*t);
+    }
+  }
+  if (!jinja) {
+    spdlog::info("model {} carries no chat template: chat prompts use the plain template", model_name);
+    return transport::chat_template{};
+  }
+  if (auto family = transport::detect_chat_format(*jinja)) {
+    spdlog::info("model {} chat template: {}", model_name, transport::chat_format_name(*family));
+    return transport::chat_template{*family};
+  }
+  spdlog::warn("model {} carries a chat template of no family troupe recognises (ChatML, Llama 2, Llama 3, Zephyr, "
+               "Mistral): chat prompts use the plain template (docs/http-api.md, \"Chat templates\")",
+               model_name);
+  return transport::chat_template{};
 }
 
 }  // namespace
@@ -39,7 +78,7 @@ struct front_ends::impl {
   std::unique_ptr<transport::http_server> http;
   bool http_on = false;
 
-  impl(caf::actor_system& sys, actors::serve_node& n, std::vector<std::string> api_keys) : node(n) {
+  impl(caf::actor_system& sys, actors::serve_node& n, std::shared_ptr<transport::api_key_set> api_keys) : node(n) {
     // The ROUTER's prompt limit: a prompt must leave room in the context for one token.
     const int ctx = node.cluster.limits.ctx_size > 0 ? node.cluster.limits.ctx_size : node.model.max_seq_len;
     const size_t max_prompt_tokens = size_t(std::max(1, ctx - 1));
@@ -56,7 +95,7 @@ struct front_ends::impl {
     if (gateway->max_prompt_bytes() > 0) {
       so.limits.max_prompt_bytes = uint32_t(std::min<size_t>(so.limits.max_prompt_bytes, gateway->max_prompt_bytes()));
     }
-    so.api_keys = std::move(api_keys);
+    so.api_keys = api_keys;
     const auto& l = node.cluster.listen;
     if (l.idle_timeout_ms >= 0) so.idle_timeout = std::chrono::milliseconds(l.idle_timeout_ms);
     if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
@@ -67,16 +106,20 @@ struct front_ends::impl {
     ho.model_id = model_id_of(node.cluster.model.path);
     ho.limits = so.limits;
     ho.n_replicas = size_t(node.cluster.replicas);
-    ho.api_keys = so.api_keys;
+    ho.api_keys = api_keys;
+    if (node.cluster.http.enabled) ho.chat = model_chat_template(node.cluster.model.path, ho.model_id);
     http_gateway = std::make_unique<actors::http_gateway>(sys, node.router, ho, node.tokenizer);
     hso.host = node.cluster.http.host.empty() ? node.cluster.listen.host : node.cluster.http.host;
     hso.port = uint16_t(node.cluster.http.port);
+    hso.tls_cert_file = node.cluster.http.tls_cert;
+    hso.tls_key_file = node.cluster.http.tls_key;
     http = std::make_unique<transport::http_server>(hso, *http_gateway);
     http_on = node.cluster.http.enabled;
   }
 };
 
-front_ends::front_ends(caf::actor_system& sys, actors::serve_node& node, std::vector<std::string> api_keys)
+front_ends::front_ends(caf::actor_system& sys, actors::serve_node& node,
+                       std::shared_ptr<transport::api_key_set> api_keys)
     : impl_(std::make_unique<impl>(sys, node, std::move(api_keys))) {}
 
 front_ends::~front_ends() { stop(); }
@@ -85,6 +128,11 @@ transport::result<void> front_ends::start() {
   if (auto s = impl_->server->start(); !s) return s;
   if (impl_->http_on) {
     if (auto h = impl_->http->start(); !h) return h;
+    if (!impl_->ho.api_keys || impl_->ho.api_keys->empty()) {
+      spdlog::warn("NO AUTHENTICATION: the HTTP API on {} serves anyone who can reach it, without API keys or "
+                   "rate limits. Give --api-key-file FILE (or listen.api_key_file) to require a key.",
+                   http_address());
+    }
   }
   return {};
 }
@@ -101,6 +149,11 @@ std::string front_ends::client_address() const {
 
 std::string front_ends::http_address() const {
   return impl_->http_on ? fmt::format("{}:{}", impl_->hso.host, impl_->http->port()) : std::string();
+}
+
+std::string front_ends::http_url() const {
+  if (!impl_->http_on) return {};
+  return fmt::format("{}://{}", impl_->hso.tls_cert_file.empty() ? "http" : "https", http_address());
 }
 
 const std::string& front_ends::model_id() const { return impl_->ho.model_id; }

@@ -13,14 +13,16 @@
 #include <caf/fwd.hpp>
 
 #include "actors/spawn_serve.hpp"
+#include "transport/api_keys.hpp"
 #include "transport/error.hpp"
 
 namespace troupe::app {
 
 class front_ends {
  public:
-  /// `node` must outlive this object; api_keys: clients' keys (empty: open).
-  front_ends(caf::actor_system& sys, actors::serve_node& node, std::vector<std::string> api_keys);
+  /// `node` must outlive this object; api_keys: clients' keys with their limits (empty: open),
+  /// one set for both listeners.
+  front_ends(caf::actor_system& sys, actors::serve_node& node, std::shared_ptr<transport::api_key_set> api_keys);
   ~front_ends();  // stop()
   front_ends(const front_ends&) = delete;
   front_ends& operator=(const front_ends&) = delete;
@@ -29,9 +31,11 @@ class front_ends {
   transport::result<void> start();
   void stop();
 
-  /// "HOST:PORT" of the client protocol; of the HTTP API (empty when it is off).
+  /// "HOST:PORT" of the client protocol; of the HTTP API (empty when it is off); the HTTP API's
+  /// URL ("https://HOST:PORT" with TLS).
   std::string client_address() const;
   std::string http_address() const;
+  std::string http_url() const;
   /// The model id the HTTP API serves the model under.
   const std::string& model_id() const;
 

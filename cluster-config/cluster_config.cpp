@@ -274,6 +274,17 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     c.http.enabled = true;
     TROUPE_TRY(t.string("host", c.http.host));
     TROUPE_TRY(t.integer("port", c.http.port, 0, 65535));
+    TROUPE_TRY(t.string("tls_cert", c.http.tls_cert));
+    TROUPE_TRY(t.string("tls_key", c.http.tls_key));
+    for (std::string* f : {&c.http.tls_cert, &c.http.tls_key}) {
+      if (!f->empty() && !base_dir.empty() && std::filesystem::path(*f).is_relative()) {
+        *f = (base_dir / *f).lexically_normal().string();
+      }
+    }
+    if (c.http.tls_cert.empty() != c.http.tls_key.empty()) {
+      return fail_at(errc::missing_key, file, t.line(), c.http.tls_cert.empty() ? "http.tls_cert" : "http.tls_key",
+                     "TLS needs both http.tls_cert and http.tls_key");
+    }
     TROUPE_TRY(t.no_unknown_keys());
   }
 

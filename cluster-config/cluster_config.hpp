@@ -50,6 +50,8 @@ struct http_section {
   bool enabled = false;
   std::string host;  // empty: listen.host
   int port = 8080;   // 0: an ephemeral port
+  std::string tls_cert;  // PEM certificate (chain); with tls_key: HTTPS (relative paths: to the file's folder)
+  std::string tls_key;   // PEM private key of tls_cert
 };
 
 /// Continuous batching and the paged KV cache (per replica; every stage has n_blocks blocks).

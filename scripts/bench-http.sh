@@ -3,12 +3,14 @@
 # on both (docs/benchmarks-serve.md): `troupe bench serve` closed loop, 1 stream and 32 streams,
 # TCP and HTTP interleaved round by round; prints the median of each and the HTTP/TCP ratios.
 # Usage: scripts/bench-http.sh [--model PATH] [--rounds N] [--requests-1 M] [--requests-32 M]
-#                              [--prompt-len L] [--gen-len G]
+#                              [--prompt-len L] [--gen-len G] [--tls]
+# --tls: the HTTP API over HTTPS (a self-signed certificate made here with openssl; the bench client
+# verifies it), against the plain client protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 troupe=build/bin/troupe
 model=../shared/models/TinyStories-656K-Q8_0.gguf
-rounds=3 req1=16 req32=128 prompt_len=32 gen_len=128
+rounds=3 req1=16 req32=128 prompt_len=32 gen_len=128 tls=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -17,24 +19,34 @@ while [ $# -gt 0 ]; do
     --requests-32) req32="$2"; shift 2 ;;
     --prompt-len) prompt_len="$2"; shift 2 ;;
     --gen-len) gen_len="$2"; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --tls) tls=1; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "bench-http.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [ -x "$troupe" ] || { echo "bench-http.sh: build first (scripts/build.sh)" >&2; exit 2; }
 out=$(mktemp)
-"$troupe" serve --model "$model" --host 127.0.0.1 --port 0 --http-port 0 --threads 1 >"$out" 2>/dev/null &
+work=$(mktemp -d)
+tls_serve=() tls_bench=() scheme=http
+if [ "$tls" = 1 ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  tls_serve=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+  tls_bench=(--https --cacert "$work/cert.pem")
+  scheme=https
+fi
+"$troupe" serve --model "$model" --host 127.0.0.1 --port 0 --http-port 0 --threads 1 "${tls_serve[@]}" >"$out" 2>/dev/null &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$out"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$out" "$work"' EXIT
 tcp="" http=""
 for _ in $(seq 1 600); do
   tcp=$(sed -n 's|.*listening on 127\.0\.0\.1:\([0-9]*\).*|\1|p' "$out")
-  http=$(sed -n 's|.*HTTP API on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$out")
+  http=$(sed -n "s|.*HTTP API on $scheme://127\.0\.0\.1:\([0-9]*\).*|\1|p" "$out")
   [ -n "$tcp" ] && [ -n "$http" ] && break
   sleep 0.1
 done
 [ -n "$http" ] || { echo "bench-http.sh: the server did not start" >&2; exit 1; }
-echo "model: $model | prompt $prompt_len tokens, max_tokens $gen_len, greedy | rounds: $rounds"
+echo "model: $model | prompt $prompt_len tokens, max_tokens $gen_len, greedy | rounds: $rounds | HTTP over $scheme"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) cores)"
 results=$(mktemp)
 for c in 1 32; do
@@ -42,8 +54,9 @@ for c in 1 32; do
   for r in $(seq 1 "$rounds"); do
     for proto in tcp http; do
       port=$([ "$proto" = tcp ] && echo "$tcp" || echo "$http")
-      flag=$([ "$proto" = http ] && echo "--http" || echo "")
-      j=$("$troupe" bench serve --port "$port" $flag --concurrency "$c" --requests "$n" --prompt-len "$prompt_len" \
+      flags=()
+      [ "$proto" = http ] && flags=(--http "${tls_bench[@]}")
+      j=$("$troupe" bench serve --port "$port" "${flags[@]}" --concurrency "$c" --requests "$n" --prompt-len "$prompt_len" \
           --gen-len "$gen_len" --warmup 2 --timeout-s 600 --json)
       echo "$c $proto $j" >>"$results"
     done

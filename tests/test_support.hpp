@@ -137,6 +137,19 @@ inline command_result run_command(const std::string& cmd) {
   return r;
 }
 
+/// A self-signed certificate for 127.0.0.1 (and its key), made with the openssl CLI in a scratch
+/// directory; for HTTPS tests (curl --cacert cert).
+struct self_signed_certificate {
+  temp_dir dir{"tls"};
+  std::string cert = (dir.path / "cert.pem").string();
+  std::string key = (dir.path / "key.pem").string();
+  self_signed_certificate() {
+    auto r = run_command("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+                         "-addext subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " 2>&1");
+    BOOST_REQUIRE_MESSAGE(r.exit_code == 0, "openssl req failed: " << r.out);
+  }
+};
+
 /// `troupe serve ARGS... --host 127.0.0.1 --port 0` as a child process: waits (bounded) for its
 /// "listening on 127.0.0.1:PORT" line (or its exit), keeps its stderr in a file (stderr_text()),
 /// optionally under RLIMIT_AS; stopped with SIGTERM (SIGKILL after 30 s) by stop() or however the

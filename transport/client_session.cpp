@@ -21,18 +21,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-/// Compares without an early exit, so the time taken does not reveal how much of a key matched.
-bool keys_equal(std::string_view a, std::string_view b) {
-  const size_t n = std::max(a.size(), b.size());
-  unsigned diff = a.size() == b.size() ? 0u : 1u;
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned>(x ^ y);
-  }
-  return diff == 0;
-}
-
 /// The stream_sink of one request on one session.
 class session_stream_sink final : public stream_sink {
  public:
@@ -71,6 +59,7 @@ class session_stream_sink final : public stream_sink {
     if (ended_) return false;
     ended_ = true;
     f.request_id = request_id_;
+    session_->charge_tokens(uint64_t(f.prompt_tokens) + f.completion_tokens);
     if (!pending_.text.empty() || !pending_.ids.empty()) session_->enqueue(encode(pending_, version_), 0);
     return session_->enqueue(encode(f, version_), request_id_);
   }
@@ -374,7 +363,7 @@ void client_session::handle_hello(const frame& f) {
                0});
     return;
   }
-  if (!options_->api_keys.empty()) {
+  if (options_->api_keys && !options_->api_keys->empty()) {
     auto& throttle = registry_->throttle();
     if (const auto wait = throttle.check(peer_); wait.count() > 0) {
       fail(error{errc::unauthorized,
@@ -383,9 +372,8 @@ void client_session::handle_hello(const frame& f) {
                  0});
       return;
     }
-    bool ok = false;
-    for (const auto& key : options_->api_keys) ok = keys_equal(h->api_key, key) || ok;
-    if (!ok) {
+    key_ = options_->api_keys->find(h->api_key);
+    if (key_ == nullptr) {
       throttle.failed(peer_);  // counted, and logged as one summary line per window
       fail(error{errc::unauthorized, h->api_key.empty() ? "an API key is required" : "invalid API key", 0});
       return;
@@ -416,6 +404,20 @@ void client_session::handle_generate(std::string_view payload) {
     return;
   }
   const uint64_t request_id = req->request_id;
+  if (key_ != nullptr) {
+    if (auto limited = options_->api_keys->admit(*key_)) {
+      logger().debug("rate limited connection={} request_id={} key_name={} retry_after_ms={}",
+                     static_cast<uint64_t>(id_), request_id, key_->name, limited->retry_after.count());
+      send_request_error(error{errc::rate_limited,
+                               fmt::format("API key '{}' is over its {} limit; retry in {} s", key_->name,
+                                           limited->tokens ? "tokens per minute" : "requests per minute",
+                                           limited->retry_after_s()),
+                               request_id});
+      return;
+    }
+    // The key's priority class: a batch key's requests run as batch whatever they ask.
+    if (key_->priority == request_priority::batch) req->priority = request_priority::batch;
+  }
   std::optional<error> refused;
   {
     std::lock_guard lock(mu_);
@@ -446,6 +448,10 @@ void client_session::handle_generate(std::string_view payload) {
     logger().error("request handler threw connection={} request_id={}", static_cast<uint64_t>(id_), request_id);
     sink->send_error(errc::internal, "internal error");
   }
+}
+
+void client_session::charge_tokens(uint64_t n_tokens) {
+  if (key_ != nullptr && n_tokens > 0) options_->api_keys->charge_tokens(*key_, n_tokens);
 }
 
 void client_session::handle_cancel(std::string_view payload) {

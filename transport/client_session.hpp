@@ -65,6 +65,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   /// the in-flight set. False if the connection is not open; closes the connection when the
   /// queue would exceed options.max_write_queue_bytes (the client is not reading).
   bool enqueue(std::string bytes, uint64_t ending_request_id);
+  /// Charges a finished request's tokens (prompt + generated) to the connection's API key, if
+  /// keys are in use. Any thread.
+  void charge_tokens(uint64_t n_tokens);
 
  private:
   enum class state { open, closing, closed };
@@ -106,6 +109,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   std::vector<std::string> in_flight_;  // buffers of the async_write in progress
   bool handshake_done_ = false;
   bool timer_armed_ = false;
+  const api_key* key_ = nullptr;  // the hello's key (set before any request: read by sinks too)
   std::optional<clock::time_point> frame_started_;  // first byte of the partial frame arrived
   std::optional<clock::time_point> body_started_;   // its header was complete
   size_t charged_ = 0;                              // partial input reported to the registry

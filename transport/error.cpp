@@ -9,7 +9,7 @@ struct code_name {
   errc code;
   const char* name;
 };
-constexpr std::array<code_name, 17> code_names{{
+constexpr std::array<code_name, 18> code_names{{
     {errc::bad_frame, "bad_frame"},
     {errc::frame_too_large, "frame_too_large"},
     {errc::unsupported_version, "unsupported_version"},
@@ -25,6 +25,7 @@ constexpr std::array<code_name, 17> code_names{{
     {errc::internal, "internal"},
     {errc::shutting_down, "shutting_down"},
     {errc::timeout, "timeout"},
+    {errc::rate_limited, "rate_limited"},
     {errc::io_error, "io_error"},
     {errc::connection_closed, "connection_closed"},
 }};

@@ -39,6 +39,7 @@ enum class errc : uint16_t {
   internal = 18,              // a bug or an unexpected failure in the server
   shutting_down = 19,         // the server is stopping (may be connection-level)
   timeout = 20,               // no hello in time (server) or no answer in time (client)
+  rate_limited = 21,          // the API key is over its requests or tokens per minute; retry later
   // Local only, never sent: what a client library reports about its own connection.
   io_error = 100,           // connect/read/write failed
   connection_closed = 101,  // the peer closed the connection

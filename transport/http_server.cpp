@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -13,14 +16,19 @@
 
 #include <sys/socket.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http.hpp>
 
 #include "transport/listen.hpp"
@@ -33,6 +41,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using tls_stream = asio::ssl::stream<tcp::socket>;
 
 const std::string* http_request::header(std::string_view name) const {
   for (const auto& h : headers) {
@@ -63,51 +72,122 @@ std::string serialize(const http_response& r, bool keep_alive, unsigned version,
   return std::move(os).str();
 }
 
+// The last OpenSSL error as text (and clears the queue).
+std::string openssl_error(const boost::system::error_code& ec) {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return ec.message();
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+// The server's TLS context from PEM files; errors name the file.
+result<std::shared_ptr<asio::ssl::context>> make_tls_context(const std::string& cert_file,
+                                                             const std::string& key_file) {
+  if (cert_file.empty()) return fail(errc::invalid_request, "TLS needs a certificate file (--tls-cert) with its key file");
+  if (key_file.empty()) return fail(errc::invalid_request, "TLS needs a key file (--tls-key) with its certificate file");
+  for (const auto& [file, what] : {std::pair{&cert_file, "certificate"}, std::pair{&key_file, "key"}}) {
+    std::ifstream in(*file);
+    if (!in) return fail(errc::io_error, "cannot read TLS {} file {}: {}", what, *file, std::strerror(errno));
+  }
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                   asio::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  ERR_clear_error();
+  ctx->use_certificate_chain_file(cert_file, ec);
+  if (ec) {
+    return fail(errc::invalid_request, "TLS certificate file {} holds no usable PEM certificate: {}", cert_file,
+                openssl_error(ec));
+  }
+  ctx->use_private_key_file(key_file, asio::ssl::context::pem, ec);
+  if (ec) {
+    return fail(errc::invalid_request, "TLS key file {} holds no usable PEM private key for the certificate in {}: {}",
+                key_file, cert_file, openssl_error(ec));
+  }
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    return fail(errc::invalid_request, "TLS key file {} does not match the certificate in {}", key_file, cert_file);
+  }
+  return ctx;
+}
+
 }  // namespace
 
-// One connection: read a request (idle wait, then header + body under the read timeout),
-// dispatch it, write its response from the queue the responder fills, repeat while keep-alive.
-// Socket, parser and timers live on the session's strand; the write queue is guarded by mu_.
-class http_session : public std::enable_shared_from_this<http_session> {
+// What the server and the responders see of a session, plain or TLS.
+class http_session_base : public std::enable_shared_from_this<http_session_base> {
  public:
+  virtual ~http_session_base() = default;
+  virtual connection_id id() const = 0;
+  virtual void start() = 0;
+  /// Answers `status` without reading anything, then closes (the connection cap).
+  virtual void refuse(int status, std::string message) = 0;
+  /// Closes at once (server stop). Any thread.
+  virtual void close() = 0;
+  /// Queues response bytes; `last` ends the response. Any thread. False if the connection is
+  /// not open; closes it when the queue would exceed the limit (the client is not reading).
+  virtual bool send(std::string bytes, bool last) = 0;
+  virtual bool is_open() const = 0;
+  virtual const http_server_options& options() const = 0;
+};
+
+// One connection: (TLS: the handshake, then) read a request (idle wait, then header + body under
+// the read timeout), dispatch it, write its response from the queue the responder fills, repeat
+// while keep-alive. Stream is tcp::socket or tls_stream: one code path, the few steps that differ
+// (handshake, the direct send, the wait for a request, the close) chosen by `tls`.
+// Socket, parser and timers live on the session's strand; the write queue is guarded by mu_.
+template <class Stream>
+class http_session final : public http_session_base {
+ public:
+  static constexpr bool tls = std::is_same_v<Stream, tls_stream>;
   using closed_callback = std::function<void(connection_id)>;
 
-  http_session(std::shared_ptr<asio::io_context> io, tcp::socket socket, connection_id id,
+  http_session(std::shared_ptr<asio::io_context> io, Stream stream, connection_id id,
                std::shared_ptr<const http_server_options> options, http_handler& handler,
-               std::shared_ptr<std::atomic<uint64_t>> request_numbers, closed_callback on_closed)
+               std::shared_ptr<std::atomic<uint64_t>> request_numbers, closed_callback on_closed,
+               std::shared_ptr<asio::ssl::context> tls_context = nullptr)
       : io_(std::move(io)),
-        socket_(std::move(socket)),
-        read_timer_(socket_.get_executor()),
-        write_timer_(socket_.get_executor()),
-        linger_timer_(socket_.get_executor()),
+        tls_context_(std::move(tls_context)),
+        stream_(std::move(stream)),
+        read_timer_(stream_.get_executor()),
+        write_timer_(stream_.get_executor()),
+        linger_timer_(stream_.get_executor()),
         id_(id),
         options_(std::move(options)),
         handler_(handler),
         request_numbers_(std::move(request_numbers)),
         on_closed_(std::move(on_closed)),
-        fd_(socket_.native_handle()) {}
+        fd_(socket().native_handle()) {}
 
-  connection_id id() const { return id_; }
+  connection_id id() const override { return id_; }
 
-  void start() {
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->wait_for_request(); });
-  }
-
-  /// Answers `status` without reading anything, then closes (the connection cap).
-  void refuse(int status, std::string message) {
-    asio::post(socket_.get_executor(), [self = shared_from_this(), status, m = std::move(message)] {
-      self->reject(status, m);
+  void start() override {
+    asio::post(stream_.get_executor(), [self = self()] {
+      if constexpr (tls) {
+        self->handshake();
+      } else {
+        self->wait_for_request();
+      }
     });
   }
 
-  /// Closes at once (server stop). Any thread.
-  void close() {
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->close_now("server stopping"); });
+  void refuse(int status, std::string message) override {
+    asio::post(stream_.get_executor(), [self = self(), status, m = std::move(message)] {
+      if constexpr (tls) {
+        // Said in plain text would mean nothing to a TLS client: close.
+        self->close_now(m);
+      } else {
+        self->reject(status, m);
+      }
+    });
   }
 
-  /// Queues response bytes; `last` ends the response. Any thread. False if the connection is
-  /// not open; closes it when the queue would exceed the limit (the client is not reading).
-  bool send(std::string bytes, bool last) {
+  void close() override {
+    asio::post(stream_.get_executor(), [self = self()] { self->close_now("server stopping"); });
+  }
+
+  bool send(std::string bytes, bool last) override {
     bool start_write = false;
     bool overflow = false;
     {
@@ -117,15 +197,16 @@ class http_session : public std::enable_shared_from_this<http_session> {
         overflow = true;
         state_ = state::closing;
       } else {
-        if (!writing_ && queue_.empty()) {
+        if (!tls && !writing_ && queue_.empty()) {
           // Nothing queued or being written: send from this thread now instead of waking the I/O
           // thread (an SSE event is small and the socket buffer has room), as client_session
           // does. What does not fit, or an error, goes the asynchronous way, which reports errors.
           // The fd stays open while mu_ is held with state open (close_now marks the state first).
+          // Not under TLS: its bytes go through the TLS stream, on the strand.
           const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
           if (n == static_cast<ssize_t>(bytes.size())) {
             if (last) {
-              asio::post(socket_.get_executor(), [self = shared_from_this()] { self->response_done(); });
+              asio::post(stream_.get_executor(), [self = self()] { self->response_done(); });
             }
             return true;
           }
@@ -139,21 +220,60 @@ class http_session : public std::enable_shared_from_this<http_session> {
     if (overflow) {
       logger().warn("http client not reading, closing connection={} queued_bytes={}", uint64_t(id_),
                     options_->max_write_queue_bytes);
-      asio::post(socket_.get_executor(), [self = shared_from_this()] { self->close_now("write queue full"); });
+      asio::post(stream_.get_executor(), [self = self()] { self->close_now("write queue full"); });
       return false;
     }
-    if (start_write) asio::post(socket_.get_executor(), [self = shared_from_this()] { self->do_write(); });
+    if (start_write) asio::post(stream_.get_executor(), [self = self()] { self->do_write(); });
     return true;
   }
 
-  bool is_open() const {
+  bool is_open() const override {
     std::lock_guard lock(mu_);
     return state_ == state::open;
   }
 
-  const http_server_options& options() const { return *options_; }
+  const http_server_options& options() const override { return *options_; }
 
  private:
+  std::shared_ptr<http_session> self() { return std::static_pointer_cast<http_session>(shared_from_this()); }
+  tcp::socket& socket() { return beast::get_lowest_layer(stream_); }
+
+  // ---- TLS ---------------------------------------------------------------------------------
+  // The handshake, under the read timeout. A plain HTTP request to this port gets a plain 400
+  // saying so (as nginx does), then the connection closes; other clients never notice.
+  void handshake() {
+    arm_read_timer(options_->read_timeout);
+    stream_.async_handshake(asio::ssl::stream_base::server, [self = self()](const boost::system::error_code& ec) {
+      if (self->finished_) return;
+      self->read_timer_.cancel();
+      if (!ec) {
+        self->wait_for_request();
+        return;
+      }
+      if (ec.category() == asio::error::get_ssl_category() && ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
+        self->refuse_plain_http();
+        return;
+      }
+      self->close_now(self->timed_out_ ? std::string("TLS handshake timeout")
+                                       : fmt::format("TLS handshake failed: {}", ec.message()));
+    });
+  }
+
+  void refuse_plain_http() {
+    http_response r;
+    r.status = 400;
+    r.body = error_body(api_error{400, "a plain HTTP request was sent to this HTTPS port: use https://", "", "",
+                                  "plain_http_to_https_port"});
+    auto bytes = std::make_shared<std::string>(serialize(r, false, 11, options_->server_name));
+    write_timer_.expires_after(options_->write_timeout);
+    write_timer_.async_wait([self = self()](const boost::system::error_code& ec) {
+      if (!ec) self->close_now("write timeout");
+    });
+    asio::async_write(socket(), asio::buffer(*bytes), [self = self(), bytes](const boost::system::error_code&, size_t) {
+      self->close_now("plain HTTP request on the TLS port");
+    });
+  }
+
   enum class state { open, closing, closed };
   struct piece {
     std::string bytes;
@@ -168,14 +288,27 @@ class http_session : public std::enable_shared_from_this<http_session> {
       return;
     }
     arm_read_timer(options_->idle_timeout);
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
-      if (self->finished_) return;
-      if (ec) {
-        self->close_now(self->timed_out_ ? "idle timeout" : ec.message());
-        return;
-      }
-      self->read_request();
-    });
+    if constexpr (tls) {
+      // Bytes may wait inside the TLS stream where the socket shows none: read the first ones.
+      stream_.async_read_some(buffer_.prepare(4096), [self = self()](const boost::system::error_code& ec, size_t n) {
+        if (self->finished_) return;
+        self->buffer_.commit(n);
+        if (ec) {
+          self->close_now(self->timed_out_ ? "idle timeout" : ec.message());
+          return;
+        }
+        self->read_request();
+      });
+    } else {
+      socket().async_wait(tcp::socket::wait_read, [self = self()](const boost::system::error_code& ec) {
+        if (self->finished_) return;
+        if (ec) {
+          self->close_now(self->timed_out_ ? "idle timeout" : ec.message());
+          return;
+        }
+        self->read_request();
+      });
+    }
   }
 
   void read_request() {
@@ -183,8 +316,8 @@ class http_session : public std::enable_shared_from_this<http_session> {
     parser_->header_limit(options_->max_header_bytes);
     parser_->body_limit(options_->max_body_bytes);
     arm_read_timer(options_->read_timeout);
-    http::async_read_header(socket_, buffer_, *parser_,
-                            [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = self()](const boost::system::error_code& ec, size_t) {
                               self->on_header(ec);
                             });
   }
@@ -192,11 +325,11 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void arm_read_timer(std::chrono::milliseconds timeout) {
     timed_out_ = false;
     read_timer_.expires_after(timeout);
-    read_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    read_timer_.async_wait([self = self()](const boost::system::error_code& ec) {
       if (ec || self->finished_) return;
       self->timed_out_ = true;
       boost::system::error_code ignored;
-      self->socket_.cancel(ignored);
+      self->socket().cancel(ignored);
     });
   }
 
@@ -206,7 +339,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
     read_timer_.cancel();
     if (timed_out_) {
       reject(408, fmt::format("the request did not arrive within {} ms", options_->read_timeout.count()));
-    } else if (ec == http::error::end_of_stream || ec == asio::error::eof) {
+    } else if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
       close_now("client closed the connection");
     } else if (ec == http::error::header_limit) {
       reject(431, fmt::format("the request headers exceed {} bytes", options_->max_header_bytes));
@@ -226,8 +359,8 @@ class http_session : public std::enable_shared_from_this<http_session> {
     if (auto e = h.find(http::field::expect); e != h.end() && beast::iequals(e->value(), "100-continue")) {
       // curl and others wait for this before sending a larger body.
       auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-      asio::async_write(socket_, asio::buffer(*cont),
-                        [self = shared_from_this(), cont](const boost::system::error_code& wec, size_t) {
+      asio::async_write(stream_, asio::buffer(*cont),
+                        [self = self(), cont](const boost::system::error_code& wec, size_t) {
                           if (self->finished_) return;
                           if (wec) {
                             self->close_now(wec.message());
@@ -241,7 +374,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   }
 
   void read_body() {
-    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+    http::async_read(stream_, buffer_, *parser_, [self = self()](const boost::system::error_code& ec, size_t) {
       if (self->finished_ || self->read_failed(ec)) return;
       self->read_timer_.cancel();
       self->dispatch();
@@ -254,11 +387,11 @@ class http_session : public std::enable_shared_from_this<http_session> {
   // went away (its requests are then cancelled through on_disconnect).
   void watch_for_close() {
     const uint64_t generation = ++watch_generation_;
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), generation](
+    socket().async_wait(tcp::socket::wait_read, [self = self(), generation](
                                                  const boost::system::error_code& ec) {
       if (ec || self->finished_ || generation != self->watch_generation_ || !self->pending_) return;
       boost::system::error_code aec;
-      const size_t n = self->socket_.available(aec);
+      const size_t n = self->socket().available(aec);
       if (aec || n == 0) self->close_now("client went away before the response was complete");
       // Otherwise: a pipelined request, read once this response is out.
     });
@@ -280,10 +413,10 @@ class http_session : public std::enable_shared_from_this<http_session> {
     buffers.reserve(in_flight_.size());
     for (const auto& p : in_flight_) buffers.push_back(asio::buffer(p.bytes));
     write_timer_.expires_after(options_->write_timeout);
-    write_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    write_timer_.async_wait([self = self()](const boost::system::error_code& ec) {
       if (!ec) self->close_now("write timeout");
     });
-    asio::async_write(socket_, buffers, [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+    asio::async_write(stream_, buffers, [self = self()](const boost::system::error_code& ec, size_t) {
       self->on_write(ec);
     });
   }
@@ -353,17 +486,22 @@ class http_session : public std::enable_shared_from_this<http_session> {
       std::lock_guard lock(mu_);
       state_ = state::closing;
     }
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
     linger_timer_.expires_after(std::chrono::seconds(1));
-    linger_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    linger_timer_.async_wait([self = self()](const boost::system::error_code& ec) {
       if (!ec) self->close_now("linger timeout");
     });
-    drain();
+    if constexpr (tls) {
+      // close_notify, then the peer's (or the linger timeout).
+      stream_.async_shutdown([self = self()](const boost::system::error_code&) { self->close_now("closed"); });
+    } else {
+      boost::system::error_code ignored;
+      socket().shutdown(tcp::socket::shutdown_send, ignored);
+      drain();
+    }
   }
 
   void drain() {
-    socket_.async_read_some(asio::buffer(drain_buf_), [self = shared_from_this()](const boost::system::error_code& ec,
+    socket().async_read_some(asio::buffer(drain_buf_), [self = self()](const boost::system::error_code& ec,
                                                                                    size_t) {
       if (self->finished_) return;
       if (ec) {
@@ -387,8 +525,8 @@ class http_session : public std::enable_shared_from_this<http_session> {
     read_timer_.cancel();
     write_timer_.cancel();
     linger_timer_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    socket().shutdown(tcp::socket::shutdown_both, ignored);
+    socket().close(ignored);
     logger().debug("http connection closed connection={} reason={}", uint64_t(id_), reason);
     if (dispatched_any_) {
       try {
@@ -401,7 +539,8 @@ class http_session : public std::enable_shared_from_this<http_session> {
   }
 
   std::shared_ptr<asio::io_context> io_;  // first: outlives the socket and timers
-  tcp::socket socket_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // TLS: outlives the stream
+  Stream stream_;
   asio::steady_timer read_timer_;
   asio::steady_timer write_timer_;
   asio::steady_timer linger_timer_;
@@ -410,7 +549,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   http_handler& handler_;
   std::shared_ptr<std::atomic<uint64_t>> request_numbers_;
   closed_callback on_closed_;
-  const int fd_;  // socket_'s descriptor, for send()'s direct write from other threads
+  const int fd_;  // the socket's descriptor, for send()'s direct write from other threads
 
   // Strand only.
   beast::flat_buffer buffer_;
@@ -431,13 +570,12 @@ class http_session : public std::enable_shared_from_this<http_session> {
   size_t queued_bytes_ = 0;
   bool writing_ = false;
 
-  friend class session_responder;
 };
 
 // The responder of one request: whole response or chunked stream, into the session's queue.
 class session_responder final : public http_responder {
  public:
-  session_responder(std::shared_ptr<http_session> s, uint64_t number, bool keep_alive, unsigned version)
+  session_responder(std::shared_ptr<http_session_base> s, uint64_t number, bool keep_alive, unsigned version)
       : session_(std::move(s)), number_(number), keep_alive_(keep_alive), version_(version) {}
   ~session_responder() override {
     if (phase_ == phase::none) {
@@ -496,7 +634,7 @@ class session_responder final : public http_responder {
 
  private:
   enum class phase { none, streaming, done };
-  std::shared_ptr<http_session> session_;
+  std::shared_ptr<http_session_base> session_;
   const uint64_t number_;
   const bool keep_alive_;
   const unsigned version_;
@@ -504,7 +642,8 @@ class session_responder final : public http_responder {
   phase phase_ = phase::none;
 };
 
-void http_session::dispatch() {
+template <class Stream>
+void http_session<Stream>::dispatch() {
   auto& m = parser_->get();
   http_request r;
   r.method = std::string(m.method_string());
@@ -546,7 +685,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   void on_accept(tcp::socket socket) {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    std::shared_ptr<http_session> session;
+    std::shared_ptr<http_session_base> session;
     bool refuse = false;
     {
       std::lock_guard lock(mu);
@@ -557,10 +696,17 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       const uint64_t id = next_id++;
       refuse = sessions.size() >= options->max_connections;
       std::weak_ptr<impl> weak = shared_from_this();
-      session = std::make_shared<http_session>(io, std::move(socket), connection_id{id}, options, handler,
-                                               request_numbers, [weak](connection_id cid) {
-                                                 if (auto server = weak.lock()) server->remove(cid);
-                                               });
+      auto on_closed = [weak](connection_id cid) {
+        if (auto server = weak.lock()) server->remove(cid);
+      };
+      if (tls_context) {
+        session = std::make_shared<http_session<tls_stream>>(io, tls_stream(std::move(socket), *tls_context),
+                                                             connection_id{id}, options, handler, request_numbers,
+                                                             std::move(on_closed), tls_context);
+      } else {
+        session = std::make_shared<http_session<tcp::socket>>(io, std::move(socket), connection_id{id}, options,
+                                                              handler, request_numbers, std::move(on_closed));
+      }
       if (!refuse) sessions.emplace(id, session);
     }
     if (refuse) {
@@ -587,7 +733,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::shared_ptr<std::atomic<uint64_t>> request_numbers = std::make_shared<std::atomic<uint64_t>>(0);
 
   mutable std::mutex mu;
-  std::unordered_map<uint64_t, std::weak_ptr<http_session>> sessions;
+  std::unordered_map<uint64_t, std::weak_ptr<http_session_base>> sessions;
+  std::shared_ptr<asio::ssl::context> tls_context;  // null: plain HTTP
   uint64_t next_id = 1;
   bool started = false;
   bool stopping = false;
@@ -611,6 +758,11 @@ result<void> http_server::start() {
   std::lock_guard lock(s.mu);
   if (s.started) return fail(errc::internal, "http_server::start called twice");
   const auto& o = *s.options;
+  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
+    auto ctx = make_tls_context(o.tls_cert_file, o.tls_key_file);
+    if (!ctx) return std::unexpected(ctx.error());
+    s.tls_context = std::move(*ctx);
+  }
   auto bound = listen_on(s.acceptor, *s.io, o.host, o.port, "HTTP");
   if (!bound) return std::unexpected(bound.error());
   const tcp::endpoint endpoint = *bound;
@@ -619,13 +771,13 @@ result<void> http_server::start() {
   s.work.emplace(asio::make_work_guard(*s.io));
   s.do_accept();
   start_io_threads(s.threads, s.io, o.io_threads, "HTTP");
-  logger().info("http listening host={} port={}", o.host, s.port.load());
+  logger().info("http listening host={} port={} tls={}", o.host, s.port.load(), s.tls_context ? "on" : "off");
   return {};
 }
 
 void http_server::stop() {
   auto& s = *impl_;
-  std::vector<std::shared_ptr<http_session>> open;
+  std::vector<std::shared_ptr<http_session_base>> open;
   {
     std::lock_guard lock(s.mu);
     if (!s.started || s.stopping) return;

@@ -1,7 +1,7 @@
 #pragma once
 // The HTTP/1.1 server behind the HTTP API (Boost.Beast on Asio): keep-alive connections, one
 // request at a time per connection, caps on header and body size (431/413), slow-client timeouts
-// (408), a cap on open connections (503). Parsed requests go to an http_handler, which answers
+// (408), a cap on open connections (503); HTTPS with a certificate and key (Asio's OpenSSL stream). Parsed requests go to an http_handler, which answers
 // through an http_responder: one whole response, or a chunked stream (Server-Sent Events).
 // Beast stays out of this header; knows no actors.
 #include <chrono>
@@ -37,6 +37,10 @@ struct http_server_options {
   /// A write that makes no progress for this long closes the connection.
   std::chrono::milliseconds write_timeout{30'000};
   std::string server_name = "troupe";
+  /// TLS (HTTPS) when both are given: PEM files of the certificate (chain) and its private key.
+  /// Plain HTTP when both are empty.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 struct http_header {
@@ -103,7 +107,9 @@ class http_server {
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
 
-  /// Binds, listens and starts the I/O threads. errc::io_error when the address cannot be bound.
+  /// Loads the TLS files (if any), binds, listens and starts the I/O threads. errc::io_error
+  /// when the address cannot be bound or a TLS file cannot be read; errc::invalid_request (naming
+  /// the file) for a TLS file that holds no PEM certificate / key, or a key that does not match.
   result<void> start();
   /// The bound port; 0 before start().
   uint16_t port() const;

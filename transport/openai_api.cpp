@@ -209,17 +209,8 @@ api_result<api_request> parse_completion_request(std::string_view body, const pr
   return r;
 }
 
-std::string render_chat(const std::vector<chat_message>& messages) {
-  std::string out;
-  for (const auto& m : messages) {
-    const char* role = m.role == "assistant" ? "Assistant" : m.role == "user" ? "User" : "System";
-    out += fmt::format("{}: {}\n", role, m.content);
-  }
-  out += "Assistant:";
-  return out;
-}
-
-api_result<api_request> parse_chat_request(std::string_view body, const protocol_limits& limits) {
+api_result<api_request> parse_chat_request(std::string_view body, const protocol_limits& limits,
+                                           const chat_template& chat) {
   auto j = parse_object(body);
   if (!j) return std::unexpected(j.error());
   api_request r;
@@ -260,12 +251,12 @@ api_result<api_request> parse_chat_request(std::string_view body, const protocol
     }
     r.messages.push_back(std::move(cm));
   }
-  r.gen.prompt = render_chat(r.messages);
+  r.gen.prompt = chat.render(r.messages);
   r.gen.max_tokens = limits.max_tokens;
   TROUPE_API_TRY(max_tokens_field(*j, "max_completion_tokens", r.gen, limits));
   TROUPE_API_TRY(max_tokens_field(*j, "max_tokens", r.gen, limits));
   TROUPE_API_TRY(sampling_fields(*j, r.gen));
-  r.gen.stop.emplace_back(chat_stop);
+  r.gen.stop.emplace_back(chat.stop());
   TROUPE_API_TRY(stream_fields(*j, r));
   TROUPE_API_TRY(check(r.gen, limits, "messages"));
   return r;

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "transport/chat_template.hpp"
 #include "transport/client_protocol.hpp"
 
 namespace troupe::transport {
@@ -28,11 +29,6 @@ using api_result = std::expected<T, api_error>;
 
 enum class api_kind { completion, chat, inference };
 
-struct chat_message {
-  std::string role;  // system, user, assistant (developer is read as system)
-  std::string content;
-};
-
 /// A parsed request. gen.request_id is 1 (the gateway numbers requests itself).
 struct api_request {
   api_kind kind = api_kind::completion;
@@ -47,17 +43,13 @@ struct api_request {
 /// temperature, top_p, seed, stop (string or array), stream, stream_options, n (1 only).
 /// Unknown fields are ignored; a known field of the wrong type or out of range is a 400 naming it.
 api_result<api_request> parse_completion_request(std::string_view body, const protocol_limits& limits);
-/// POST /v1/chat/completions: messages instead of prompt (rendered with render_chat, which adds
-/// chat_stop to the stop strings); max_tokens or max_completion_tokens (default: the limit).
-api_result<api_request> parse_chat_request(std::string_view body, const protocol_limits& limits);
+/// POST /v1/chat/completions: messages instead of prompt (rendered with `chat`, whose stop() is
+/// added to the stop strings); max_tokens or max_completion_tokens (default: the limit).
+api_result<api_request> parse_chat_request(std::string_view body, const protocol_limits& limits,
+                                           const chat_template& chat = chat_template{});
 /// POST /v1/inference and /v1/tasks: input_text, max_length (16), temperature (1), top_p, seed, stop.
 api_result<api_request> parse_inference_request(std::string_view body, const protocol_limits& limits);
 
-/// The plain chat template: "System: ...\n" / "User: ...\n" / "Assistant: ...\n" per message,
-/// then "Assistant:" for the model to continue.
-std::string render_chat(const std::vector<chat_message>& messages);
-/// Where a reply rendered by render_chat ends: the model starting the user's next turn.
-inline constexpr std::string_view chat_stop = "\nUser:";
 
 /// One finished (or streaming) completion, for building responses.
 struct api_completion {

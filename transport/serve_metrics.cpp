@@ -66,7 +66,8 @@ void header(std::string& out, const char* name, const char* type, const char* he
 
 }  // namespace
 
-std::string serve_metrics::render(const std::vector<replica_gauges>& replicas) const {
+std::string serve_metrics::render(const std::vector<replica_gauges>& replicas,
+                                  const std::vector<std::pair<std::string, uint64_t>>& rate_limited) const {
   std::string out;
   std::lock_guard lock(mu_);
   header(out, "troupe_http_requests_total", "counter", "HTTP requests answered, by route and status code.");
@@ -78,6 +79,11 @@ std::string serve_metrics::render(const std::vector<replica_gauges>& replicas) c
          "DELETE), error.");
   for (const auto& [outcome, n] : outcomes_) {
     out += fmt::format("troupe_generation_requests_total{{outcome=\"{}\"}} {}\n", outcome, n);
+  }
+  header(out, "troupe_rate_limited_requests_total", "counter",
+         "Requests refused by their API key's rate limits (HTTP 429, client protocol rate_limited), by key name.");
+  for (const auto& [name, n] : rate_limited) {
+    out += fmt::format("troupe_rate_limited_requests_total{{key=\"{}\"}} {}\n", name, n);
   }
   header(out, "troupe_prompt_tokens_total", "counter", "Prompt tokens of completed HTTP generation requests.");
   out += fmt::format("troupe_prompt_tokens_total {}\n", prompt_tokens_);

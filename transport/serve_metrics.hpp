@@ -49,8 +49,10 @@ class serve_metrics {
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds, uint64_t n = 1);
 
-  /// The exposition text; `replicas` empty when the SCHEDULERs did not answer.
-  std::string render(const std::vector<replica_gauges>& replicas) const;
+  /// The exposition text; `replicas` empty when the SCHEDULERs did not answer. `rate_limited`:
+  /// requests refused by their API key's rate limits (both protocols), by key name.
+  std::string render(const std::vector<replica_gauges>& replicas,
+                     const std::vector<std::pair<std::string, uint64_t>>& rate_limited = {}) const;
 
  private:
   mutable std::mutex mu_;

@@ -124,16 +124,16 @@ result<void> tcp_server::start() {
   s.started = true;
   s.work.emplace(asio::make_work_guard(*s.io));
   s.do_accept();
-  if (!o.api_keys.empty() && o.auth_failure_window.count() > 0) s.schedule_auth_summary();
+  const bool open_to_all = !o.api_keys || o.api_keys->empty();
+  if (!open_to_all && o.auth_failure_window.count() > 0) s.schedule_auth_summary();
   const size_t n_threads = std::max<size_t>(1, o.io_threads);
   start_io_threads(s.threads, s.io, o.io_threads, "client protocol");
   logger().info("listening host={} port={} io_threads={} auth={}", o.host, s.port.load(), n_threads,
-                o.api_keys.empty() ? "none" : "api_key");
-  if (o.api_keys.empty() && !endpoint.address().is_loopback()) {
-    logger().warn("NO AUTHENTICATION: listening on {} (not a loopback address) without API keys: anyone who can "
-                  "reach port {} can use this server. Give --api-key-file FILE (or listen.api_key_file) to "
-                  "require a key.",
-                  o.host, s.port.load());
+                open_to_all ? "none" : "api_key");
+  if (open_to_all) {
+    logger().warn("NO AUTHENTICATION: the client protocol on {}:{} serves anyone who can reach it{}, without API "
+                  "keys or rate limits. Give --api-key-file FILE (or listen.api_key_file) to require a key.",
+                  o.host, s.port.load(), endpoint.address().is_loopback() ? " (a loopback address: local users)" : "");
   }
   return {};
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/api_keys.hpp"
 #include "transport/client_protocol.hpp"
 #include "transport/error.hpp"
 #include "transport/request_handler.hpp"
@@ -18,7 +19,9 @@ struct server_options {
   std::string host = "127.0.0.1";  // address to bind (an IP address or a resolvable name)
   uint16_t port = 0;               // 0: an ephemeral port, see tcp_server::port()
   size_t io_threads = 1;
-  std::vector<std::string> api_keys;  // empty: no authentication; else hello must carry one of them
+  /// Null or empty: no authentication. Else hello must carry one of these keys, and each key's
+  /// requests are held to its rate limits (errc::rate_limited) and run at its priority class.
+  std::shared_ptr<api_key_set> api_keys;
   protocol_limits limits;
   std::string server_name = "troupe";
   std::string model;  // reported in hello_ok

@@ -200,9 +200,10 @@ BOOST_AUTO_TEST_CASE(chat_streamed_and_not_equal_the_rendered_prompt_completion)
   BOOST_TEST(!content.empty());
   // The plain template: the same as a completion of the rendered prompt with the chat stop string.
   const std::string rendered = "System: You tell stories.\nUser: Once upon a time\nAssistant:";
-  BOOST_TEST(transport::render_chat({{"system", "You tell stories."}, {"user", "Once upon a time"}}) == rendered);
+  const transport::chat_template plain;
+  BOOST_TEST(plain.render({{"system", "You tell stories."}, {"user", "Once upon a time"}}) == rendered);
   json cbody{{"model", model_id}, {"prompt", rendered}, {"max_tokens", 80}, {"temperature", 0},
-             {"stop", transport::chat_stop}};
+             {"stop", plain.stop()}};
   json cj = c.post("/v1/completions", cbody.dump()).json();
   BOOST_TEST(content == cj["choices"][0]["text"].get<std::string>());
   BOOST_TEST(j["usage"] == cj["usage"]);
@@ -522,7 +523,7 @@ BOOST_AUTO_TEST_CASE(keep_alive_pipelining_and_idle_close) {
 
 BOOST_AUTO_TEST_CASE(api_key_is_required_as_a_bearer_token) {
   actors::http_gateway_options go;
-  go.api_keys = {"sk-first", "sk-second"};
+  go.api_keys = transport::api_key_set::without_limits({"sk-first", "sk-second"});
   http_fixture f(small_cluster(), {}, go);
   auto c = f.client();
   const std::string body = completion_body("Mom said", 4, false).dump();
@@ -539,6 +540,110 @@ BOOST_AUTO_TEST_CASE(api_key_is_required_as_a_bearer_token) {
   BOOST_TEST(c.get("/health").status == 200);
   BOOST_TEST(c.get("/ready").status == 200);
   BOOST_TEST(c.get("/metrics").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(keys_over_their_limits_get_429_with_retry_after_and_other_keys_are_served) {
+  std::vector<transport::api_key> keys(3);
+  keys[0] = {"sk-alice", "alice", {2, 0, 2}, transport::request_priority::interactive};  // 2 requests a minute
+  keys[1] = {"sk-bob", "bob", {}, transport::request_priority::batch};
+  keys[2] = {"sk-carol", "carol", {0, 10, 0}, transport::request_priority::interactive};  // 10 tokens a minute
+  actors::http_gateway_options go;
+  go.api_keys = std::make_shared<transport::api_key_set>(std::move(keys));
+  http_fixture f(small_cluster(), {}, go);
+  auto c = f.client();
+  const std::string body = completion_body("Mom said", 12, false).dump();
+  auto as = [&](const std::string& key) {
+    return c.request("POST", "/v1/completions", body, {{"Authorization", "Bearer " + key}});
+  };
+  BOOST_TEST(c.post("/v1/completions", body).status == 401);
+  BOOST_TEST(as("sk-alice").status == 200);
+  BOOST_TEST(as("sk-alice").status == 200);
+  auto limited = as("sk-alice");
+  BOOST_TEST(limited.status == 429);
+  BOOST_TEST(limited.keep_alive);
+  const json e = limited.json()["error"];
+  BOOST_TEST(e["code"] == "rate_limit_exceeded");
+  BOOST_TEST(e["type"] == "requests");
+  BOOST_TEST(e["message"].get<std::string>().find("'alice'") != std::string::npos, e.dump());
+  BOOST_REQUIRE(!limited.retry_after.empty());
+  const int retry_s = std::stoi(limited.retry_after);  // one request refills in 30 s
+  BOOST_TEST(retry_s >= 29);
+  BOOST_TEST(retry_s <= 30);
+  // Tasks count too; bob is not held back by alice.
+  BOOST_TEST(c.request("POST", "/v1/tasks", json{{"input_text", "Mom said"}, {"max_length", 4}}.dump(),
+                       {{"Authorization", "Bearer sk-alice"}}).status == 429);
+  BOOST_TEST(as("sk-bob").status == 200);
+  BOOST_TEST(as("sk-bob").status == 200);
+  BOOST_TEST(as("sk-bob").status == 200);
+  // carol's first request uses more than her 10 tokens a minute: the next one waits for them.
+  auto first = as("sk-carol");
+  BOOST_TEST_REQUIRE(first.status == 200);
+  const int used = first.json()["usage"]["total_tokens"].get<int>();
+  BOOST_TEST_REQUIRE(used > 10);
+  auto over = as("sk-carol");
+  BOOST_TEST(over.status == 429);
+  BOOST_TEST(over.json()["error"]["type"] == "tokens");
+  // Out of debt plus one token, at one token every 6 s (give or take the rounding).
+  BOOST_TEST(std::abs(std::stoi(over.retry_after) - (used - 9) * 6) <= 1, over.retry_after);
+  // Streamed requests are refused the same way, before any event.
+  json sb = json::parse(body);
+  sb["stream"] = true;
+  auto streamed = c.request("POST", "/v1/completions", sb.dump(), {{"Authorization", "Bearer sk-carol"}});
+  BOOST_TEST(streamed.status == 429);
+  // The counts by key name.
+  const std::string metrics = c.get("/metrics").body;
+  BOOST_TEST(metrics.find("troupe_rate_limited_requests_total{key=\"alice\"} 2\n") != std::string::npos, metrics);
+  BOOST_TEST(metrics.find("troupe_rate_limited_requests_total{key=\"bob\"} 0\n") != std::string::npos, metrics);
+  BOOST_TEST(metrics.find("troupe_rate_limited_requests_total{key=\"carol\"} 2\n") != std::string::npos, metrics);
+}
+
+BOOST_AUTO_TEST_CASE(https_with_a_self_signed_certificate_and_plain_http_to_its_port_fails_cleanly) {
+  self_signed_certificate tls;
+  transport::http_server_options so;
+  so.tls_cert_file = tls.cert;
+  so.tls_key_file = tls.key;
+  http_fixture f(small_cluster(), so);
+  const std::string url = "https://127.0.0.1:" + std::to_string(f.server.port());
+  const std::string curl = "curl -sS --max-time 60 --cacert " + tls.cert + " ";
+  // A plain-HTTP client connects first and sends nothing yet: it holds no one up.
+  http_client plain(f.server.port());
+  BOOST_REQUIRE(plain.connected());
+  auto health = run_command(curl + url + "/health");
+  BOOST_REQUIRE_EQUAL(health.exit_code, 0);
+  BOOST_TEST(json::parse(health.out)["status"] == "ok");
+  // Without the CA certificate curl refuses the server: this is really TLS.
+  BOOST_TEST(run_command("curl -sS --max-time 20 " + url + "/health 2>&1").exit_code != 0);
+  // A completion over HTTPS, whole and streamed: the same text.
+  const std::string body = completion_body("Mom said", 12, false).dump();
+  auto whole = run_command(curl + url + "/v1/completions -d '" + body + "'");
+  BOOST_REQUIRE_EQUAL(whole.exit_code, 0);
+  const std::string text = json::parse(whole.out)["choices"][0]["text"].get<std::string>();
+  BOOST_TEST(!text.empty());
+  auto streamed_run = run_command(curl + "-N " + url + "/v1/completions -d '" +
+                                  completion_body("Mom said", 12, true).dump() + "'");
+  BOOST_REQUIRE_EQUAL(streamed_run.exit_code, 0);
+  std::vector<std::string> events;
+  BOOST_REQUIRE(sse_events(streamed_run.out, events));
+  std::string streamed_text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    streamed_text += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  }
+  BOOST_TEST(events.back() == "[DONE]");
+  BOOST_TEST(streamed_text == text);
+  // The plain-HTTP request: a plain 400 that says why, then the connection closes.
+  BOOST_REQUIRE(plain.send_raw("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto refused = plain.read_reply();
+  BOOST_TEST(refused.status == 400);
+  BOOST_TEST(refused.body.find("https://") != std::string::npos, refused.body);
+  BOOST_TEST(plain.closed_by_server());
+  // Bytes that are neither TLS nor HTTP: closed without an answer.
+  http_client noise(f.server.port());
+  BOOST_REQUIRE(noise.send_raw(std::string("\x01\x02garbage\r\n\r\n", 13)));
+  BOOST_TEST(noise.closed_by_server());
+  // HTTPS clients are served as before, on keep-alive connections (two requests, one connection).
+  auto again = run_command(curl + url + "/health " + url + "/v1/models");
+  BOOST_REQUIRE_EQUAL(again.exit_code, 0);
+  BOOST_TEST(again.out.find(model_id) != std::string::npos, again.out);
 }
 
 BOOST_AUTO_TEST_CASE(troupe_serve_http_port_answers_curl_as_generate_does,

@@ -1,4 +1,4 @@
-// The cluster file's [http] table: off when absent, host and port when present, errors by key.
+// The cluster file's [http] table: off when absent, host, port and TLS files when present, errors by key.
 #include <boost/test/unit_test.hpp>
 
 #include <string>
@@ -44,6 +44,17 @@ BOOST_AUTO_TEST_CASE(bad_http_keys_are_errors_naming_the_key) {
   auto unknown = parse_cluster_text(base + "\n[http]\nprot = 1\n", "c.toml");
   BOOST_REQUIRE(!unknown);
   BOOST_TEST(unknown.error().message.find("http.prot: unknown key") != std::string::npos, unknown.error().message);
+}
+
+BOOST_AUTO_TEST_CASE(tls_files_are_read_relative_to_the_file_and_come_in_pairs) {
+  auto tls = parse_cluster_text(base + "\n[http]\ntls_cert = \"certs/c.pem\"\ntls_key = \"/etc/k.pem\"\n", "c.toml",
+                                "/srv/troupe");
+  BOOST_REQUIRE_MESSAGE(tls, (tls ? "" : tls.error().message));
+  BOOST_TEST(tls->http.tls_cert == "/srv/troupe/certs/c.pem");
+  BOOST_TEST(tls->http.tls_key == "/etc/k.pem");
+  auto half = parse_cluster_text(base + "\n[http]\ntls_cert = \"c.pem\"\n", "c.toml");
+  BOOST_REQUIRE(!half);
+  BOOST_TEST(half.error().message.find("http.tls_key") != std::string::npos, half.error().message);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

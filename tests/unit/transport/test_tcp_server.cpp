@@ -484,7 +484,7 @@ BOOST_AUTO_TEST_CASE(unsupported_version_is_refused) {
 BOOST_AUTO_TEST_CASE(api_key_is_enforced) {
   fake_handler handler;
   auto o = test_options();
-  o.api_keys = {"first-key", "second-key"};
+  o.api_keys = api_key_set::without_limits({"first-key", "second-key"});
   running_server s(handler, o);
   client_options co;
   co.port = s.server.port();
@@ -504,6 +504,64 @@ BOOST_AUTO_TEST_CASE(api_key_is_enforced) {
   BOOST_TEST(right->generate(text_request()).has_value());
   // Refused connections never reached the handler.
   BOOST_TEST(handler.n_disconnects() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(api_key_limits_refuse_with_rate_limited_and_its_class_sets_the_priority) {
+  fake_handler handler;  // charges prompt bytes + 3 tokens per request
+  auto o = test_options();
+  std::vector<api_key> keys(3);
+  keys[0] = {"alice-key", "alice", {60, 0, 1}, request_priority::interactive};  // 1 request a second
+  keys[1] = {"night-key", "nightly", {}, request_priority::batch};
+  keys[2] = {"carol-key", "carol", {0, 6, 0}, request_priority::interactive};  // 6 tokens a minute
+  o.api_keys = std::make_shared<api_key_set>(std::move(keys));
+  running_server s(handler, o);
+  client_options co;
+  co.port = s.server.port();
+
+  co.api_key = "alice-key";
+  auto alice = client::connect(co);
+  BOOST_TEST_REQUIRE(alice.has_value(), (alice ? "" : alice.error().message));
+  BOOST_TEST(alice->generate(text_request()).has_value());
+  auto refused = alice->generate(text_request());
+  BOOST_TEST_REQUIRE(!refused.has_value());
+  BOOST_TEST((refused.error().code == errc::rate_limited));
+  BOOST_TEST(refused.error().message.find("'alice'") != std::string::npos, refused.error().message);
+  BOOST_TEST(refused.error().message.find("retry in 1 s") != std::string::npos, refused.error().message);
+  BOOST_TEST(handler.n_requests() == 1u);  // the refused one never reached the handler
+
+  // Another key is unaffected; a batch key's request runs as batch whatever it asks.
+  co.api_key = "night-key";
+  auto night = client::connect(co);
+  BOOST_TEST_REQUIRE(night.has_value(), (night ? "" : night.error().message));
+  auto asks_interactive = text_request();
+  asks_interactive.priority = request_priority::interactive;
+  BOOST_TEST(night->generate(asks_interactive).has_value());
+  BOOST_TEST_REQUIRE(handler.n_requests() == 2u);
+  BOOST_TEST((handler.request(1).priority == request_priority::batch));
+  BOOST_TEST((handler.request(0).priority == request_priority::interactive));
+
+  // Tokens are charged when the request ends (5 prompt bytes + 3 here): the next one waits.
+  co.api_key = "carol-key";
+  auto carol = client::connect(co);
+  BOOST_TEST_REQUIRE(carol.has_value(), (carol ? "" : carol.error().message));
+  BOOST_TEST(carol->generate(text_request()).has_value());
+  auto over = carol->generate(text_request());
+  BOOST_TEST_REQUIRE(!over.has_value());
+  BOOST_TEST((over.error().code == errc::rate_limited));
+  BOOST_TEST(over.error().message.find("tokens per minute") != std::string::npos, over.error().message);
+
+  // The connection stayed open: alice is served again once her bucket has refilled (1 s).
+  const auto give_up = steady::now() + wait_limit;
+  result<final_frame> again = alice->generate(text_request());
+  while (!again && again.error().code == errc::rate_limited && steady::now() < give_up) {
+    std::this_thread::sleep_for(100ms);
+    again = alice->generate(text_request());
+  }
+  BOOST_TEST(again.has_value());
+  const auto counts = o.api_keys->rate_limited_counts();
+  BOOST_TEST(counts[0].second >= 1u);
+  BOOST_TEST(counts[1].second == 0u);
+  BOOST_TEST(counts[2].second == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(client_disconnect_triggers_on_disconnect) {
@@ -947,7 +1005,7 @@ BOOST_AUTO_TEST_CASE(wrong_api_keys_are_throttled_per_address_with_one_summary_l
   log_capture log;
   fake_handler handler;
   auto o = test_options();
-  o.api_keys = {"the-right-key"};
+  o.api_keys = api_key_set::without_limits({"the-right-key"});
   o.max_auth_failures = 5;
   o.auth_failure_window = 1500ms;
   running_server s(handler, o);
@@ -1006,8 +1064,8 @@ BOOST_AUTO_TEST_CASE(api_key_file_is_read_with_comments_and_blank_lines) {
   auto keys = read_api_key_file(path);
   BOOST_TEST_REQUIRE(keys.has_value(), (keys ? "" : keys.error().message));
   BOOST_TEST(keys->size() == 2u);
-  BOOST_TEST(keys->at(0) == "first-key");
-  BOOST_TEST(keys->at(1) == "second-key");
+  BOOST_TEST(keys->at(0).key == "first-key");
+  BOOST_TEST(keys->at(1).key == "second-key");
   {
     std::ofstream f(path);
     f << "# nothing but comments\n";
