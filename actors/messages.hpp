@@ -376,6 +376,8 @@ struct stage_placement {
   stage_actor next;                // invalid for the last stage
   std::string next_data_host;      // the next stage's data plane; empty: in this NODE's process
   int32_t next_data_port = 0;
+  int32_t next_control_port = 0;   // the next stage's node's gate when that node is another worker
+                                   // (connect to it directly: CAF would relay through the head)
   int32_t data_timeout_ms = 10'000;
 };
 
@@ -423,7 +425,7 @@ typename Inspector::result_type inspect(Inspector& f, node_hello& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stage_placement& x) {
   return f(caf::meta::type_name("stage_placement"), x.replica, x.index, x.model_path, x.first_layer, x.last_layer,
-           x.threads, x.block_size, x.n_blocks, x.link_id, x.next, x.next_data_host, x.next_data_port,
+           x.threads, x.block_size, x.n_blocks, x.link_id, x.next, x.next_data_host, x.next_data_port, x.next_control_port,
            x.data_timeout_ms);
 }
 template <class Inspector>

@@ -10,6 +10,7 @@
 
 #include "actors/logger.hpp"
 #include "actors/pipeline_stage.hpp"
+#include "transport/control_gate.hpp"
 #include "engine/model_weights.hpp"
 
 namespace troupe::actors {
@@ -38,6 +39,9 @@ struct node_actor_state {
   // Shared with the exit functor, which runs after the state is gone.
   std::shared_ptr<std::vector<stage_actor>> stages = std::make_shared<std::vector<stage_actor>>();
   std::map<std::string, transport::peer_id> peers;  // "host:port" of next stages' data planes
+  // Direct control connections to other workers ("host:port" of their gates): without them CAF
+  // relays every step request between two workers through the head.
+  std::map<std::string, std::unique_ptr<transport::gate_client>> gates;
   head_actor head;
   static inline const char* name = "node";
 };
@@ -76,6 +80,24 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
       it = st.peers.emplace(key, *peer).first;
     }
     ss.next_peer = it->second;
+  }
+  if (p.next_control_port != 0 && !p.next_data_host.empty()) {
+    // Best effort: without it the step requests still arrive, relayed by the head.
+    const std::string key = fmt::format("{}:{}", p.next_data_host, p.next_control_port);
+    if (!st.gates.contains(key)) {
+      auto g = transport::gate_client::start(p.next_data_host, uint16_t(p.next_control_port),
+                                             transport::gate_options{st.setup.secret});
+      if (!g) {
+        logger().warn("no direct control connection to {} (the head relays): {}", key, g.error().message);
+      } else if (auto peer = caf::openssl::remote_actor<local_node_actor>(self->system(), "127.0.0.1", (*g)->local_port());
+                 !peer) {
+        logger().warn("no direct control connection to {} (the head relays): {}", key,
+                      self->system().render(peer.error()));
+      } else {
+        logger().info("direct control connection to the node at {}", key);
+        st.gates.emplace(key, std::move(*g));
+      }
+    }
   }
   auto stage = spawn_stage(self->system(), std::move(ss));
   if (!stage) return std::unexpected(stage.error());

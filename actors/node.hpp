@@ -28,6 +28,7 @@ struct node_setup {
   std::string name;                               // this node's [[nodes]] name
   std::shared_ptr<transport::data_plane> plane;   // this node's data plane
   std::chrono::milliseconds join_timeout{10'000};  // a join request the head does not answer fails
+  std::string secret;  // the cluster secret: to reach other workers' gates directly
   /// When the head's last heartbeat came (steady clock, ms since its epoch): the worker's main
   /// loop treats a silent head as lost (a cut link closes no connection).
   std::shared_ptr<std::atomic<int64_t>> last_heartbeat_ms = std::make_shared<std::atomic<int64_t>>(0);

@@ -240,6 +240,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     if (rs.next_node != nullptr && rs.next_node->name != rs.node->name) {
       p.next_data_host = rs.next_node->host;
       p.next_data_port = rs.next_node->data_port;
+      if (rs.next_node->role != config::node_role::head) p.next_control_port = rs.next_node->control_port;
     }
     p.data_timeout_ms = std::min(cluster.limits.step_timeout_ms, 30'000);
     view.stage_state[key] = "loading";
@@ -299,7 +300,24 @@ int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, co
   actors::node_setup setup;
   setup.name = self.name;
   setup.plane = plane;
+  setup.secret = secret;
   auto node = actors::spawn_node_actor(sys, setup);
+  // Reachable by the other workers (a stage's next stage may be here): CAF on loopback, behind
+  // the gate, as on the head.
+  auto caf_port = caf::openssl::publish(node, 0, "127.0.0.1", true);
+  if (!caf_port) {
+    std::fprintf(stderr, "troupe node: cannot publish the node on 127.0.0.1: %s\n", sys.render(caf_port.error()).c_str());
+    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  auto own_gate = transport::gate_server::start("0.0.0.0", uint16_t(self.control_port), *caf_port,
+                                                transport::gate_options{secret});
+  if (!own_gate) {
+    std::fprintf(stderr, "troupe node: %s:%d: nodes[%s].control_port: %s\n", cluster.source.c_str(), self.line,
+                 self.name.c_str(), own_gate.error().message.c_str());
+    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    return 1;
+  }
   const actors::node_hello hello{self.name, int32_t(::getpid())};
   caf::scoped_actor watcher{sys};
   actors::head_actor head;
