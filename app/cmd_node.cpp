@@ -43,14 +43,6 @@ namespace {
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
-// Waits up to `period` for SIGINT/SIGTERM; true when one came.
-bool stop_signal_within(const sigset_t& signals, std::chrono::milliseconds period) {
-  timespec ts{};
-  ts.tv_sec = time_t(period.count() / 1000);
-  ts.tv_nsec = long(period.count() % 1000) * 1'000'000L;
-  return sigtimedwait(&signals, nullptr, &ts) > 0;
-}
-
 // RUN_DIR/status on the head's host, for scripts/cluster (format in docs/operations.md): rewritten
 // whole (temporary file + rename) whenever a line changes, so a reader never sees half of it.
 class status_file {
@@ -95,7 +87,7 @@ struct head_view {
     for (const auto& n : joined) by_name[n.name] = &n;
     std::string out = fmt::format("cluster name={} state={}\n", cluster.cluster.name, state);
     for (const auto& n : cluster.nodes) {
-      if (&n == &self || n.name == self.name) {
+      if (n.name == self.name) {
         out += fmt::format("node name={} host={} role=head state=up pid={}\n", n.name, n.host, ::getpid());
         continue;
       }
@@ -151,14 +143,19 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   }
   auto head = actors::spawn_head_actor(sys, workers);
   auto stop_head = [&] { caf::anon_send_exit(head, caf::exit_reason::user_shutdown); };
+  // The last status, then every joined node drops its stages.
+  auto write_status_and_release = [&] {
+    const auto nodes = actors::query_nodes(sys, head);
+    status.write(view.render(nodes));
+    for (const auto& n : nodes) {
+      if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
+    }
+  };
   auto fail = [&](const std::string& why) {
     spdlog::error("cluster start-up failed: {}", why);
     view.state = "failed";
     view.error = why;
-    status.write(view.render(actors::query_nodes(sys, head)));
-    for (const auto& n : actors::query_nodes(sys, head)) {
-      if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
-    }
+    write_status_and_release();
     std::fprintf(stderr, "troupe node: %s\n", why.c_str());
     stop_head();
     return 1;
@@ -285,10 +282,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     fronts.stop();
   }
   view.state = "stopped";
-  status.write(view.render(actors::query_nodes(sys, head)));
-  for (const auto& n : actors::query_nodes(sys, head)) {
-    if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
-  }
+  write_status_and_release();
   node->shutdown();
   stop_head();
   return rc;

@@ -158,6 +158,14 @@ std::string front_ends::http_url() const {
 
 const std::string& front_ends::model_id() const { return impl_->ho.model_id; }
 
+int stop_signal_within(const sigset_t& signals, std::chrono::milliseconds period) {
+  timespec ts{};
+  ts.tv_sec = time_t(period.count() / 1000);
+  ts.tv_nsec = long(period.count() % 1000) * 1'000'000L;
+  const int sig = sigtimedwait(&signals, nullptr, &ts);
+  return sig > 0 ? sig : 0;
+}
+
 void wait_for_stop_signal(const sigset_t& signals, const std::string& who, std::chrono::milliseconds period,
                           const std::function<void()>& tick) {
   int sig = 0;
@@ -166,11 +174,8 @@ void wait_for_stop_signal(const sigset_t& signals, const std::string& who, std::
       if (sigwait(&signals, &sig) == 0) break;
       continue;
     }
-    timespec ts{};
-    ts.tv_sec = time_t(period.count() / 1000);
-    ts.tv_nsec = long(period.count() % 1000) * 1'000'000L;
-    sig = sigtimedwait(&signals, nullptr, &ts);
-    if (sig > 0) break;
+    sig = stop_signal_within(signals, period);
+    if (sig != 0) break;
     tick();
   }
   std::fprintf(stderr, "%s: %s, stopping\n", who.c_str(), sig == SIGINT ? "SIGINT" : "SIGTERM");

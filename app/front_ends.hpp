@@ -44,6 +44,9 @@ class front_ends {
   std::unique_ptr<impl> impl_;
 };
 
+/// Waits up to `period` for SIGINT or SIGTERM (blocked in `signals`): the signal, or 0.
+int stop_signal_within(const sigset_t& signals, std::chrono::milliseconds period);
+
 /// Waits for SIGINT or SIGTERM (blocked in `signals`), calling `tick` every `period` meanwhile.
 /// After the first signal, a second one exits the process at once with 128 + signal, after saying
 /// so (the operator wants out now). `who` prefixes the messages ("troupe serve").

@@ -44,7 +44,6 @@ constexpr size_t mac_bytes = secret_proof_bytes;
 using nonce = secret_nonce;
 using mac = secret_proof;
 
-mac hmac(const std::string& secret, std::string_view label, const nonce& n) { return prove_secret(secret, label, n); }
 
 constexpr std::string_view label_listener = "troupe data plane v1: listener proves";
 constexpr std::string_view label_connector = "troupe data plane v1: connector proves";
@@ -602,7 +601,7 @@ struct data_plane::impl {
     std::memcpy(theirs.data(), data.data(), nonce_bytes);
     p.challenge = random_nonce();
     std::array<unsigned char, mac_bytes + nonce_bytes> answer{};
-    const mac m = hmac(options.secret, label_connector, theirs);
+    const mac m = prove_secret(options.secret, label_connector, theirs);
     std::memcpy(answer.data(), m.data(), mac_bytes);
     std::memcpy(answer.data() + mac_bytes, p.challenge.data(), nonce_bytes);
     p.state = peer_state::challenged;
@@ -616,14 +615,14 @@ struct data_plane::impl {
       return;
     }
     const unsigned char* bytes = data.data();
-    const mac expected = hmac(options.secret, label_connector, p.challenge);
+    const mac expected = prove_secret(options.secret, label_connector, p.challenge);
     if (!proof_matches(static_cast<const unsigned char*>(bytes), expected)) {
       reject(p, "wrong cluster secret");
       return;
     }
     nonce theirs{};
     std::memcpy(theirs.data(), bytes + mac_bytes, nonce_bytes);
-    const mac m = hmac(options.secret, label_listener, theirs);
+    const mac m = prove_secret(options.secret, label_listener, theirs);
     send_control(p, am_auth_ok, m.data(), m.size());
     p.state = peer_state::authenticated;
     logger().info("data plane peer authenticated peer={} side=listener", p.id);
@@ -635,7 +634,7 @@ struct data_plane::impl {
       reject(p, "an unexpected handshake message");
       return;
     }
-    const mac expected = hmac(options.secret, label_listener, p.challenge);
+    const mac expected = prove_secret(options.secret, label_listener, p.challenge);
     if (!proof_matches(reinterpret_cast<const unsigned char*>(data.data()), expected)) {
       reject(p, "the listener does not hold the cluster secret");
       return;

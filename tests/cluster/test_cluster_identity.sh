@@ -86,8 +86,7 @@ up() {  # FILE
   cat "$work/up.out"
 }
 down() {  # FILE: stops the cluster; nothing of it may be left
-  timeout 120 "$cluster" down "$1" --troupe "$troupe" --grace 10 || fail "cluster down $1"
-  sleep 0.3
+  timeout 120 "$cluster" down "$1" --troupe "$troupe" --grace 10 || fail "cluster down $1"   # waits for the exits
   if pgrep -f -- "--config $1 " >/dev/null; then fail "processes left after down: $(pgrep -af -- "--config $1 ")"; fi
 }
 
@@ -172,7 +171,7 @@ start_node() {  # HOST FILE: runs `troupe node` in HOST's namespace, in the back
 start_node h2 "$work/late.toml"
 start_node h3 "$work/late.toml"
 start_node h4 "$work/late-bad.toml"   # h4 is a worker of the file, but holds another secret
-sleep 2
+for _ in $(seq 1 40); do grep -q "cannot join the head" "$run_dir/h2.log" && break; sleep 0.25; done
 grep -q "cannot join the head" "$run_dir/h2.log" || fail "h2 did not log that the head is not there yet"
 start_node h1 "$work/late.toml"
 for _ in $(seq 1 120); do
