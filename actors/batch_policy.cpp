@@ -290,6 +290,37 @@ std::vector<finished_seq> batch_policy::on_failure(uint64_t micro_batch) {
   return out;
 }
 
+int batch_policy::reset_all() {
+  in_flight_.clear();
+  int n = 0;
+  for (auto& [id, s] : seqs_) {
+    s.in_flight = false;
+    if (s.st == state::running || s.n_computed > 0 || s.registered) ++n;
+    s.table.release(blocks_);
+    s.n_blocks_sent = 0;
+    s.registered = false;
+    s.n_computed = 0;
+    if (s.st == state::running) {
+      s.st = state::waiting;
+      waiting_.push_back(id);
+    }
+  }
+  running_.clear();
+  pending_released_.clear();  // the new stages never knew them
+  return n;
+}
+
+std::vector<finished_seq> batch_policy::finish_all(finish_reason reason) {
+  std::vector<finished_seq> out;
+  std::vector<request_id> ids;
+  for (const auto& [id, s] : seqs_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (request_id id : ids) finish(seqs_.at(id), reason, out);
+  in_flight_.clear();
+  pending_released_.clear();
+  return out;
+}
+
 int batch_policy::n_generated(request_id id) const {
   auto it = seqs_.find(id);
   return it == seqs_.end() ? -1 : it->second.n_generated;

@@ -86,6 +86,15 @@ class batch_policy {
   /// The micro-batch failed: its sequences finish with reason failed.
   std::vector<finished_seq> on_failure(uint64_t micro_batch);
 
+  /// The stages lost every sequence (the replica's chain was rebuilt): every micro-batch in
+  /// flight is forgotten and every sequence is recomputed (prompt + generated, as after a
+  /// preemption: the sampling counter continues, so the text does not change). Returns how many
+  /// sequences will be replayed.
+  int reset_all();
+
+  /// Every sequence finishes with `reason` (the replica gave up).
+  std::vector<finished_seq> finish_all(finish_reason reason);
+
   // Observers (metrics, tests).
   int n_free_blocks() const { return blocks_.n_free(); }
   int n_waiting() const { return int(waiting_.size()); }

@@ -19,6 +19,7 @@ const char* serve_errc_name(serve_errc c) {
     case serve_errc::failed: return "failed";
     case serve_errc::shutting_down: return "shutting_down";
     case serve_errc::internal: return "internal";
+    case serve_errc::interrupted: return "interrupted";
   }
   return "unknown";
 }
@@ -38,6 +39,11 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<step_request>("troupe::step_request");
   cfg.add_message_type<hidden_states>("troupe::hidden_states");
   cfg.add_message_type<step_result>("troupe::step_result");
+  cfg.add_message_type<replica_health>("troupe::replica_health");
+  cfg.add_message_type<std::vector<replica_health>>("std::vector<troupe::replica_health>");
+  cfg.add_message_type<std::vector<stage_actor>>("std::vector<troupe::stage_actor>");
+  cfg.add_message_type<replica_actor>("troupe::replica_actor");
+  cfg.add_message_type<supervisor_actor>("troupe::supervisor_actor");
   cfg.add_message_type<token_batch>("troupe::token_batch");
   // Nodes of a multi-host cluster (handles that travel as message elements are types too).
   cfg.add_message_type<node_hello>("troupe::node_hello");

@@ -62,6 +62,9 @@ enum class serve_errc : uint8_t {
   failed = 6,             // a step failed (stage error, timeout)
   shutting_down = 7,
   internal = 8,
+  // The replica lost a stage and is being rebuilt (actors/supervisor.hpp): its SCHEDULER replays
+  // the sequences once it is back. Between REPLICA and SCHEDULER only; never reaches a client.
+  interrupted = 9,
 };
 const char* serve_errc_name(serve_errc c);
 caf::error make_error(serve_errc c, std::string message = {});
@@ -124,6 +127,7 @@ struct finished_seq {
   request_id id{};
   finish_reason reason = finish_reason::length;
   int32_t n_generated = 0;  // tokens sampled in total (the ROUTER waits for all of them)
+  std::string message;      // reason failed: why (for the client)
 };
 
 // ---- last stage -> ROUTER, SCHEDULER -> ROUTER ---------------------------------------------
@@ -248,7 +252,7 @@ typename Inspector::result_type inspect(Inspector& f, sampled_token& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, finished_seq& x) {
-  return f(caf::meta::type_name("finished_seq"), x.id, x.reason, x.n_generated);
+  return f(caf::meta::type_name("finished_seq"), x.id, x.reason, x.n_generated, x.message);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, serve_request& x) {
@@ -303,10 +307,53 @@ using stage_actor = caf::typed_actor<
   // Later stages: run the layers on the previous stage's activations, pass on or sample.
   caf::replies_to<hidden_atom, step_request, hidden_states>::with<step_result>>;
 
-/// The REPLICA actor interface: one copy of the model as a chain of stages.
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using wait_atom = caf::atom_constant<caf::atom("wait")>;
+using node_down_atom = caf::atom_constant<caf::atom("nodedown")>;
+
+/// The REPLICA actor interface: one copy of the model as a chain of stages. It watches its stages
+/// (monitors, and the progress of each step); when one is lost it fails the steps in flight with
+/// `interrupted` and asks the SUPERVISOR for a new chain.
 using replica_actor = caf::typed_actor<
-  // Run one micro-batch through all stages; the reply comes from the last stage.
-  caf::replies_to<step_atom, step_request>::with<step_result>>;
+  // Run one micro-batch through all stages; the reply comes from the last stage. While the
+  // replica is recovering: error interrupted; once it gave up: error failed.
+  caf::replies_to<step_atom, step_request>::with<step_result>,
+  // Replies (with the chain's generation) once the replica can take steps again; error failed
+  // when it cannot recover.
+  caf::replies_to<wait_atom>::with<uint64_t>,
+  // A stage of this replica is lost (its node is down, from the SUPERVISOR): rebuild the chain.
+  caf::reacts_to<lost_atom, std::string>,
+  // Check the steps in flight for progress (self-sent, delayed).
+  caf::reacts_to<watchdog_atom>>;
+
+/// How a replica is doing, as the SUPERVISOR sees it (console, tests, status lines).
+struct replica_health {
+  int32_t replica = 0;
+  std::string state;          // running | recovering | failed
+  uint64_t generation = 0;    // chains built for it (1: the first)
+  int32_t restarts = 0;       // rebuilt chains since start
+  std::string last_reason;    // why the last rebuild happened (or why it failed)
+  std::vector<std::string> nodes;  // where each stage runs now ("" : the head / this process)
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_health& x) {
+  return f(caf::meta::type_name("replica_health"), x.replica, x.state, x.generation, x.restarts, x.last_reason, x.nodes);
+}
+
+/// The SUPERVISOR actor interface (actors/supervisor.hpp): rebuilds the chains of replicas that
+/// lost a stage, within a restart budget, and tells replicas when a node of theirs is down.
+using supervisor_actor = caf::typed_actor<
+  // Replica R lost a stage (reason): build its chain anew; replies with the new stages (front to
+  // back), or an error when it cannot (restart budget spent, no node for a stage in time).
+  caf::replies_to<restart_atom, int32_t, std::string>::with<std::vector<stage_actor>>,
+  // A node is down (the head's heartbeats): every replica with a stage there is told (lost).
+  caf::reacts_to<node_down_atom, std::string>,
+  // Replica R is this actor (told once, after it is spawned).
+  caf::reacts_to<join_atom, int32_t, replica_actor>,
+  // Every replica's health.
+  caf::replies_to<stats_atom>::with<std::vector<replica_health>>>;
 
 /// The SCHEDULER actor interface: continuous batching for one replica.
 using scheduler_actor = caf::typed_actor<
@@ -348,11 +395,11 @@ using router_actor = token_sink_actor::extend<
 // ---- nodes of a multi-host cluster: worker NODE <-> head -------------------------------------
 // Every `troupe node` process runs over CAF's OpenSSL module: only peers with a certificate made
 // from the cluster secret connect at all (transport/cluster_secret.hpp).
-using join_atom = caf::atom_constant<caf::atom("join")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 
 /// A worker introducing itself to the head.
 struct node_hello {
@@ -379,6 +426,8 @@ struct stage_placement {
   int32_t next_control_port = 0;   // the next stage's node's gate when that node is another worker
                                    // (connect to it directly: CAF would relay through the head)
   int32_t data_timeout_ms = 10'000;
+  uint64_t generation = 1;         // the replica's chain this stage belongs to: a NODE stops the
+                                   // stage of an older generation at the same (replica, index)
 };
 
 /// A stage a NODE started, and the process that runs it.
@@ -411,7 +460,9 @@ using head_actor = caf::typed_actor<
   // The workers joined so far, and whether they are still up.
   caf::replies_to<nodes_atom>::with<std::vector<node_state>>,
   // Send heartbeats to the nodes (self-sent, delayed).
-  caf::reacts_to<watchdog_atom>>;
+  caf::reacts_to<watchdog_atom>,
+  // Tell this SUPERVISOR (node_down) whenever a joined node is lost.
+  caf::reacts_to<subscribe_atom, supervisor_actor>>;
 
 /// The NODE actor as its own process sees it: it also joins the head (and watches it from then on).
 using local_node_actor = node_actor::extend<
@@ -426,7 +477,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stage_placement& x) {
   return f(caf::meta::type_name("stage_placement"), x.replica, x.index, x.model_path, x.first_layer, x.last_layer,
            x.threads, x.block_size, x.n_blocks, x.link_id, x.next, x.next_data_host, x.next_data_port, x.next_control_port,
-           x.data_timeout_ms);
+           x.data_timeout_ms, x.generation);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, placed_stage& x) {

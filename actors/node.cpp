@@ -38,9 +38,13 @@ struct node_actor_state {
   node_setup setup;
   // Shared with the exit functor, which runs after the state is gone.
   std::shared_ptr<std::vector<stage_actor>> stages = std::make_shared<std::vector<stage_actor>>();
-  std::map<std::string, transport::peer_id> peers;  // "host:port" of next stages' data planes
+  // (replica, index) -> the generation and stage placed last: a newer placement stops the older
+  // stage (a chain rebuilt while this node was cut off or stopped).
+  std::map<std::pair<int32_t, int32_t>, std::pair<uint64_t, stage_actor>> placed;
   // Direct control connections to other workers ("host:port" of their gates): without them CAF
   // relays every step request between two workers through the head.
+  // Keyed by "host:port" and the CAF node of the stage behind it: a node that started again at the
+  // same address is another CAF node and gets a connection of its own (the old gate stays open).
   std::map<std::string, std::unique_ptr<transport::gate_client>> gates;
   head_actor head;
   static inline const char* name = "node";
@@ -54,6 +58,7 @@ void release_stages(node_pointer self, const char* why) {
   logger().info("stopping stages node={} n_stages={} reason={}", st.setup.name, st.stages->size(), why);
   for (auto& s : *st.stages) self->send_exit(s, caf::exit_reason::user_shutdown);
   st.stages->clear();
+  st.placed.clear();
 }
 
 std::expected<placed_stage, std::string> place(node_pointer self, const stage_placement& p) {
@@ -72,18 +77,18 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
   ss.link_id = p.link_id;
   ss.data_timeout = std::chrono::milliseconds(p.data_timeout_ms);
   if (!p.next_data_host.empty()) {
-    const std::string key = fmt::format("{}:{}", p.next_data_host, p.next_data_port);
-    auto it = st.peers.find(key);
-    if (it == st.peers.end()) {
-      auto peer = st.setup.plane->connect(p.next_data_host, uint16_t(p.next_data_port));
-      if (!peer) return std::unexpected(fmt::format("data plane of the next stage at {}: {}", key, peer.error().message));
-      it = st.peers.emplace(key, *peer).first;
+    // A fresh connection for every placement: the next stage's node may be a process that
+    // started again at the same address since this node last connected to it.
+    auto peer = st.setup.plane->connect(p.next_data_host, uint16_t(p.next_data_port));
+    if (!peer) {
+      return std::unexpected(fmt::format("data plane of the next stage at {}:{}: {}", p.next_data_host,
+                                         p.next_data_port, peer.error().message));
     }
-    ss.next_peer = it->second;
+    ss.next_peer = *peer;
   }
   if (p.next_control_port != 0 && !p.next_data_host.empty()) {
     // Best effort: without it the step requests still arrive, relayed by the head.
-    const std::string key = fmt::format("{}:{}", p.next_data_host, p.next_control_port);
+    const std::string key = fmt::format("{}:{} {}", p.next_data_host, p.next_control_port, caf::to_string(p.next.node()));
     if (!st.gates.contains(key)) {
       auto g = transport::gate_client::start(p.next_data_host, uint16_t(p.next_control_port),
                                              transport::gate_options{st.setup.secret});
@@ -99,9 +104,21 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
       }
     }
   }
+  const auto key = std::make_pair(p.replica, p.index);
+  if (auto it = st.placed.find(key); it != st.placed.end()) {
+    if (it->second.first > p.generation) {
+      return std::unexpected(fmt::format("stale placement: replica {} stage {} generation {} is older than the "
+                                         "generation {} placed here already",
+                                         p.replica, p.index, p.generation, it->second.first));
+    }
+    logger().info("replacing stage node={} replica={} stage={} old_generation={} generation={}", st.setup.name,
+                  p.replica, p.index, it->second.first, p.generation);
+    self->send_exit(it->second.second, caf::exit_reason::user_shutdown);
+  }
   auto stage = spawn_stage(self->system(), std::move(ss));
   if (!stage) return std::unexpected(stage.error());
   st.stages->push_back(*stage);
+  st.placed[key] = {p.generation, *stage};
   return placed_stage{*stage, int32_t(::getpid())};
 }
 
@@ -178,6 +195,7 @@ namespace {
 
 struct head_actor_state {
   std::vector<std::string> workers;         // names allowed to join
+  supervisor_actor supervisor;              // told when a node is lost
   std::map<std::string, node_state> nodes;  // joined (up or lost)
   static inline const char* name = "head";
 };
@@ -192,6 +210,7 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
       if (n.up && dm.source == caf::actor_cast<caf::actor_addr>(n.handle)) {
         n.up = false;
         logger().warn("node lost name={} pid={} reason={}", name, n.pid, caf::to_string(dm.reason));
+        if (self->state.supervisor) self->send(self->state.supervisor, node_down_atom::value, name);
       }
     }
   });
@@ -231,10 +250,12 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
                   it->second.up = false;
                   logger().warn("node lost name={} pid={} reason=no heartbeat answer within {} ms ({})", name,
                                 it->second.pid, heartbeat_timeout.count(), describe(e));
+                  if (self->state.supervisor) self->send(self->state.supervisor, node_down_atom::value, name);
                 });
       }
       self->delayed_send(self, heartbeat_interval, watchdog_atom::value);
     },
+    [self](subscribe_atom, supervisor_actor& sup) { self->state.supervisor = std::move(sup); },
   };
 }
 
@@ -250,6 +271,13 @@ std::vector<node_state> query_nodes(caf::actor_system& sys, const head_actor& he
   self->request(head, std::chrono::seconds(5), nodes_atom::value)
     .receive([&](std::vector<node_state>& nodes) { out = std::move(nodes); }, [](const caf::error&) {});
   return out;
+}
+
+bool ping_node(caf::actor_system& sys, const node_actor& node, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  bool ok = false;
+  self->request(node, timeout, ping_atom::value).receive([&](int32_t) { ok = true; }, [](const caf::error&) {});
+  return ok;
 }
 
 std::expected<placed_stage, std::string> place_on_node(caf::actor_system& sys, const node_actor& node,

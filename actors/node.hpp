@@ -60,6 +60,9 @@ head_actor spawn_head_actor(caf::actor_system& sys, std::vector<std::string> wor
 /// The head's view of the nodes (blocks the calling thread for the answer).
 std::vector<node_state> query_nodes(caf::actor_system& sys, const head_actor& head);
 
+/// Whether the NODE answers a ping within `timeout` (blocks the calling thread).
+bool ping_node(caf::actor_system& sys, const node_actor& node, std::chrono::milliseconds timeout);
+
 /// Places one stage on the NODE of a joined worker (blocks the calling thread until the stage is
 /// loaded, or `timeout`).
 std::expected<placed_stage, std::string> place_on_node(caf::actor_system& sys, const node_actor& node,

@@ -38,6 +38,7 @@ struct request_entry {
   std::vector<int32_t> ids;    // ids to send with the next chunk
   int32_t finish_total = -1;   // tokens it produced in all, once known (-1: running)
   finish_reason reason = finish_reason::length;
+  std::string failure;  // reason failed: why
   bool stop_string = false;    // finished because one of the request's stop strings matched
 
   /// Every token it produced has arrived (and it is finishing).

@@ -63,7 +63,9 @@ void progress(router_pointer self, request_entry& e) {
   send_chunk(self, e);
   if (e.all_arrived()) {
     const serve_errc err = e.reason == finish_reason::failed ? serve_errc::failed : serve_errc::none;
-    complete(self, e, e.reason, err, err == serve_errc::none ? "" : "a pipeline step failed");
+    std::string why;
+    if (err != serve_errc::none) why = e.failure.empty() ? "a pipeline step failed" : e.failure;
+    complete(self, e, e.reason, err, std::move(why));
   }
 }
 
@@ -172,6 +174,7 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       request_entry* e = st.requests->find(f.id);
       // Already finishing (stop string, cancel): nothing more to do.
       if (e == nullptr || !st.requests->finish(*e, f.n_generated, f.reason)) return;
+      e->failure = std::move(f.message);
       progress(self, *e);
     },
     // Every replica's SCHEDULER counters.

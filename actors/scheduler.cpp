@@ -30,6 +30,9 @@ struct scheduler_state {
   int64_t step_ns = 0;  // time of one decode step, as last measured (0: not yet)
   bool schedule_queued = false;
   bool watchdog_armed = false;
+  // The replica is being rebuilt: nothing is planned until it says it is back (wait_atom).
+  bool paused = false;
+  std::string replica_failed;  // the replica gave up (why): new requests are refused
   scheduler_stats stats;
   static inline const char* name = "scheduler";
 };
@@ -75,6 +78,35 @@ void arm_watchdog(scheduler_pointer self) {
 
 void pump(scheduler_pointer self);
 
+// The replica lost its stages (error interrupted): every sequence is recomputed on the new chain
+// (batch_policy::reset_all), nothing is planned until the replica is back; if it never comes
+// back, every sequence fails.
+void pause_for_recovery(scheduler_pointer self) {
+  auto& st = self->state;
+  st.in_flight.clear();  // their replies, if any, are stale
+  const int n = st.policy->reset_all();
+  if (st.paused) return;
+  st.paused = true;
+  logger().warn("replica recovering: scheduler paused, replaying sequences={}", n);
+  self->request(st.setup.replica, caf::infinite, wait_atom::value)
+    .then(
+      [self](uint64_t generation) {
+        self->state.paused = false;
+        logger().info("replica back generation={}: scheduler resumed", generation);
+        pump(self);
+      },
+      [self](caf::error& e) {
+        auto& st = self->state;
+        st.paused = false;
+        logger().error("replica cannot recover: failing its sequences error={}", describe(e));
+        st.replica_failed = describe(e);
+        auto finished = st.policy->finish_all(finish_reason::failed);
+        for (auto& f : finished) f.message = "replica failed: " + describe(e);
+        notify_finished(self, finished);
+        pump(self);
+      });
+}
+
 // A step's reply (or its failure): the micro-batch leaves the pipeline.
 bool take_in_flight(scheduler_pointer self, uint64_t micro_batch, bool measure = false) {
   auto& st = self->state;
@@ -95,7 +127,7 @@ int decode_steps(const scheduler_state& st) {
 // Plans and sends micro-batches while the pipeline has room.
 void pump(scheduler_pointer self) {
   auto& st = self->state;
-  while (int(st.in_flight.size()) < st.setup.max_in_flight) {
+  while (!st.paused && int(st.in_flight.size()) < st.setup.max_in_flight) {
     step_plan plan = st.policy->plan(now_ns(self), decode_steps(st));
     notify_finished(self, plan.finished);
     if (plan.empty()) break;
@@ -128,8 +160,14 @@ void pump(scheduler_pointer self) {
         },
         [self, mb](caf::error& e) {
           if (!take_in_flight(self, mb)) return;
+          if (serve_errc_of(e) == serve_errc::interrupted) {
+            pause_for_recovery(self);
+            return;
+          }
           logger().error("step failed micro_batch={} error={}", mb, describe(e));
-          notify_finished(self, self->state.policy->on_failure(mb));
+          auto finished = self->state.policy->on_failure(mb);
+          for (auto& f : finished) f.message = describe(e);
+          notify_finished(self, finished);
           pump(self);
         });
   }
@@ -146,6 +184,7 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       auto& st = self->state;
       const request_id id = r.spec.id;
       const int n_prompt = int(r.spec.prompt.size());
+      if (!st.replica_failed.empty()) return make_error(serve_errc::failed, "replica failed: " + st.replica_failed);
       switch (st.policy->admit(std::move(r.spec), now_ns(self))) {
         case admit_status::ok: break;
         case admit_status::overloaded:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "actors/replica.hpp"
 #include "actors/router.hpp"
 #include "actors/scheduler.hpp"
+#include "actors/supervisor.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/stop_rule.hpp"
 
@@ -40,6 +42,8 @@ void serve_node::shutdown() {
     if (handle) caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
   };
   stop(router);
+  stop(supervisor);
+  supervisor = nullptr;
   for (auto& s : schedulers) stop(s);
   for (auto& r : replicas) stop(r);
   for (auto& chain : stages) {
@@ -52,6 +56,134 @@ void serve_node::shutdown() {
   locations.clear();
   planes.clear();  // stages still running keep theirs until they are gone
 }
+
+namespace {
+
+// Builds the chains of stages of every replica: at start-up, and again when the SUPERVISOR
+// rebuilds a replica that lost a stage (the same code, so a rebuilt chain is the chain the config
+// describes, with a spare node in place of one that is down).
+class serve_chains final : public chain_factory {
+ public:
+  serve_chains(caf::actor_system& sys, const config::cluster_config& cluster, serve_options options)
+      : sys_(sys), cluster_(cluster), options_(std::move(options)) {}
+
+  config::cluster_config& cluster() { return cluster_; }
+  const serve_options& options() const { return options_; }
+  std::vector<std::vector<std::shared_ptr<const engine::model_weights>>> weights;  // [replica][stage], local ones
+  std::vector<std::vector<std::shared_ptr<transport::data_plane>>> planes;  // stage_link::data_plane
+  std::vector<std::vector<transport::peer_id>> next_peers;
+
+  bool is_local(const config::stage_section& sc) const {
+    return !options_.place_remote || sc.node.empty() || sc.node == options_.this_node;
+  }
+
+  std::vector<stage_location> locations(int r) {
+    std::lock_guard lock(mu_);
+    return locations_.size() > size_t(r) ? locations_[size_t(r)] : std::vector<stage_location>{};
+  }
+
+  std::expected<built_chain, std::string> build(int r, uint64_t generation,
+                                                std::chrono::steady_clock::time_point deadline) override {
+    const auto& b = cluster_.batching;
+    const auto& stages = cluster_.stages_of(r);
+    const int n_stages = int(stages.size());
+    auto node_of = [&](const config::stage_section& sc) -> const config::node_section* {
+      return sc.node.empty() ? cluster_.head() : cluster_.find_node(sc.node);
+    };
+    built_chain out;
+    out.stages.resize(size_t(n_stages));
+    out.nodes.resize(size_t(n_stages));
+    std::vector<stage_location> where(static_cast<size_t>(n_stages));
+    auto stop_started = [&] {
+      for (auto& started : out.stages) {
+        if (started) caf::anon_send_exit(started, caf::exit_reason::user_shutdown);
+      }
+    };
+    auto stage_failed = [&](int s, const std::string& why) {
+      stop_started();
+      const auto& sc = stages[size_t(s)];
+      const std::string at =
+        sc.line > 0 ? fmt::format("{}:{}: stages[{}]", cluster_.source, sc.line, s) : fmt::format("stages[{}]", s);
+      const std::string on = sc.node.empty() ? std::string() : fmt::format(" on node {}", sc.node);
+      return std::unexpected(fmt::format("{}: replica {} stage {} (layers [{}, {})){} cannot start: {}", at, r, s,
+                                         sc.first_layer, sc.last_layer, on, why));
+    };
+    // Spawn the chain back to front: each stage knows the next.
+    stage_actor next;
+    const config::node_section* next_node = nullptr;  // where the next stage went
+    for (int s = n_stages - 1; s >= 0; --s) {
+      const auto& sc = stages[size_t(s)];
+      // A link id unique in the cluster: part of every data-plane tag of this stage's output.
+      const uint32_t link_id = uint32_t(r * 1024 + s + 1);
+      if (!is_local(sc)) {
+        remote_stage rs;
+        rs.replica = r;
+        rs.index = s;
+        rs.section = &sc;
+        rs.node = node_of(sc);
+        rs.next = next;
+        rs.next_node = next_node;
+        rs.link_id = link_id;
+        rs.generation = generation;
+        rs.deadline = deadline;
+        auto placed = options_.place_remote(rs);
+        if (!placed) return stage_failed(s, placed.error());
+        out.stages[size_t(s)] = placed->placed.stage;
+        out.nodes[size_t(s)] = placed->node->name;
+        where[size_t(s)] = stage_location{placed->node->name, placed->placed.pid, sc.first_layer, sc.last_layer};
+        next = out.stages[size_t(s)];
+        next_node = placed->node;
+        continue;
+      }
+      stage_setup ss;
+      ss.weights = weights[size_t(r)][size_t(s)];
+      ss.block_size = b.block_size;
+      ss.n_blocks = b.n_blocks;
+      ss.threads = sc.threads;
+      ss.next = next;
+      if (options_.links == stage_link::data_plane) {
+        ss.plane = planes[size_t(r)][size_t(s)];
+        ss.next_peer = next_peers[size_t(r)][size_t(s)];
+        ss.link_id = link_id;
+      } else if (options_.place_remote) {
+        ss.plane = options_.plane;  // tagged activations from a stage on another node arrive here
+        ss.link_id = link_id;
+        if (next_node != nullptr && next_node->name != options_.this_node) {
+          // A fresh connection each build: the next node may be a process that started again.
+          if (!options_.plane) return stage_failed(s, "no data plane on this node");
+          auto peer = options_.plane->connect(next_node->host, uint16_t(next_node->data_port));
+          if (!peer) {
+            return stage_failed(s, fmt::format("data plane of node {} at {}:{}: {}", next_node->name, next_node->host,
+                                               next_node->data_port, peer.error().message));
+          }
+          ss.next_peer = *peer;
+        }
+      }
+      auto stage = spawn_stage(sys_, std::move(ss));
+      if (!stage) return stage_failed(s, stage.error());
+      out.stages[size_t(s)] = *stage;
+      out.nodes[size_t(s)] = options_.place_remote ? options_.this_node : std::string();
+      where[size_t(s)] = stage_location{std::string(), int32_t(::getpid()), sc.first_layer, sc.last_layer};
+      next = out.stages[size_t(s)];
+      next_node = options_.place_remote ? node_of(sc) : nullptr;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (locations_.size() <= size_t(r)) locations_.resize(size_t(r) + 1);
+      locations_[size_t(r)] = where;
+    }
+    return out;
+  }
+
+ private:
+  caf::actor_system& sys_;
+  config::cluster_config cluster_;
+  serve_options options_;
+  std::mutex mu_;
+  std::vector<std::vector<stage_location>> locations_;
+};
+
+}  // namespace
 
 std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
                                                    std::shared_ptr<const engine::tokenizer> tokenizer,
@@ -76,28 +208,23 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
 
   const auto& b = cluster.batching;
   const int ctx = cluster.limits.ctx_size > 0 ? cluster.limits.ctx_size : model.max_seq_len;
-  // A stage runs here unless it is placed on another node of a multi-host cluster.
-  auto is_local = [&](const config::stage_section& sc) {
-    return !options.place_remote || sc.node.empty() || sc.node == options.this_node;
-  };
-  auto node_of = [&](const config::stage_section& sc) -> const config::node_section* {
-    return sc.node.empty() ? cluster.head() : cluster.find_node(sc.node);
-  };
+  auto chains = std::make_shared<serve_chains>(sys, cluster, options);
 
-  // Each local stage of each replica loads its own layers (the mapping of the file is shared).
-  std::vector<std::vector<std::shared_ptr<const engine::model_weights>>> weights(size_t(cluster.replicas));
+  // Each local stage of each replica loads its own layers (the mapping of the file is shared); a
+  // rebuilt chain uses them again.
+  chains->weights.resize(size_t(cluster.replicas));
   for (int r = 0; r < cluster.replicas; ++r) {
     const auto& stages = cluster.stages_of(r);
-    weights[size_t(r)].resize(stages.size());
+    chains->weights[size_t(r)].resize(stages.size());
     for (size_t s = 0; s < stages.size(); ++s) {
       const auto& sc = stages[s];
-      if (!is_local(sc)) continue;
+      if (!chains->is_local(sc)) continue;
       auto w = engine::load_model(cluster.model.path,
                                   engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
       if (!w) {
         return std::unexpected(fmt::format("{}:{}: stages[{}]: {}", cluster.source, sc.line, s, w.error().message));
       }
-      weights[size_t(r)][s] = std::make_shared<const engine::model_weights>(std::move(*w));
+      chains->weights[size_t(r)][s] = std::make_shared<const engine::model_weights>(std::move(*w));
     }
   }
 
@@ -106,113 +233,62 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   // node, naming itself (and what was started so far is stopped again).
   serve_node node;
   node.model = model;
-  auto stage_failed = [&](int r, int s, const std::string& why) {
-    node.shutdown();
-    const auto& sc = cluster.stages_of(r)[size_t(s)];
-    const std::string where =
-      sc.line > 0 ? fmt::format("{}:{}: stages[{}]", cluster.source, sc.line, s) : fmt::format("stages[{}]", s);
-    const std::string on = sc.node.empty() ? std::string() : fmt::format(" on node {}", sc.node);
-    return std::unexpected(fmt::format("{}: replica {} stage {} (layers [{}, {})){} cannot start: {}", where, r, s,
-                                       sc.first_layer, sc.last_layer, on, why));
-  };
   // stage_link::data_plane: a data plane per stage, as if each were its own process, each
   // connected to the next stage's (loopback, a secret made up here).
-  std::vector<std::vector<std::shared_ptr<transport::data_plane>>> planes(size_t(cluster.replicas));
-  std::vector<std::vector<transport::peer_id>> next_peers(size_t(cluster.replicas));
   if (options.links == stage_link::data_plane) {
     transport::data_plane_options po;
     po.host = "127.0.0.1";
     po.net_devices = "lo";
-    po.secret = fmt::format("in-process {}", reinterpret_cast<uintptr_t>(&node));
+    po.secret = fmt::format("in-process {}", reinterpret_cast<uintptr_t>(chains.get()));
+    chains->planes.resize(size_t(cluster.replicas));
+    chains->next_peers.resize(size_t(cluster.replicas));
     for (int r = 0; r < cluster.replicas; ++r) {
+      auto& planes = chains->planes[size_t(r)];
       const int n_stages = int(cluster.stages_of(r).size());
       for (int s = 0; s < n_stages; ++s) {
         auto p = transport::data_plane::start(po);
         if (!p) return std::unexpected(p.error().message);
-        planes[size_t(r)].push_back(std::shared_ptr<transport::data_plane>(std::move(*p)));
-        node.planes.push_back(planes[size_t(r)].back());
+        planes.push_back(std::shared_ptr<transport::data_plane>(std::move(*p)));
+        node.planes.push_back(planes.back());
       }
-      next_peers[size_t(r)].assign(size_t(n_stages), 0);
+      chains->next_peers[size_t(r)].assign(size_t(n_stages), 0);
       for (int s = 0; s + 1 < n_stages; ++s) {
-        auto peer = planes[size_t(r)][size_t(s)]->connect("127.0.0.1", planes[size_t(r)][size_t(s) + 1]->port());
+        auto peer = planes[size_t(s)]->connect("127.0.0.1", planes[size_t(s) + 1]->port());
         if (!peer) return std::unexpected(peer.error().message);
-        next_peers[size_t(r)][size_t(s)] = *peer;
+        chains->next_peers[size_t(r)][size_t(s)] = *peer;
       }
     }
   }
-  // Multi-host: this node's data plane, one connection per node that runs a next stage.
-  std::map<std::string, transport::peer_id> peers_by_node;
-  auto peer_of = [&](const config::node_section& n) -> std::expected<transport::peer_id, std::string> {
-    if (auto it = peers_by_node.find(n.name); it != peers_by_node.end()) return it->second;
-    if (!options.plane) return std::unexpected(std::string("no data plane on this node"));
-    auto peer = options.plane->connect(n.host, uint16_t(n.data_port));
-    if (!peer) {
-      return std::unexpected(fmt::format("data plane of node {} at {}:{}: {}", n.name, n.host, n.data_port,
-                                         peer.error().message));
-    }
-    peers_by_node[n.name] = *peer;
-    return *peer;
-  };
+  std::vector<built_chain> built;
   for (int r = 0; r < cluster.replicas; ++r) {
-    const auto& stages = cluster.stages_of(r);
-    const int n_stages = int(stages.size());
-    // Spawn the chain back to front: each stage knows the next.
-    std::vector<stage_actor> chain(static_cast<size_t>(n_stages));
-    std::vector<stage_location> where(static_cast<size_t>(n_stages));
-    stage_actor next;
-    for (int s = n_stages - 1; s >= 0; --s) {
-      const auto& sc = stages[size_t(s)];
-      const config::stage_section* next_sc = s + 1 < n_stages ? &stages[size_t(s) + 1] : nullptr;
-      // A link id unique in the cluster: part of every data-plane tag of this stage's output.
-      const uint32_t link_id = uint32_t(r * 1024 + s + 1);
-      where[size_t(s)] = stage_location{is_local(sc) ? std::string() : sc.node, 0, sc.first_layer, sc.last_layer};
-      if (!is_local(sc)) {
-        remote_stage rs;
-        rs.replica = r;
-        rs.index = s;
-        rs.section = &sc;
-        rs.node = node_of(sc);
-        rs.next = next;
-        rs.next_node = next_sc != nullptr ? node_of(*next_sc) : nullptr;
-        rs.link_id = link_id;
-        auto placed = options.place_remote(rs);
-        if (!placed) return stage_failed(r, s, placed.error());
-        chain[size_t(s)] = placed->stage;
-        where[size_t(s)].pid = placed->pid;
-        next = chain[size_t(s)];
-        continue;
+    auto chain = chains->build(r, 1, std::chrono::steady_clock::time_point::min());
+    if (!chain) {
+      for (auto& c : built) {
+        for (auto& s : c.stages) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
       }
-      stage_setup ss;
-      ss.weights = weights[size_t(r)][size_t(s)];
-      ss.block_size = b.block_size;
-      ss.n_blocks = b.n_blocks;
-      ss.threads = sc.threads;
-      ss.next = next;
-      if (options.links == stage_link::data_plane) {
-        ss.plane = planes[size_t(r)][size_t(s)];
-        ss.next_peer = next_peers[size_t(r)][size_t(s)];
-        ss.link_id = link_id;
-      } else if (options.place_remote) {
-        ss.plane = options.plane;  // tagged activations from a stage on another node arrive here
-        ss.link_id = link_id;
-        if (next_sc != nullptr && !is_local(*next_sc)) {
-          auto peer = peer_of(*node_of(*next_sc));
-          if (!peer) return stage_failed(r, s, peer.error());
-          ss.next_peer = *peer;
-        }
-      }
-      auto stage = spawn_stage(sys, std::move(ss));
-      if (!stage) {
-        for (auto& started : chain) {
-          if (started) caf::anon_send_exit(started, caf::exit_reason::user_shutdown);
-        }
-        return stage_failed(r, s, stage.error());
-      }
-      chain[size_t(s)] = *stage;
-      where[size_t(s)].pid = int32_t(::getpid());
-      next = chain[size_t(s)];
+      node.shutdown();
+      return std::unexpected(chain.error());
     }
-    replica_actor replica = spawn_replica(sys, chain);
+    built.push_back(*chain);
+  }
+  const auto& fo = cluster.failover;
+  if (fo.enabled) {
+    failover_setup fs;
+    fs.recovery_timeout = std::chrono::milliseconds(fo.recovery_timeout_ms);
+    fs.max_restarts = fo.max_restarts;
+    fs.restart_window = std::chrono::milliseconds(fo.restart_window_ms);
+    node.supervisor = spawn_supervisor(sys, fs, chains, built);
+  }
+  for (int r = 0; r < cluster.replicas; ++r) {
+    const int n_stages = int(built[size_t(r)].stages.size());
+    replica_setup rset;
+    rset.index = r;
+    rset.stages = built[size_t(r)].stages;
+    rset.supervisor = node.supervisor;
+    rset.hang_factor = double(fo.hang_factor);
+    rset.hang_floor = std::chrono::milliseconds(fo.hang_floor_ms);
+    replica_actor replica = spawn_replica(sys, std::move(rset));
+    if (node.supervisor) caf::anon_send(node.supervisor, join_atom::value, int32_t(r), replica);
     scheduler_setup sched;
     sched.policy.block_size = b.block_size;
     sched.policy.n_blocks = b.n_blocks;
@@ -230,8 +306,8 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     sched.decode_steps_budget = std::chrono::milliseconds(b.decode_steps_ms);
     node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
     node.replicas.push_back(replica);
-    node.stages.push_back(std::move(chain));
-    node.locations.push_back(std::move(where));
+    node.stages.push_back(built[size_t(r)].stages);
+    node.locations.push_back(chains->locations(r));
   }
   router_setup rs;
   rs.schedulers = node.schedulers;
@@ -242,9 +318,9 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   rs.ctx_size = ctx;
   rs.max_new_tokens = cluster.limits.max_new_tokens;
   node.router = spawn_router(sys, std::move(rs));
-  logger().info("serving model={} layers={} replicas={} stages={} kv_blocks={} block_size={} ctx={}",
+  logger().info("serving model={} layers={} replicas={} stages={} kv_blocks={} block_size={} ctx={} failover={}",
                 cluster.model.path, model.n_layers, cluster.replicas, cluster.stages_of(0).size(), b.n_blocks,
-                b.block_size, ctx);
+                b.block_size, ctx, fo.enabled ? "on" : "off");
   node.cluster = std::move(cluster);
   return node;
 }

@@ -2,6 +2,7 @@
 // Config -> actors, in one process: `troupe serve` (and the integration tests) start all of a
 // cluster config's actors here: per replica a chain of PIPELINE STAGEs (each loads only its layers), a
 // REPLICA and a SCHEDULER; one ROUTER in front.
+#include <chrono>
 #include <expected>
 #include <functional>
 #include <memory>
@@ -32,6 +33,7 @@ struct stage_location {
 
 struct serve_node {
   router_actor router;
+  supervisor_actor supervisor;  // rebuilds replicas that lost a stage (invalid: [failover] enabled = false)
   std::vector<scheduler_actor> schedulers;
   std::vector<replica_actor> replicas;
   std::vector<std::vector<stage_actor>> stages;  // [replica][stage]
@@ -61,8 +63,17 @@ struct remote_stage {
   stage_actor next;                                  // invalid for the last stage
   const config::node_section* next_node = nullptr;  // where the next stage runs; nullptr: none
   uint32_t link_id = 0;
+  uint64_t generation = 1;  // the replica's chain (1 at start-up; a rebuild counts up)
+  // A rebuild: the placer may put the stage on a spare node when `node` is down, or wait for
+  // `node` until this time. At start-up (time_point::min()) a node that is not there fails.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::min();
 };
-using remote_placer = std::function<std::expected<placed_stage, std::string>(const remote_stage&)>;
+/// A stage placed on another node, and the node it went to (`node`, or a spare in its place).
+struct remote_placed {
+  placed_stage placed;
+  const config::node_section* node = nullptr;
+};
+using remote_placer = std::function<std::expected<remote_placed, std::string>(const remote_stage&)>;
 
 struct serve_options {
   stage_link links = stage_link::message;

@@ -16,6 +16,7 @@ transport::errc client_code(serve_errc e) {
     case serve_errc::shutting_down: return transport::errc::shutting_down;
     case serve_errc::none:
     case serve_errc::failed:
+    case serve_errc::interrupted:
     case serve_errc::internal: return transport::errc::internal;
   }
   return transport::errc::internal;

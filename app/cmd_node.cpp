@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -80,6 +82,7 @@ struct head_view {
   std::string state = "starting";
   std::map<std::string, std::string> stage_state;  // "R.I" -> loading|loaded|failed|down
   std::map<std::string, int32_t> stage_pid;
+  std::map<std::string, std::string> stage_node;  // "R.I" -> where it runs now (a spare after failover)
   std::string client, http, error;
 
   std::string render(const std::vector<actors::node_state>& joined) const {
@@ -101,7 +104,8 @@ struct head_view {
       for (size_t s = 0; s < stages.size(); ++s) {
         const auto& sc = stages[s];
         const std::string key = fmt::format("{}.{}", r, s);
-        const std::string node = sc.node.empty() ? self.name : sc.node;
+        const std::string node =
+          stage_node.contains(key) ? stage_node.at(key) : (sc.node.empty() ? self.name : sc.node);
         std::string st = stage_state.contains(key) ? stage_state.at(key) : "waiting";
         if (st == "loaded" && node != self.name) {
           auto it = by_name.find(node);
@@ -125,18 +129,36 @@ struct head_view {
 
 int run_head(caf::actor_system& sys, config::cluster_config cluster, const config::node_section& self,
              const std::string& secret, std::shared_ptr<transport::data_plane> plane, const sigset_t& signals) {
-  status_file status(std::filesystem::path(cluster.cluster.run_dir) / "status");
+  status_file early_status(std::filesystem::path(cluster.cluster.run_dir) / "status");
   // The model's header first: a wrong path or layer range fails now, not after the workers joined.
   if (auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}}); !probe) {
     std::fprintf(stderr, "troupe node: %s\n", probe.error().message.c_str());
-    status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, probe.error().message));
+    early_status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, probe.error().message));
     return 1;
   } else if (auto c = config::check_layers(cluster, probe->config.n_layers); !c) {
     std::fprintf(stderr, "troupe node: %s\n", c.error().message.c_str());
-    status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, c.error().message));
+    early_status.write(fmt::format("cluster name={} state=failed\nerror: {}\n", cluster.cluster.name, c.error().message));
     return 1;
   }
-  head_view view{cluster, self, "starting", {}, {}, {}, {}, {}};
+  // The view and the status file are written from this thread and from the SUPERVISOR's (a
+  // rebuild places stages): shared, under a lock, and alive as long as the SUPERVISOR may use them.
+  struct head_shared {
+    config::cluster_config cluster;
+    config::node_section self;
+    head_view view;
+    status_file status;
+    std::mutex mu;
+    head_shared(config::cluster_config c, config::node_section n, std::filesystem::path status_path)
+        : cluster(std::move(c)), self(std::move(n)), view{cluster, self, "starting", {}, {}, {}, {}, {}, {}},
+          status(std::move(status_path)) {}
+  };
+  auto shared = std::make_shared<head_shared>(cluster, self, std::filesystem::path(cluster.cluster.run_dir) / "status");
+  // Changes the view (under the lock) and writes the status file.
+  auto publish = [shared](const std::vector<actors::node_state>& nodes, const std::function<void(head_view&)>& change) {
+    std::lock_guard lock(shared->mu);
+    if (change) change(shared->view);
+    shared->status.write(shared->view.render(nodes));
+  };
   std::vector<std::string> workers;
   for (const auto& n : cluster.nodes) {
     if (n.role != config::node_role::head) workers.push_back(n.name);
@@ -144,18 +166,19 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   auto head = actors::spawn_head_actor(sys, workers);
   auto stop_head = [&] { caf::anon_send_exit(head, caf::exit_reason::user_shutdown); };
   // The last status, then every joined node drops its stages.
-  auto write_status_and_release = [&] {
+  auto write_status_and_release = [&](const std::function<void(head_view&)>& change) {
     const auto nodes = actors::query_nodes(sys, head);
-    status.write(view.render(nodes));
+    publish(nodes, change);
     for (const auto& n : nodes) {
       if (n.up) caf::anon_send(n.handle, actors::release_atom::value);
     }
   };
   auto fail = [&](const std::string& why) {
     spdlog::error("cluster start-up failed: {}", why);
-    view.state = "failed";
-    view.error = why;
-    write_status_and_release();
+    write_status_and_release([&](head_view& v) {
+      v.state = "failed";
+      v.error = why;
+    });
     std::fprintf(stderr, "troupe node: %s\n", why.c_str());
     stop_head();
     return 1;
@@ -179,10 +202,9 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     }
   }
   const auto deadline = clock_type::now() + std::chrono::milliseconds(cluster.cluster.join_timeout_ms);
-  std::vector<actors::node_state> joined;
   for (;;) {
-    joined = actors::query_nodes(sys, head);
-    status.write(view.render(joined));
+    const auto joined = actors::query_nodes(sys, head);
+    publish(joined, {});
     std::vector<std::string> missing;
     for (const auto& name : needed) {
       auto it = std::find_if(joined.begin(), joined.end(), [&](const auto& n) { return n.name == name && n.up; });
@@ -213,77 +235,145 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   auto api_keys = std::make_shared<transport::api_key_set>(std::move(keys));
 
   // 3. Place the stages (spawn_serve goes back to front) and start the SCHEDULERs and the ROUTER.
+  //    The same placer rebuilds a replica's chain for the SUPERVISOR (from its thread): a stage
+  //    whose node is down (or does not answer a ping) goes to the spare node holding the fewest
+  //    stages; without one, the placer waits for the node to join again, until rs.deadline.
   actors::serve_options options;
   options.this_node = self.name;
   options.plane = plane;
   const auto place_timeout = std::chrono::milliseconds(std::max(cluster.cluster.join_timeout_ms, 30'000));
-  options.place_remote = [&](const actors::remote_stage& rs) -> std::expected<actors::placed_stage, std::string> {
+  options.place_remote = [shared, publish, &sys, head, place_timeout](
+                           const actors::remote_stage& rs) -> std::expected<actors::remote_placed, std::string> {
+    const config::cluster_config& cl = shared->cluster;
     const std::string key = fmt::format("{}.{}", rs.replica, rs.index);
-    auto it = std::find_if(joined.begin(), joined.end(), [&](const auto& n) { return n.name == rs.node->name; });
-    if (it == joined.end() || !it->up) {
-      return std::unexpected(fmt::format("node {} is not joined", rs.node->name));
-    }
+    const bool rebuild = rs.deadline != clock_type::time_point::min();
     actors::stage_placement p;
     p.replica = rs.replica;
     p.index = rs.index;
-    p.model_path = cluster.model.path;
+    p.model_path = cl.model.path;
     p.first_layer = rs.section->first_layer;
     p.last_layer = rs.section->last_layer;
     p.threads = rs.section->threads;
-    p.block_size = cluster.batching.block_size;
-    p.n_blocks = cluster.batching.n_blocks;
+    p.block_size = cl.batching.block_size;
+    p.n_blocks = cl.batching.n_blocks;
     p.link_id = rs.link_id;
     p.next = rs.next;
-    if (rs.next_node != nullptr && rs.next_node->name != rs.node->name) {
-      p.next_data_host = rs.next_node->host;
-      p.next_data_port = rs.next_node->data_port;
-      if (rs.next_node->role != config::node_role::head) p.next_control_port = rs.next_node->control_port;
+    p.generation = rs.generation;
+    p.data_timeout_ms = std::min(cl.limits.step_timeout_ms, 30'000);
+    std::string last_error;
+    for (int attempt = 0;; ++attempt) {
+      const auto nodes = actors::query_nodes(sys, head);
+      auto up = [&](const std::string& name) -> const actors::node_state* {
+        auto it = std::find_if(nodes.begin(), nodes.end(), [&](const auto& n) { return n.name == name && n.up; });
+        if (it == nodes.end()) return nullptr;
+        // In a rebuild the heartbeats may not have noticed yet: ask the node itself.
+        if (rebuild && !actors::ping_node(sys, it->handle, 300ms)) return nullptr;
+        return &*it;
+      };
+      const config::node_section* target = rs.node;
+      const actors::node_state* ns = up(target->name);
+      if (ns == nullptr && rebuild) {
+        // A spare instead: the one holding the fewest stages now.
+        std::map<std::string, int> load;
+        {
+          std::lock_guard lock(shared->mu);
+          for (const auto& [k, n] : shared->view.stage_node) ++load[n];
+        }
+        const config::node_section* best = nullptr;
+        const actors::node_state* best_state = nullptr;
+        for (const auto& n : cl.nodes) {
+          if (n.role != config::node_role::spare) continue;
+          const actors::node_state* st = up(n.name);
+          if (st == nullptr) continue;
+          if (best == nullptr || load[n.name] < load[best->name]) {
+            best = &n;
+            best_state = st;
+          }
+        }
+        if (best != nullptr) {
+          spdlog::warn("placing stage {} on spare node {} (node {} is down)", key, best->name, target->name);
+          target = best;
+          ns = best_state;
+        }
+      }
+      if (ns != nullptr) {
+        p.next_data_host.clear();
+        p.next_data_port = 0;
+        p.next_control_port = 0;
+        if (rs.next_node != nullptr && rs.next_node->name != target->name) {
+          p.next_data_host = rs.next_node->host;
+          p.next_data_port = rs.next_node->data_port;
+          if (rs.next_node->role != config::node_role::head) p.next_control_port = rs.next_node->control_port;
+        }
+        publish(nodes, [&](head_view& v) {
+          v.stage_state[key] = "loading";
+          v.stage_node[key] = target->name;
+        });
+        auto timeout = place_timeout;
+        if (rebuild) {
+          timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(rs.deadline - clock_type::now()),
+                               std::chrono::milliseconds(500), std::chrono::milliseconds(10'000));
+        }
+        auto placed = actors::place_on_node(sys, ns->handle, p, timeout);
+        publish(nodes, [&](head_view& v) {
+          v.stage_state[key] = placed ? "loaded" : "failed";
+          if (placed) v.stage_pid[key] = placed->pid;
+        });
+        if (placed) return actors::remote_placed{*placed, target};
+        last_error = fmt::format("node {}: {}", target->name, placed.error());
+        if (!rebuild) return std::unexpected(last_error);
+      } else {
+        if (!rebuild) return std::unexpected(fmt::format("node {} is not joined", rs.node->name));
+        last_error = fmt::format("node {} is down and no spare node is up", rs.node->name);
+        if (attempt == 0) spdlog::warn("stage {}: {}; waiting for it to join again", key, last_error);
+      }
+      if (clock_type::now() >= rs.deadline) {
+        return std::unexpected(fmt::format("{} ([failover] recovery_timeout_ms)", last_error));
+      }
+      std::this_thread::sleep_for(200ms);
     }
-    p.data_timeout_ms = std::min(cluster.limits.step_timeout_ms, 30'000);
-    view.stage_state[key] = "loading";
-    status.write(view.render(joined));
-    auto placed = actors::place_on_node(sys, it->handle, std::move(p), place_timeout);
-    view.stage_state[key] = placed ? "loaded" : "failed";
-    if (placed) view.stage_pid[key] = placed->pid;
-    status.write(view.render(joined));
-    return placed;
   };
   auto node = actors::spawn_serve(sys, cluster, tokenizer, options);
   if (!node) return fail(node.error());
-  for (size_t r = 0; r < node->locations.size(); ++r) {
-    for (size_t s = 0; s < node->locations[r].size(); ++s) {
-      const std::string key = fmt::format("{}.{}", r, s);
-      view.stage_state[key] = "loaded";
-      view.stage_pid[key] = node->locations[r][s].pid;
+  if (node->supervisor) caf::anon_send(head, actors::subscribe_atom::value, node->supervisor);
+  publish(actors::query_nodes(sys, head), [&](head_view& v) {
+    for (size_t r = 0; r < node->locations.size(); ++r) {
+      for (size_t s = 0; s < node->locations[r].size(); ++s) {
+        const std::string key = fmt::format("{}.{}", r, s);
+        v.stage_state[key] = "loaded";
+        v.stage_pid[key] = node->locations[r][s].pid;
+        if (node->locations[r][s].node.empty()) v.stage_node[key] = self.name;
+      }
     }
-  }
+  });
 
   // 4. The gateways, then serve until SIGINT/SIGTERM.
   int rc = 0;
   {
     front_ends fronts(sys, *node, api_keys);
     if (auto s = fronts.start(); !s) {
-      view.state = "failed";
-      view.error = s.error().message;
-      status.write(view.render(actors::query_nodes(sys, head)));
+      publish(actors::query_nodes(sys, head), [&](head_view& v) {
+        v.state = "failed";
+        v.error = s.error().message;
+      });
       std::fprintf(stderr, "troupe node: %s\n", s.error().message.c_str());
       rc = 1;
     } else {
-      view.state = "ready";
-      view.client = fronts.client_address();
-      view.http = fronts.http_url();
-      status.write(view.render(actors::query_nodes(sys, head)));
+      publish(actors::query_nodes(sys, head), [&](head_view& v) {
+        v.state = "ready";
+        v.client = fronts.client_address();
+        v.http = fronts.http_url();
+      });
       std::printf("troupe node %s: head ready, listening on %s (model %s, %d replica(s))\n", self.name.c_str(),
-                  view.client.c_str(), cluster.model.path.c_str(), cluster.replicas);
+                  fronts.client_address().c_str(), cluster.model.path.c_str(), cluster.replicas);
       std::fflush(stdout);
       wait_for_stop_signal(signals, "troupe node " + self.name, 500ms,
-                           [&] { status.write(view.render(actors::query_nodes(sys, head))); });
+                           [&] { publish(actors::query_nodes(sys, head), {}); });
     }
     fronts.stop();
   }
-  view.state = "stopped";
-  write_status_and_release();
   node->shutdown();
+  write_status_and_release([](head_view& v) { v.state = "stopped"; });
   stop_head();
   return rc;
 }

@@ -82,6 +82,14 @@ class table_reader {
     return {};
   }
 
+  result<void> boolean(const std::string& key, bool& out) {
+    const toml::value* v = find(key);
+    if (v == nullptr) return {};
+    if (!v->is_boolean()) return fail_at(errc::bad_type, file_, line_of(*v), key_name(key), "must be true or false");
+    out = v->as_boolean();
+    return {};
+  }
+
   /// Every key of the table must have been asked for.
   result<void> no_unknown_keys() const {
     // Report the first unknown key in file order, so the message does not depend on hashing.
@@ -314,6 +322,21 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.integer("max_new_tokens", c.limits.max_new_tokens, 1, 1 << 24));
     TROUPE_TRY(t.integer("step_timeout_ms", c.limits.step_timeout_ms, 1, 3600 * 1000));
     TROUPE_TRY(t.integer("ctx_size", c.limits.ctx_size, 0, 1 << 24));
+    TROUPE_TRY(t.no_unknown_keys());
+  }
+
+  // [failover]
+  auto failover = sub_table(top, "failover", file);
+  if (!failover) return std::unexpected(failover.error());
+  if (*failover != nullptr) {
+    table_reader t(**failover, "failover", file);
+    auto& f = c.failover;
+    TROUPE_TRY(t.boolean("enabled", f.enabled));
+    TROUPE_TRY(t.integer("hang_factor", f.hang_factor, 2, 1000));
+    TROUPE_TRY(t.integer("hang_floor_ms", f.hang_floor_ms, 50, 3'600'000));
+    TROUPE_TRY(t.integer("recovery_timeout_ms", f.recovery_timeout_ms, 100, 3'600'000));
+    TROUPE_TRY(t.integer("max_restarts", f.max_restarts, 0, 1'000'000));
+    TROUPE_TRY(t.integer("restart_window_ms", f.restart_window_ms, 1, 86'400'000));
     TROUPE_TRY(t.no_unknown_keys());
   }
 

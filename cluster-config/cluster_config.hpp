@@ -73,6 +73,16 @@ struct limits_section {
   int ctx_size = 0;            // positions per sequence; 0: the model's context
 };
 
+/// [failover]: what the SUPERVISOR does when a stage is lost or hung (docs/operations.md).
+struct failover_section {
+  bool enabled = true;             // rebuild a replica that lost a stage and replay its sequences
+  int hang_factor = 10;            // a step in flight longer than factor x the replica's slowest
+  int hang_floor_ms = 1000;        //   recent step, and longer than this, means a hung stage
+  int recovery_timeout_ms = 30000; // a rebuild that takes longer marks the replica failed
+  int max_restarts = 5;            // rebuilds of one replica within restart_window_ms; past
+  int restart_window_ms = 60000;   //   that the replica is marked failed
+};
+
 struct stage_section {
   int first_layer = 0;
   int last_layer = -1;  // exclusive; -1: to the end of the model
@@ -141,6 +151,7 @@ struct cluster_config {
   http_section http;
   batching_section batching;
   limits_section limits;
+  failover_section failover;
   std::vector<stage_section> stages;  // the pipeline of every replica, in layer order
   // Multi-host files: [cluster], [[nodes]], and [[replicas]] with [[replicas.stages]] (then
   // `stages` is empty and `replicas` == replica_plans.size()). A file without [[nodes]] is one
