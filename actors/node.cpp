@@ -15,14 +15,30 @@
 
 namespace troupe::actors {
 
-void configure_node_system(caf::actor_system_config& cfg, const transport::tls_identity& tls) {
+void configure_node_system(caf::actor_system_config& cfg, const transport::tls_identity& tls, bool use_tls) {
   configure_actor_system(cfg);
   cfg.load<caf::io::middleman>();
-  cfg.load<caf::openssl::manager>();
-  cfg.openssl_certificate = tls.certificate;
-  cfg.openssl_key = tls.key;
-  cfg.openssl_cafile = tls.ca;
+  if (use_tls) {
+    cfg.load<caf::openssl::manager>();
+    cfg.openssl_certificate = tls.certificate;
+    cfg.openssl_key = tls.key;
+    cfg.openssl_cafile = tls.ca;
+  }
   // CAF's heartbeats stay off (see heartbeat_interval in node.hpp): the HEAD sends its own.
+}
+
+namespace {
+bool has_tls(caf::actor_system& sys) { return sys.has_openssl_manager(); }
+}  // namespace
+
+caf::expected<uint16_t> publish_control(caf::actor_system& sys, const caf::actor& handle) {
+  if (has_tls(sys)) return caf::openssl::publish(handle, 0, "127.0.0.1", true);
+  return sys.middleman().publish(handle, 0, "127.0.0.1", true);
+}
+
+caf::expected<caf::actor> connect_control(caf::actor_system& sys, uint16_t port) {
+  if (has_tls(sys)) return caf::openssl::remote_actor(sys, "127.0.0.1", port);
+  return sys.middleman().remote_actor("127.0.0.1", port);
 }
 
 int64_t steady_ms() {
@@ -94,7 +110,7 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
                                              transport::gate_options{st.setup.secret});
       if (!g) {
         logger().warn("no direct control connection to {} (the head relays): {}", key, g.error().message);
-      } else if (auto peer = caf::openssl::remote_actor<local_node_actor>(self->system(), "127.0.0.1", (*g)->local_port());
+      } else if (auto peer = connect_control(self->system(), (*g)->local_port());
                  !peer) {
         logger().warn("no direct control connection to {} (the head relays): {}", key,
                       self->system().render(peer.error()));

@@ -22,7 +22,15 @@ namespace troupe::actors {
 
 /// CAF settings of a node process: the message types, TLS with this node's identity, and
 /// heartbeats so that a cut link is noticed in about a second (CAF 0.17 notices none otherwise).
-void configure_node_system(caf::actor_system_config& cfg, const transport::tls_identity& tls);
+/// With `tls`, CAF's OpenSSL module carries the control plane ([cluster] control_tls).
+void configure_node_system(caf::actor_system_config& cfg, const transport::tls_identity& tls, bool use_tls);
+
+/// Publishes `handle` for the control plane on 127.0.0.1 (behind this node's gate): over CAF's
+/// OpenSSL module when the system was configured with TLS, plain BASP otherwise.
+caf::expected<uint16_t> publish_control(caf::actor_system& sys, const caf::actor& handle);
+
+/// Connects to the actor published at 127.0.0.1:port (a gate_client's local end).
+caf::expected<caf::actor> connect_control(caf::actor_system& sys, uint16_t port);
 
 struct node_setup {
   std::string name;                               // this node's [[nodes]] name

@@ -29,6 +29,10 @@
 
 #include "app/args.hpp"
 #include "app/command.hpp"
+#include "engine/generator.hpp"
+#include "engine/model_weights.hpp"
+#include "engine/stop_rule.hpp"
+#include "engine/tokenizer.hpp"
 #include "transport/client.hpp"
 
 namespace troupe::app {
@@ -45,7 +49,20 @@ struct request_result {
   double decode_ms = 0;            // first token to the final frame
   std::vector<double> itl_ms;      // one entry per token after the first
   std::optional<transport::error> err;
+  std::vector<int32_t> ids;        // the tokens streamed (--record, --verify)
+  std::vector<std::pair<int64_t, int>> chunks;  // (wall-clock ms since the epoch, tokens) per chunk (--record)
 };
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+// --sampled: every request samples (temperature 0.8, top-p 0.9, top-k 40), seeded by its index, so
+// its text is still known in advance (--verify).
+constexpr float sampled_temperature = 0.8f;
+constexpr float sampled_top_p = 0.9f;
+constexpr int sampled_top_k = 40;
 
 /// Deterministic prompt of `len` ids in [3, 200), different for each request (no shared prefix).
 std::vector<int32_t> make_prompt(int len, int request) {
@@ -60,12 +77,18 @@ std::vector<int32_t> make_prompt(int len, int request) {
   return ids;
 }
 
-request_result run_one(transport::client& c, int index, int prompt_len, int gen_len, clock_type::time_point deadline) {
+request_result run_one(transport::client& c, int index, int prompt_len, int gen_len, clock_type::time_point deadline,
+                       bool sampled = false) {
   request_result r;
   transport::generate_request req;
   req.prompt_tokens = make_prompt(prompt_len, index);
   req.max_tokens = uint32_t(gen_len);
   req.temperature = 0;
+  if (sampled) {
+    req.temperature = sampled_temperature;
+    req.top_p = sampled_top_p;
+    req.top_k = sampled_top_k;
+  }
   req.seed = uint64_t(index);
   req.stream = true;
   const auto now = clock_type::now();
@@ -80,6 +103,8 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
   auto fin = c.generate(req, [&](const transport::token_chunk& ch) {
     if (ch.ids.empty()) return;
     const auto t = clock_type::now();
+    r.ids.insert(r.ids.end(), ch.ids.begin(), ch.ids.end());
+    r.chunks.emplace_back(wall_ms(), int(ch.ids.size()));
     if (r.ttft_ms < 0) {
       r.ttft_ms = ms_double(t - t0).count();
       // Tokens that came with the first one count as arriving together with it.
@@ -295,8 +320,14 @@ int run_bench_serve(int argc, char** argv) {
     .flag("http", "use the HTTP API (--port is the HTTP port): streamed /v1/completions, closed loop only")
     .flag("https", "with --http: over TLS (the certificate is checked only with --cacert)")
     .option("cacert", "FILE", "with --https: verify the server's certificate against this CA file")
+    .flag("sampled", "sample (temperature 0.8, top-p 0.9, top-k 40, seed = request index) instead of greedy")
+    .option("record", "FILE", "write one JSON line per request: index, ok, error, ids, chunks [[wall ms, tokens]]")
+    .option("verify", "MODEL", "after the run, compute every request's tokens with the engine on MODEL (as `troupe "
+            "generate`) and count the requests whose tokens differ (\"mismatches\")")
+    .option("tokenizer", "PATH", "with --verify: the tokenizer file, if MODEL has none")
     .flag("json", "print exactly one JSON object instead of a table");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
+  const bool sampled = args.flag_set("sampled");
   auto co = read_server_options(args, "troupe bench serve");
   auto concurrency = args.integer("concurrency", 1, 1024);
   auto requests = args.integer("requests", 1, 100'000);
@@ -383,7 +414,7 @@ int run_bench_serve(int argc, char** argv) {
       return 1;
     }
     for (int i = 0; i < int(*warmup); ++i) {
-      auto r = run_one(*c, n_req + i, plen, glen, deadline);
+      auto r = run_one(*c, n_req + i, plen, glen, deadline, sampled);
       if (r.err) {
         std::fprintf(stderr, "troupe: warmup: %s: %s\n", transport::errc_name(r.err->code), r.err->message.c_str());
         return 1;
@@ -433,7 +464,7 @@ int run_bench_serve(int argc, char** argv) {
             }
             c.emplace(std::move(*nc));
           }
-          results[size_t(i)] = run_one(*c, i, plen, glen, deadline);
+          results[size_t(i)] = run_one(*c, i, plen, glen, deadline, sampled);
           if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
         }
         if (c) c->close();
@@ -472,7 +503,7 @@ int run_bench_serve(int argc, char** argv) {
         note_error(*results[size_t(i)].err);
       } else {
         threads.emplace_back([&, i] {
-          results[size_t(i)] = run_one(*clients[size_t(i % n_conn)], i, plen, glen, deadline);
+          results[size_t(i)] = run_one(*clients[size_t(i % n_conn)], i, plen, glen, deadline, sampled);
           if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
         });
       }
@@ -502,6 +533,62 @@ int run_bench_serve(int argc, char** argv) {
     if (r.ttft_ms >= 0) ttft.push_back(r.ttft_ms);
     itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
   }
+  // --record: what every request streamed, and when.
+  if (args.given("record")) {
+    std::FILE* f = std::fopen(args.str("record").c_str(), "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "troupe: --record: cannot write %s\n", args.str("record").c_str());
+      return 2;
+    }
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
+      nlohmann::ordered_json j;
+      j["index"] = i;
+      j["ok"] = r.ok;
+      j["error"] = r.err ? std::string(transport::errc_name(r.err->code)) + ": " + r.err->message : std::string();
+      j["ids"] = r.ids;
+      j["chunks"] = r.chunks;
+      std::fprintf(f, "%s\n", j.dump().c_str());
+    }
+    std::fclose(f);
+  }
+  // --verify: the engine's tokens for every request, as `troupe generate` computes them.
+  int mismatches = -1;
+  if (args.given("verify")) {
+    auto model = engine::load_model(args.str("verify"));
+    auto tok = engine::load_tokenizer(args.str("verify"), args.str("tokenizer"));
+    if (!model || !tok) {
+      std::fprintf(stderr, "troupe: --verify: %s\n", (!model ? model.error().message : tok.error().message).c_str());
+      return 2;
+    }
+    const engine::stop_rule rule = engine::make_stop_rule(model->config, **tok);
+    mismatches = 0;
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto prompt = make_prompt(plen, int(i));
+      engine::generate_options opts;
+      opts.max_new_tokens = glen;
+      opts.end_ids = rule.end_ids;
+      if (sampled) {
+        opts.sampling.temperature = sampled_temperature;
+        opts.sampling.top_p = sampled_top_p;
+        opts.sampling.top_k = sampled_top_k;
+      }
+      opts.sampling.seed = uint64_t(i);
+      std::vector<int32_t> want;
+      auto st = engine::generate(*model, prompt, opts, [&](int32_t id) {
+        want.push_back(id);
+        return !rule.ends(id);
+      });
+      if (!st || want != results[i].ids) {
+        ++mismatches;
+        if (mismatches <= 3) {
+          std::fprintf(stderr, "troupe: --verify: request %zu: %zu tokens streamed, the engine gives %zu%s\n", i,
+                       results[i].ids.size(), want.size(), results[i].ok ? "" : " (the request failed)");
+        }
+      }
+    }
+    if (!json) std::printf("verify: %d of %d requests differ from the engine\n", mismatches, n_req);
+  }
   const double req_s = wall_s > 0 ? completed / wall_s : 0;
   const double tok_s = wall_s > 0 ? double(gen_tokens) / wall_s : 0;
   if (first_error) {
@@ -520,6 +607,7 @@ int run_bench_serve(int argc, char** argv) {
     j["ttft_ms_p99"] = percentile(ttft, 99);
     j["itl_ms_p50"] = percentile(itl, 50);
     j["itl_ms_p99"] = percentile(itl, 99);
+    if (mismatches >= 0) j["mismatches"] = mismatches;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("mode: %s%s | connections: %d | prompt: %d tokens | max_tokens: %d\n", use_http ? "HTTP, " : "",
@@ -535,7 +623,7 @@ int run_bench_serve(int argc, char** argv) {
                 wall_s, decode_ms > 0 ? double(decode_tokens) / (decode_ms / 1000.0) : 0.0, early);
   }
   std::fflush(stdout);
-  return errors == 0 ? 0 : 1;
+  return errors == 0 && mismatches <= 0 ? 0 : 1;
 }
 
 const command_registrar reg{{"bench serve", "load-test a running troupe server (throughput, TTFT, ITL)",

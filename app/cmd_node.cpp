@@ -185,7 +185,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   };
   // CAF listens on loopback only; the gate on the node's port lets through only peers that
   // prove the cluster secret (transport/control_gate.hpp).
-  auto caf_port = caf::openssl::publish(head, 0, "127.0.0.1", true);
+  auto caf_port = actors::publish_control(sys, caf::actor_cast<caf::actor>(head));
   if (!caf_port) return fail(fmt::format("cannot publish the head on 127.0.0.1: {}", sys.render(caf_port.error())));
   auto gate = transport::gate_server::start("0.0.0.0", uint16_t(self.control_port), *caf_port, transport::gate_options{secret});
   if (!gate) {
@@ -388,7 +388,7 @@ int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, co
   auto node = actors::spawn_node_actor(sys, setup);
   // Reachable by the other workers (a stage's next stage may be here): CAF on loopback, behind
   // the gate, as on the head.
-  auto caf_port = caf::openssl::publish(node, 0, "127.0.0.1", true);
+  auto caf_port = actors::publish_control(sys, caf::actor_cast<caf::actor>(node));
   if (!caf_port) {
     std::fprintf(stderr, "troupe node: cannot publish the node on 127.0.0.1: %s\n", sys.render(caf_port.error()).c_str());
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
@@ -421,8 +421,12 @@ int run_worker(caf::actor_system& sys, const config::cluster_config& cluster, co
         why = g.error().message;
       } else {
         gate = std::move(*g);
-        h = caf::openssl::remote_actor<actors::head_actor>(sys, "127.0.0.1", gate->local_port());
-        if (!h) why = sys.render(h.error());
+        auto a = actors::connect_control(sys, gate->local_port());
+        if (!a) {
+          why = sys.render(a.error());
+        } else {
+          h = caf::actor_cast<actors::head_actor>(*a);
+        }
       }
       if (!why.empty()) {
         // logged below
@@ -536,7 +540,7 @@ int run_node(int argc, char** argv) {
   int rc = 0;
   {
     caf::actor_system_config cfg;
-    actors::configure_node_system(cfg, *tls);
+    actors::configure_node_system(cfg, *tls, cluster.cluster.control_tls);
     caf::actor_system sys{cfg};
     spdlog::info("node starting name={} role={} host={} control_port={} data_port={} pid={}", me.name,
                  config::node_role_name(me.role), me.host, me.control_port, me.data_port, ::getpid());

@@ -178,6 +178,7 @@ result<void> parse_cluster_section(table_reader& top, cluster_config& c, const s
   TROUPE_TRY(t.string("binary", s.binary));
   TROUPE_TRY(t.string("run_dir", s.run_dir));
   TROUPE_TRY(t.integer("join_timeout_ms", s.join_timeout_ms, 1, 86'400'000));
+  TROUPE_TRY(t.boolean("control_tls", s.control_tls));
   TROUPE_TRY(t.no_unknown_keys());
   resolve_path(s.secret_file, base_dir);
   // A bare name is looked up on PATH (of every host); a path with a '/' is a file.

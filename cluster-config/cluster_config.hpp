@@ -133,6 +133,10 @@ struct cluster_section {
   std::string binary = "troupe";  // the troupe executable on every host (scripts/cluster)
   std::string run_dir = "/tmp/troupe";  // pid, log and status files on every host
   int join_timeout_ms = 120'000;  // the head waits this long for the workers its stages need
+  // CAF's OpenSSL module on the control plane, inside the gates (which authenticate every peer
+  // either way). Off by default: CAF 0.17.6's OpenSSL transport drops the other nodes' connections
+  // when one node dies (docs/operations.md, "Failover"), which defeats failover.
+  bool control_tls = false;
   int line = 0;  // the [cluster] header (0: no [cluster] table)
 };
 

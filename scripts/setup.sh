@@ -16,6 +16,7 @@ packages=(
   clang
   openssh-server openssh-client iproute2 nftables procps
   curl prometheus nodejs
+  python3
 )
 
 SUDO=""
