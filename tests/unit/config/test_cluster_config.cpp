@@ -133,6 +133,24 @@ BOOST_AUTO_TEST_CASE(reports_unknown_keys) {
   BOOST_TEST(e.find("local.toml:11: batching.n_block: unknown key") == 0, e);
 }
 
+BOOST_AUTO_TEST_CASE(reads_the_failover_table_and_reports_its_bad_keys) {
+  auto r = parse_cluster_text(std::string(good) + "\n[failover]\nhang_floor_ms = 2500\nmax_restarts = 2\nenabled = false\n", "local.toml");
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  BOOST_TEST(r->failover.hang_floor_ms == 2500);
+  BOOST_TEST(r->failover.max_restarts == 2);
+  BOOST_TEST(!r->failover.enabled);
+  BOOST_TEST(r->failover.hang_factor == 10);  // the default
+  auto d = parse_cluster_text(good, "local.toml");
+  BOOST_REQUIRE(d);
+  BOOST_TEST(d->failover.enabled);
+  BOOST_TEST(error_of(std::string(good) + "\n[failover]\nhang_floor_ms = 10\n").find("failover.hang_floor_ms: 10 is out of range") !=
+               std::string::npos,
+             error_of(std::string(good) + "\n[failover]\nhang_floor_ms = 10\n"));
+  BOOST_TEST(error_of(std::string(good) + "\n[failover]\nenabled = 1\n").find("failover.enabled: must be true or false") !=
+             std::string::npos);
+  BOOST_TEST(error_of(std::string(good) + "\n[failover]\nretries = 1\n").find("failover.retries: unknown key") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(reports_wrong_types_and_ranges) {
   std::string text = good;
   text.replace(text.find("block_size = 8"), 14, "block_size = \"8\"");
