@@ -39,13 +39,16 @@ admit_status batch_policy::admit(sequence_spec spec, int64_t /*now_ns*/) {
   const int positions = std::max(prompt, std::min(prompt + spec.max_tokens - 1, cfg_.ctx_size));
   if (blocks_for(positions, cfg_.block_size) > cfg_.n_blocks) return admit_status::too_long;
   if (int(waiting_.size()) >= cfg_.max_waiting) return admit_status::overloaded;
-  if (spec.max_tokens == 0) {  // nothing to generate: done at once (as the engine's generate is)
-    pending_finished_.push_back(finished_seq{spec.id, finish_reason::length, 0});
+  if (spec.max_tokens <= int(spec.generated.size())) {  // nothing (more) to generate: done at once
+    pending_finished_.push_back(finished_seq{spec.id, finish_reason::length, int32_t(spec.generated.size())});
     return admit_status::ok;
   }
   sequence s;
   s.arrival = next_arrival_++;
   s.tokens = spec.prompt;
+  s.tokens.insert(s.tokens.end(), spec.generated.begin(), spec.generated.end());
+  s.n_generated = int(spec.generated.size());
+  spec.generated.clear();
   s.spec = std::move(spec);
   const request_id id = s.spec.id;
   seqs_.emplace(id, std::move(s));

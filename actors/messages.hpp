@@ -101,6 +101,9 @@ struct sequence_spec {
   int64_t deadline_ns = 0;  // steady-clock time after which the request is finished; 0: none
   bool stop_at_eos = true;
   std::vector<int32_t> stop_tokens;  // finish (reason stop) after producing any of these
+  // Tokens this request generated already (on a replica that failed): recomputed with the prompt,
+  // and sampling continues at index generated.size(), so the text goes on unchanged.
+  std::vector<int32_t> generated;
 };
 
 /// One sequence's share of a step.
@@ -213,6 +216,8 @@ struct step_request {
   std::vector<new_sequence> added;
   std::vector<planned_seq> work;
   int32_t n_steps = 1;  // decode steps to run, each feeding back its samples (single-stage replicas)
+  uint64_t generation = 1;  // the replica's chain the SCHEDULER planned for: a rebuilt replica
+                            // refuses (interrupted) a step planned before the SCHEDULER replayed
 };
 
 /// The activations one stage hands the next. In-process the tensor travels in the message
@@ -239,7 +244,7 @@ typename Inspector::result_type inspect(Inspector& f, request_id& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_spec& x) {
   return f(caf::meta::type_name("sequence_spec"), x.id, x.prompt, x.max_tokens, x.prio, x.deadline_ns, x.stop_at_eos,
-           x.stop_tokens);
+           x.stop_tokens, x.generated);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, planned_seq& x) {
@@ -283,7 +288,7 @@ typename Inspector::result_type inspect(Inspector& f, new_sequence& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
-  return f(caf::meta::type_name("step_request"), x.micro_batch, x.released, x.added, x.work, x.n_steps);
+  return f(caf::meta::type_name("step_request"), x.micro_batch, x.released, x.added, x.work, x.n_steps, x.generation);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, hidden_states& x) {

@@ -135,6 +135,12 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
       if (st.mode == replica_mode::failed) return make_error(serve_errc::failed, st.reason);
       if (st.mode == replica_mode::recovering) return make_error(serve_errc::interrupted, st.reason);
       if (st.stages.empty()) return make_error(serve_errc::internal, "replica without stages");
+      // Planned for an older chain (the SCHEDULER has not replayed on this one yet): its sequences
+      // are unknown to the new stages.
+      if (req.generation != st.generation) {
+        return make_error(serve_errc::interrupted, fmt::format("step planned for chain {} (now {})", req.generation,
+                                                               st.generation));
+      }
       const uint64_t mb = req.micro_batch;
       auto rp = self->make_response_promise<step_result>();
       st.pending[mb] = replica_state::pending_step{rp, now_ns(self), std::max(1, req.n_steps), st.generation};

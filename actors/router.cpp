@@ -1,6 +1,7 @@
 #include "actors/router.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include <caf/all.hpp>
 
@@ -20,6 +21,7 @@ struct router_state {
   router_setup setup;
   std::unique_ptr<request_table> requests;  // over setup's tokenizer and stop rule
   std::vector<int> load;  // requests in progress per replica
+  std::vector<bool> failed;  // replicas that gave up (their SCHEDULER said "replica failed")
   uint64_t next_id = 1;
   static inline const char* name = "router";
 };
@@ -78,6 +80,44 @@ void cancel_request(router_pointer self, request_entry& e) {
   complete(self, e, finish_reason::cancelled);
 }
 
+// The replica with the fewest requests in progress, among those that have not failed.
+std::optional<size_t> pick_replica(const router_state& st) {
+  std::optional<size_t> best;
+  for (size_t r = 0; r < st.load.size(); ++r) {
+    if (st.failed[r]) continue;
+    if (!best || st.load[r] < st.load[*best]) best = r;
+  }
+  return best;
+}
+
+// The request's replica failed: admit it on another one with the tokens it has so far (they are
+// recomputed there; sampling goes on at the next index, so the text is unchanged). False when no
+// other replica is left.
+bool move_to_other_replica(router_pointer self, request_entry& e) {
+  auto& st = self->state;
+  auto other = pick_replica(st);
+  if (!other) return false;
+  logger().warn("moving request_id={} from failed replica {} to replica {} tokens_so_far={}", e.id.value, e.replica,
+                *other, e.generated.size());
+  --st.load[e.replica];
+  ++st.load[*other];
+  e.replica = *other;
+  sequence_request sr;
+  sr.spec = e.spec;
+  sr.spec.generated = e.generated;
+  sr.sampling = e.sampling;
+  sr.sink = caf::actor_cast<token_sink_actor>(self);
+  self->request(st.setup.schedulers[*other], st.setup.admit_timeout, admit_atom::value, std::move(sr))
+    .then([](request_id) {},
+          [self, id = e.id](caf::error& err) {
+            request_entry* e = self->state.requests->find(id);
+            if (e == nullptr) return;
+            complete(self, *e, finish_reason::failed, serve_errc_of(err),
+                     "its replica failed, and another refused it: " + describe(err));
+          });
+  return true;
+}
+
 // The ROUTER's rules for check_request: the whole context, vocabulary and max_tokens.
 request_rules rules_of(const router_setup& setup) {
   return {.tokenizer = setup.tokenizer.get(),
@@ -91,6 +131,7 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
   auto& init = self->state;
   init.setup = std::move(setup);
   init.load.assign(init.setup.schedulers.size(), 0);
+  init.failed.assign(init.setup.schedulers.size(), false);
   init.requests = std::make_unique<request_table>(*init.setup.tokenizer, init.setup.stop_rule);
   // A client that goes away cancels what it had in progress.
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -108,8 +149,10 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       if (!client) return make_error(serve_errc::invalid_request, "no client to stream to");
       if (st.setup.schedulers.empty()) return make_error(serve_errc::shutting_down, "no replicas");
       if (auto ok = check_request(r, rules_of(st.setup)); !ok) return make_error(ok.error().code, ok.error().message);
+      const auto picked = pick_replica(st);
+      if (!picked) return make_error(serve_errc::failed, "every replica has failed (see the server's log)");
       const request_id id{st.next_id++};
-      const size_t replica = size_t(std::min_element(st.load.begin(), st.load.end()) - st.load.begin());
+      const size_t replica = *picked;
       ++st.load[replica];
 
       const int64_t deadline_ns = r.deadline_ms > 0 ? now_ns() + r.deadline_ms * 1'000'000 : 0;
@@ -127,6 +170,10 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
       sr.spec.stop_at_eos = r.stop_at_eos;
       sr.sampling = r.sampling;
       sr.sink = caf::actor_cast<token_sink_actor>(self);
+      if (request_entry* e = st.requests->find(id)) {
+        e->spec = sr.spec;
+        e->sampling = sr.sampling;
+      }
       logger().debug("admitting request_id={} prompt_tokens={} replica={}", id.value, sr.spec.prompt.size(), replica);
 
       auto rp = self->make_response_promise<request_id>();
@@ -172,6 +219,11 @@ router_actor::behavior_type router_behavior(router_pointer self, router_setup se
     [self](finished_atom, finished_seq& f) {
       auto& st = self->state;
       request_entry* e = st.requests->find(f.id);
+      if (e != nullptr && e->finish_total < 0 && f.reason == finish_reason::failed &&
+          f.message.starts_with("replica failed")) {
+        if (e->replica < st.failed.size()) st.failed[e->replica] = true;
+        if (e->accepted && move_to_other_replica(self, *e)) return;
+      }
       // Already finishing (stop string, cancel): nothing more to do.
       if (e == nullptr || !st.requests->finish(*e, f.n_generated, f.reason)) return;
       e->failure = std::move(f.message);

@@ -33,6 +33,7 @@ struct scheduler_state {
   // The replica is being rebuilt: nothing is planned until it says it is back (wait_atom).
   bool paused = false;
   std::string replica_failed;  // the replica gave up (why): new requests are refused
+  uint64_t generation = 1;     // the replica's chain our sequences are on (step_request::generation)
   scheduler_stats stats;
   static inline const char* name = "scheduler";
 };
@@ -92,6 +93,7 @@ void pause_for_recovery(scheduler_pointer self) {
     .then(
       [self](uint64_t generation) {
         self->state.paused = false;
+        self->state.generation = generation;
         logger().info("replica back generation={}: scheduler resumed", generation);
         pump(self);
       },
@@ -143,6 +145,7 @@ void pump(scheduler_pointer self) {
     }
     req.work = std::move(plan.seqs);
     req.n_steps = plan.n_steps;
+    req.generation = st.generation;
     st.stats.n_steps += plan.n_steps;
     ++st.stats.n_step_requests;
     st.stats.n_step_tokens += int64_t(plan.n_tokens) * plan.n_steps;

@@ -125,4 +125,30 @@ BOOST_AUTO_TEST_CASE(a_replica_past_its_restart_budget_fails_its_requests_clearl
   BOOST_TEST(hs[0].last_reason.find("max_restarts") != std::string::npos, hs[0].last_reason);
 }
 
+// A replica that gives up (here at once: max_restarts = 0) hands its requests to the other
+// replica, with the tokens they have so far: every client still gets the engine's text, and new
+// requests go to the replica that is left.
+BOOST_AUTO_TEST_CASE(requests_of_a_failed_replica_move_to_the_other_and_match_the_engine) {
+  auto c = make_cluster(model_path("stories260K.bin"), model_path("tok512.bin"), 5, 2, 2);
+  c.failover.max_restarts = 0;
+  serve_harness h(c);
+  std::map<actors::request_id, actors::serve_request> reqs;
+  uint64_t seed = 21;
+  int i = 0;
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, (i++ % 2 == 0) ? greedy(p, 120) : seeded(p, 120, seed++));
+  while (tokens_streamed(h) < 60) BOOST_REQUIRE(h.receive_one(30s));
+  BOOST_REQUIRE(!h.all_ended());
+  caf::anon_send_exit(h.node().stages[0][1], caf::exit_reason::kill);
+  h.wait_all(60s);
+  h.check_all_against_engine(reqs);
+  auto hs = health(h);
+  BOOST_TEST(hs[0].state == "failed");
+  BOOST_TEST(hs[1].state == "running");
+  // New requests: the replica that is left takes them.
+  std::map<actors::request_id, actors::serve_request> more;
+  for (const auto& p : story_prompts()) h.submit_accepted(more, greedy(p, 32));
+  h.wait_all(60s);
+  h.check_all_against_engine(more);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
