@@ -10,6 +10,8 @@
 
 namespace troupe::engine::kernels {
 
+const char* cpu_variant() { return cpu::variant_name(); }
+
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
   if (cpu::has_avx2()) return cpu::avx2::rmsnorm(out, x, w, n, eps);
   cpu::rmsnorm(out, x, w, n, eps);
@@ -27,6 +29,10 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
   cpu::rope(x, n_heads, head_dim, pos, theta, style);
 }
 void dequantize_row(const weight& w, int64_t row, float* out) { cpu::dequantize_row(w, row, out); }
+void round_to_f16(float* x, int n) {
+  if (cpu::has_avx2()) return cpu::avx2::round_to_f16(x, n);
+  cpu::round_to_f16(x, n);
+}
 
 namespace {
 
@@ -53,13 +59,15 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   thread_local std::vector<block_q8_0> xq_buffer;
   thread_local std::vector<float> xd_buffer;
   thread_local std::vector<int32_t> y8_buffer;
+  thread_local std::vector<int8_t> qs_buffer;
   cpu::q8_activations xq{};
   if (any_integer) {
     const int64_t nb = cols / 32;
     xq_buffer.resize(size_t(n_tokens * nb));
     xd_buffer.resize(size_t(n_tokens * nb));
     y8_buffer.resize(size_t(n_tokens * nb * 8));
-    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data()};
+    qs_buffer.resize(size_t(n_tokens * nb * 32));
+    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data(), qs_buffer.data()};
     parallel_for(pool, n_tokens, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, xq, t * nb, cols);
     }, 16);

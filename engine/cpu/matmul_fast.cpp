@@ -94,7 +94,7 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
   block_q8_0* out = a.blocks + first;
   float* scales = a.scales + first;
   if (has_avx2()) {
-    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, n);
+    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, a.qs + 32 * first, n);
     return;
   }
   // The same arithmetic as the AVX2 version (and ggml): id = 127 / amax, round half to even.
@@ -106,6 +106,7 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
     scales[i] = f16_to_f32(out[i].d);
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     for (int j = 0; j < 32; ++j) out[i].qs[j] = int8_t(std::nearbyint(p[j] * id));
+    std::copy_n(out[i].qs, 32, a.qs + 32 * (first + i));
     for (int lane = 0; lane < 8; ++lane) {
       const int8_t* g = out[i].qs + 4 * lane;
       a.y8[(first + i) * 8 + lane] = 8 * (g[0] + g[1] + g[2] + g[3]);
@@ -119,6 +120,18 @@ void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const wei
   const float* xd = a.scales;
   TROUPE_ASSERT(w.type == dtype::q8_0 || w.type == dtype::q4_0);
   const int64_t nb = w.cols / 32;
+  if (has_avx512()) {
+    const bool vnni = has_avx512_vnni();
+    if (w.type == dtype::q8_0) {
+      const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
+      (vnni ? avx512_vnni::matmul_q8_0 : avx512::matmul_q8_0)(out, w.rows, a.qs, xd, n_tokens, wq, nb, row_begin, row_end);
+    } else {
+      const auto* wq = reinterpret_cast<const block_q4_0*>(w.data);
+      (vnni ? avx512_vnni::matmul_q4_0 : avx512::matmul_q4_0)(out, w.rows, a.qs, xd, a.y8, n_tokens, wq, nb, row_begin,
+                                                              row_end);
+    }
+    return;
+  }
   if (has_avx2()) {
     if (w.type == dtype::q8_0) {
       avx2::matmul_q8_0(out, w.rows, xq, xd, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
