@@ -122,4 +122,35 @@ BOOST_AUTO_TEST_CASE(f32_260k_gguf_takes_llama_cpp_argmax_at_every_step_above_no
   check(replay("derived/stories260K.gguf", "reference/llamacpp-trace.stories260K.gguf.jsonl"));
 }
 
+
+
+BOOST_AUTO_TEST_CASE(generate_trace_writes_llama_cpp_trace_lines_with_the_same_steps,
+                     *needs_models({"TinyStories-656K-Q8_0.gguf",
+                                    "reference/llamacpp-trace.TinyStories-656K-Q8_0.gguf.jsonl"})) {
+  // The reference's first prompt: 4 of its 8 greedy steps in the trace troupe writes.
+  std::ifstream in(model_path("reference/llamacpp-trace.TinyStories-656K-Q8_0.gguf.jsonl"));
+  std::string line;
+  std::getline(in, line);
+  const auto ref = nlohmann::json::parse(line);
+  const temp_dir dir("trace");
+  const auto trace = dir / "trace.jsonl";
+  const std::string cmd = troupe_binary().string() + " generate --model '" +
+                          model_path("TinyStories-656K-Q8_0.gguf").string() + "' --prompt '" +
+                          ref.at("prompt").get<std::string>() + "' -n 8 --threads 2 --trace '" + trace.string() +
+                          "' >/dev/null 2>&1";
+  BOOST_REQUIRE_EQUAL(run_command(cmd).exit_code, 0);
+  std::ifstream got_in(trace);
+  std::getline(got_in, line);
+  const auto got = nlohmann::json::parse(line);
+  BOOST_TEST(got.at("prompt_ids") == ref.at("prompt_ids"));
+  BOOST_REQUIRE_EQUAL(got.at("steps").size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    const auto& g = got.at("steps")[i];
+    const auto& r = ref.at("steps")[i];
+    BOOST_TEST(g.at(0).get<int>() == r.at(0).get<int>(), "step " << i);
+    BOOST_TEST(std::fabs(g.at(1).get<double>() - r.at(1).get<double>()) < 1e-3, "step " << i);
+    BOOST_TEST(g.at(2).get<int>() == r.at(2).get<int>(), "step " << i);
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
