@@ -161,7 +161,8 @@ for line in open(sys.argv[1]):
 names = {"decode_1": "decode, batch 1", "prefill_512": "prefill, 512 tokens", "decode_8": "decode, batch 8",
          "decode_32": "decode, batch 32", "serve_1": "serving, 1 stream", "serve_32": "serving, 32 streams"}
 for fig in order:
-    base, dt = fig.rsplit("_", 1)
+    parts = fig.split("_")  # FIGURE_N_DTYPE, the dtype itself may hold "_" (q8_0)
+    base, dt = "_".join(parts[:2]), "_".join(parts[2:])
     t, l = d[fig]["troupe"], d[fig]["llama"]
     cell = lambda v: f"{st.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "n/a"
     ratio = f"{st.median(t) / st.median(l):.2f}x" if t and l else "n/a"
