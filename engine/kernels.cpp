@@ -1,5 +1,5 @@
 // The one place that knows which backends exist: every op in kernels.hpp dispatches here, and
-// the CPU fast paths are picked here (AVX2 when the CPU has it, OpenBLAS for float batches).
+// the CPU fast paths are picked here (AVX2 / AVX-512 when the CPU has them, portable loops else).
 #include "engine/kernels.hpp"
 
 #include <cstdlib>
@@ -46,12 +46,12 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   if (outs.empty() || n_tokens <= 0) return;
   const int64_t cols = outs[0].w->cols;
   int64_t total_rows = 0;
-  bool any_integer = false, any_blas = false;
+  bool any_integer = false, any_float_batch = false;
   for (const auto& o : outs) {
     TROUPE_ASSERT(o.w->cols == cols);
     total_rows += o.w->rows;
     any_integer |= integer_path(*o.w, act);
-    any_blas |= !integer_path(*o.w, act) && n_tokens > 1;
+    any_float_batch |= !integer_path(*o.w, act) && n_tokens > 1;
   }
 
   // 1. Quantize the activations once for every integer-path weight (per token, so each token's
@@ -74,9 +74,9 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   }
 
   // 2. One parallel pass over the rows of all products; a chunk may span two of them.
-  //    Float batches go in multiples of the GEMM's 3-row tile (and bigger chunks for OpenBLAS,
-  //    which packs the activations again on every call).
-  const int64_t grain = any_blas ? (cpu::has_avx2() ? 48 : 64) : 16;
+  //    Float batches go in multiples of the GEMM's 3-row tile. (The chunks change with the batch;
+  //    the numbers do not: every kernel gives a row the same result whatever range holds it.)
+  const int64_t grain = any_float_batch ? 48 : 16;
   parallel_for(pool, total_rows, [&](int64_t begin, int64_t end, int) {
     int64_t first = 0;
     for (const auto& o : outs) {

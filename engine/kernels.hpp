@@ -1,6 +1,6 @@
 #pragma once
 // Every op declared once. kernels.cpp is the only file that knows which backends exist and picks
-// the fast path (cpu/ AVX2, OpenBLAS; cuda/ later); kernels::ref holds the plain, readable
+// the fast path (cpu/ AVX2 and AVX-512; cuda/ later); kernels::ref holds the plain, readable
 // reference versions the tests compare the fast paths against.
 #include <cstdint>
 #include <span>
@@ -41,8 +41,8 @@ struct matmul_out {
 
 /// Several matmuls that read the same x (q/k/v; gate/up): one pass over the pool, x quantized
 /// once. Every output element is computed by the same operations whatever the batch, the other
-/// products in the call and the thread count, except that f32 weights take a GEMV for one token
-/// and OpenBLAS for more (the same numbers up to summation order).
+/// products in the call and the thread count (batch-invariant: a token's numbers are the same
+/// served beside others as alone, to the bit), for every dtype and kernel variant.
 void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens, activations act,
                  thread_pool* pool);
 

@@ -40,15 +40,22 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
   for (; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
+// Every element goes through the same vector formula, the last 1..7 too (masked): a value's
+// result must not depend on where it sits (the forward pass runs SwiGLU over all tokens of a
+// batch at once, so an element's position depends on the batch).
 void swiglu(float* gate, const float* up, int n) {
-  int i = 0;
   const __m256 one = _mm256_set1_ps(1.0f);
+  auto silu_times = [&](__m256 g, __m256 u) {
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)))), u);
+  };
+  int i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 g = _mm256_loadu_ps(gate + i);
-    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-    _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    _mm256_storeu_ps(gate + i, silu_times(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
   }
-  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  if (i < n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(gate + i, m, silu_times(_mm256_maskload_ps(gate + i, m), _mm256_maskload_ps(up + i, m)));
+  }
 }
 
 void add(float* x, const float* y, int n) {

@@ -2,7 +2,7 @@
 // CPU kernels (reference and fast paths). Only engine/kernels.cpp and tests include this.
 //
 // Four families: the plain references (matmul_ref_rows, attention_head), portable fast paths
-// (OpenBLAS sgemm, scalar integer dot products), the AVX2/FMA/F16C ones in cpu::avx2 (*_avx2.cpp,
+// (dot products per (row, token) the compiler vectorizes, scalar integer dot products), the AVX2/FMA/F16C ones in cpu::avx2 (*_avx2.cpp,
 // compiled with -mavx2 -mfma -mf16c, called only when has_avx2()) and the AVX-512 integer
 // kernels in cpu::avx512 and cpu::avx512_vnni (*_avx512.cpp, *_avx512vnni.cpp, called only when
 // has_avx512() / has_avx512_vnni()). The variant is chosen once at run time (cpu_features.cpp).
@@ -53,8 +53,9 @@ void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, 
                      int64_t row_end);
 
 /// Rows [row_begin, row_end) of out = x . W^T with float activations, fastest path for the dtype:
-/// f32 weights: a GEMV for one token, OpenBLAS sgemm (single-threaded, on these rows) for more;
-/// other dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows].
+/// f32 weights: avx2::gemm_f32 (a portable dot product per (row, token) without AVX2); other
+/// dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows]. Batch-invariant:
+/// a (row, token) result does not depend on n_tokens or the row range.
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
                      int64_t row_end);
 
@@ -81,8 +82,6 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
 void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end);
 
-/// Sets OpenBLAS to one thread per call (our pool splits the rows); idempotent.
-void init_blas();
 
 // ---- attention ----------------------------------------------------------------------------------
 
@@ -102,11 +101,11 @@ void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int la
 namespace avx2 {
 
 /// out[t * ldo + r] = dot(x[t], w row r) for t in [0, n_tokens), r in [row_begin, row_end); w is
-/// [rows][cols] f32 and x [n_tokens][cols], cols % 8 == 0. No packing; each (row, token) result
+/// [rows][cols] f32 and x [n_tokens][cols], any cols. No packing; each (row, token) result
 /// is bitwise the same whatever n_tokens and the row range (batch-invariant).
 void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
               int64_t row_end);
-/// Same for f16 weights (F16C conversion on the fly).
+/// The same for one token and f16 weights (F16C conversion on the fly), cols % 8 == 0.
 void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end);
 /// out[i] = f16 h[i] as float.
 void f16_to_f32(const uint16_t* h, float* out, int64_t n);

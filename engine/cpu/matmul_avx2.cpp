@@ -158,10 +158,17 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
 // ---- f32 GEMM: out[t * ldo + r] = x[t] . w[r] ------------------------------------------------
 // Dot-product form on W as stored (no packing: each weight is read from memory once per call):
 // a register tile of R rows x T tokens, one accumulator per (row, token) that runs over the
-// columns eight at a time in order, then a horizontal sum. Every (row, token) pair therefore sees
-// the same operations in the same order whatever the tile, the batch size or the row range, so
-// f32 results do not depend on what else is in the batch (a GEMV is the T = 1 case).
+// columns eight at a time in order (the last 1..7 columns, if any, as one masked group of
+// eight), then a horizontal sum. Every (row, token) pair therefore sees the same operations in
+// the same order whatever the tile, the batch size or the row range, so f32 results do not
+// depend on what else is in the batch (a GEMV is the T = 1 case).
 namespace {
+
+// Lanes [0, n) of eight set, for the last group of a row (n in [1, 7]); masked loads read
+// nothing past the row and give 0 in the other lanes.
+inline __m256i tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 
 // With Prefetch, also asks for the next R rows (the next tile's) at the same columns: the first
 // token tile of a row group is otherwise stalled on memory.
@@ -170,7 +177,8 @@ inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const
   __m256 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < cols; c += 8) {
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
     if constexpr (Prefetch) {
       if ((c & 15) == 0) {
         for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + (R + i) * cols + c), _MM_HINT_T0);
@@ -180,6 +188,15 @@ inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const
     for (int i = 0; i < R; ++i) wv[i] = _mm256_loadu_ps(w + i * cols + c);
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
+  }
+  if (c < cols) {
+    const __m256i m = tail_mask(cols - c);
+    __m256 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = _mm256_maskload_ps(w + i * cols + c, m);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_maskload_ps(x + t * ldx + c, m);
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
     }
   }

@@ -1,31 +1,41 @@
-// Fast matmul paths on a range of output rows (the caller's thread pool splits the rows):
-// OpenBLAS sgemm for several tokens, AVX2 GEMVs for one, integer dot products for Q8_0/Q4_0
-// weights against Q8_0 activations, and portable fallbacks for CPUs without AVX2.
-#include <cblas.h>
-
+// Fast matmul paths on a range of output rows (the caller's thread pool splits the rows): the
+// AVX2 GEMM for float activations, integer dot products for Q8_0/Q4_0 weights against Q8_0
+// activations, and portable fallbacks for CPUs without AVX2. Every path computes a (row, token)
+// result with the same operations whatever the batch size and the row range, so that a
+// sequence served beside others gets `troupe generate`'s numbers to the bit.
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
 #include "engine/fp16.hpp"
 
-extern "C" void openblas_set_num_threads(int num_threads);
-
 namespace troupe::engine::cpu {
 namespace {
 
-// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows), t in [0, n_tokens): the AVX2 GEMM
-// (batch-invariant, no packing) where it applies, else OpenBLAS (single-threaded per call).
+// x . w, portable: eight partial sums (lane j takes columns j, j + 8, ...) in column order, then
+// a fixed tree; plain loops the compiler vectorizes with baseline SSE2.
+float dot_portable(const float* w, const float* x, int64_t cols) {
+  float acc[8] = {};
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += w[c + j] * x[c + j];
+  }
+  for (int j = 0; c + j < cols; ++j) acc[j] += w[c + j] * x[c + j];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows), t in [0, n_tokens): the AVX2 GEMM (no
+// packing, any cols) or, without AVX2, one portable dot product per (row, token). Both are
+// batch-invariant; OpenBLAS is not (its sgemm and sgemv sum in orders that depend on the shape
+// of the call), so it is not used here.
 void f32_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
-  if (has_avx2() && cols % 8 == 0) {
+  if (has_avx2()) {
     avx2::gemm_f32(out, ldo, x, n_tokens, w, cols, 0, n_rows);
-  } else if (n_tokens == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n_rows), int(cols), 1.0f, w, int(cols), x, 1, 0.0f, out, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, int(n_rows), int(cols), 1.0f, x, int(cols), w,
-                int(cols), 0.0f, out, int(ldo));
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int t = 0; t < n_tokens; ++t) out[t * ldo + r] = dot_portable(w + r * cols, x + t * cols, cols);
   }
 }
 
@@ -61,16 +71,10 @@ float dot_q8_scalar(const Block* w, const block_q8_0* x, const float* xd, int64_
 
 }  // namespace
 
-void init_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
-
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.cols;
   const int64_t n_rows = row_end - row_begin;
   if (n_rows <= 0) return;
-  init_blas();
   if (w.type == dtype::f32) {
     f32_rows(out + row_begin, w.rows, x, n_tokens, w.f32() + row_begin * cols, n_rows, cols);
     return;
