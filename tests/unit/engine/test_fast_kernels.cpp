@@ -1,5 +1,6 @@
-// The fast CPU paths (AVX2, OpenBLAS, integer dot products, the thread pool) against the plain
-// references in kernels::ref and cpu::, on both sides of the run-time CPU dispatch.
+// The fast CPU paths (AVX2, AVX-512, portable loops, integer dot products, the thread pool)
+// against the plain references in kernels::ref and cpu::, on every side of the run-time CPU
+// dispatch.
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
