@@ -2,10 +2,12 @@
 // CPU kernels (reference and fast paths). Only engine/kernels.cpp and tests include this.
 //
 // Four families: the plain references (matmul_ref_rows, attention_head), portable fast paths
-// (dot products per (row, token) the compiler vectorizes, scalar integer dot products), the AVX2/FMA/F16C ones in cpu::avx2 (*_avx2.cpp,
-// compiled with -mavx2 -mfma -mf16c, called only when has_avx2()) and the AVX-512 integer
-// kernels in cpu::avx512 and cpu::avx512_vnni (*_avx512.cpp, *_avx512vnni.cpp, called only when
-// has_avx512() / has_avx512_vnni()). The variant is chosen once at run time (cpu_features.cpp).
+// (dot products per (row, token) the compiler vectorizes, scalar integer dot products), the
+// AVX2/FMA/F16C ones in cpu::avx2 (*_avx2.cpp, compiled with -mavx2 -mfma -mf16c, called only
+// when has_avx2()) and the AVX-512 integer kernels in cpu::avx512 and cpu::avx512_vnni
+// (*_avx512.cpp, *_avx512vnni.cpp, called only when has_avx512() / has_avx512_vnni()). The
+// variant is chosen once at run time (cpu_features.cpp). Every fast path is batch-invariant: a
+// token's result does not depend on the batch, the row range or the thread count.
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -81,7 +83,6 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
 /// of operations whatever n_tokens and the row range are.
 void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end);
-
 
 // ---- attention ----------------------------------------------------------------------------------
 
