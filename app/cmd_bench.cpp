@@ -25,6 +25,7 @@
 #include "app/args.hpp"
 #include "app/command.hpp"
 #include "engine/device.hpp"
+#include "engine/kernels.hpp"
 #include "engine/kv_cache.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/synth_model.hpp"
@@ -241,6 +242,7 @@ int run_bench_engine(int argc, char** argv) {
   }
 
   if (!json) {
+    std::printf("CPU kernels: %s\n", engine::kernels::cpu_variant());
     std::printf("%-14s %-5s %7s %6s %13s %13s %9s %10s\n", "model", "dtype", "threads", "batch", "prefill tok/s",
                 "decode tok/s", "step ms", "peak RSS MB");
   }
@@ -271,6 +273,7 @@ int run_bench_engine(int argc, char** argv) {
           nlohmann::ordered_json j;
           j["model"] = model_arg;
           j["dtype"] = type;
+          j["kernels"] = engine::kernels::cpu_variant();
           j["batch"] = cfg.batch;
           j["threads"] = cfg.threads;
           j["prefill_tok_s"] = round_to(r->prefill_tok_s, 10);

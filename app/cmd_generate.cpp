@@ -2,7 +2,10 @@
 // as it is produced (stdout), statistics on stderr. The reference every serving path must match.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "app/args.hpp"
 #include "app/command.hpp"
@@ -28,7 +31,10 @@ int run_generate(int argc, char** argv) {
       .option("threads", "T", "worker threads", std::to_string(std::max(1u, std::thread::hardware_concurrency())))
       .option("ctx", "N", "context size in tokens; default: the model's")
       .flag("ignore-eos", "keep generating after the end-of-sequence token")
-      .flag("no-bos", "do not prepend the BOS token");
+      .flag("no-bos", "do not prepend the BOS token")
+      .option("trace", "FILE",
+              "append one JSON line: prompt, prompt_ids and per step [top1 id, top1 logit, top2 id, top2 logit,\n"
+              "top1 piece] (the format of llama.cpp's reference traces in ../shared/models/reference)");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
 
   auto n = args.integer("n", 0, 1 << 24);
@@ -71,6 +77,14 @@ int run_generate(int argc, char** argv) {
                  model->config.max_seq_len);
   }
   opts.pool = &pool;
+  // --trace: the top two logits of every step, written as one line at the end.
+  nlohmann::json trace_steps = nlohmann::json::array();
+  if (args.given("trace")) {
+    opts.on_logits = [&](std::span<const float> logits, int32_t) {
+      const engine::top2_logits t = engine::top2(logits);
+      trace_steps.push_back({t.id[0], t.logit[0], t.id[1], t.logit[1], (*tok)->token_text(t.id[0])});
+    };
+  }
 
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
@@ -95,6 +109,15 @@ int run_generate(int argc, char** argv) {
   if (!stats) {
     std::fprintf(stderr, "troupe: %s\n", stats.error().message.c_str());
     return 1;
+  }
+  if (args.given("trace")) {
+    std::ofstream f(args.str("trace"), std::ios::app);
+    const nlohmann::json line = {{"prompt", prompt}, {"prompt_ids", ids}, {"steps", trace_steps}};
+    f << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    if (!f) {
+      std::fprintf(stderr, "troupe: cannot write the trace to %s\n", args.str("trace").c_str());
+      return 1;
+    }
   }
   if (stats->finish == engine::finish_reason::context_full) {
     std::fprintf(stderr, "troupe: stopped: the context of %d tokens is full (raise --ctx)\n",

@@ -8,6 +8,13 @@
 #include "engine/transformer.hpp"
 
 namespace troupe::engine {
+namespace {
+
+bool forcing_out_of_range(std::span<const int32_t> ids, int vocab_size) {
+  return std::any_of(ids.begin(), ids.end(), [&](int32_t id) { return id < 0 || id >= vocab_size; });
+}
+
+}  // namespace
 
 result<generate_stats> generate(const model_weights& model, std::span<const int32_t> prompt,
                                 const generate_options& opts,
@@ -18,6 +25,9 @@ result<generate_stats> generate(const model_weights& model, std::span<const int3
   if (prompt.empty()) return fail(errc::invalid_argument, "the prompt has no tokens");
   if (auto bad = validate(opts.sampling); !bad.empty()) return fail(errc::invalid_argument, "{}", bad);
   const int ctx = opts.ctx_size > 0 ? opts.ctx_size : c.max_seq_len;
+  if (forcing_out_of_range(opts.forced_tokens, c.vocab_size)) {
+    return fail(errc::invalid_argument, "a forced token id is outside the vocabulary of {}", c.vocab_size);
+  }
   if (int(prompt.size()) >= ctx) {
     return fail(errc::invalid_argument, "prompt of {} tokens does not fit the context of {}", prompt.size(), ctx);
   }
@@ -48,11 +58,17 @@ result<generate_stats> generate(const model_weights& model, std::span<const int3
   stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   stats.finish = finish_reason::length;
-  for (int i = 0; i < opts.max_new_tokens; ++i) {
-    const int32_t next = sample(logits, opts.sampling, uint64_t(i), history);
+  const bool forcing = !opts.forced_tokens.empty();
+  const int max_new = forcing ? int(opts.forced_tokens.size()) : opts.max_new_tokens;
+  std::vector<float> step_logits;
+  for (int i = 0; i < max_new; ++i) {
+    if (opts.on_logits) step_logits = logits;  // sample() may modify logits
+    const int32_t sampled = sample(logits, opts.sampling, uint64_t(i), history);
+    if (opts.on_logits) opts.on_logits(step_logits, sampled);
+    const int32_t next = forcing ? opts.forced_tokens[size_t(i)] : sampled;
     ++stats.completion_tokens;
     history.push_back(next);
-    const bool go_on = on_token(next);
+    const bool go_on = on_token(sampled);
     if (opts.stop_at_eos && (opts.end_ids.empty() ? next == c.eos_id
                                                   : std::find(opts.end_ids.begin(), opts.end_ids.end(), next) !=
                                                       opts.end_ids.end())) {
@@ -63,7 +79,7 @@ result<generate_stats> generate(const model_weights& model, std::span<const int3
       stats.finish = finish_reason::stop;
       break;
     }
-    if (i + 1 == opts.max_new_tokens) break;
+    if (i + 1 == max_new) break;
     const int pos = int(history.size()) - 1;
     if (pos >= ctx) {
       stats.finish = finish_reason::context_full;

@@ -25,6 +25,13 @@ struct generate_options {
   int block_size = 16;     // KV cache block size (positions)
   int prefill_chunk = 512; // prompt tokens per forward call
   thread_pool* pool = nullptr;
+  // Teacher forcing (traces compared with another engine's): when not empty, the token fed back
+  // after step i is forced_tokens[i] whatever was sampled, and generation ends after
+  // forced_tokens.size() steps. on_token still sees the sampled tokens.
+  std::span<const int32_t> forced_tokens;
+  // Called at every step with the logits the step samples from (before penalties), and the token
+  // sampled from them.
+  std::function<void(std::span<const float> logits, int32_t sampled)> on_logits;
 };
 
 

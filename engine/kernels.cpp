@@ -1,5 +1,5 @@
 // The one place that knows which backends exist: every op in kernels.hpp dispatches here, and
-// the CPU fast paths are picked here (AVX2 when the CPU has it, OpenBLAS for float batches).
+// the CPU fast paths are picked here (AVX2 / AVX-512 when the CPU has them, portable loops else).
 #include "engine/kernels.hpp"
 
 #include <cstdlib>
@@ -9,6 +9,8 @@
 #include "engine/thread_pool.hpp"
 
 namespace troupe::engine::kernels {
+
+const char* cpu_variant() { return cpu::variant_name(); }
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
   if (cpu::has_avx2()) return cpu::avx2::rmsnorm(out, x, w, n, eps);
@@ -27,6 +29,10 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
   cpu::rope(x, n_heads, head_dim, pos, theta, style);
 }
 void dequantize_row(const weight& w, int64_t row, float* out) { cpu::dequantize_row(w, row, out); }
+void round_to_f16(float* x, int n) {
+  if (cpu::has_avx2()) return cpu::avx2::round_to_f16(x, n);
+  cpu::round_to_f16(x, n);
+}
 
 namespace {
 
@@ -40,12 +46,12 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   if (outs.empty() || n_tokens <= 0) return;
   const int64_t cols = outs[0].w->cols;
   int64_t total_rows = 0;
-  bool any_integer = false, any_blas = false;
+  bool any_integer = false, any_float_batch = false;
   for (const auto& o : outs) {
     TROUPE_ASSERT(o.w->cols == cols);
     total_rows += o.w->rows;
     any_integer |= integer_path(*o.w, act);
-    any_blas |= !integer_path(*o.w, act) && n_tokens > 1;
+    any_float_batch |= !integer_path(*o.w, act) && n_tokens > 1;
   }
 
   // 1. Quantize the activations once for every integer-path weight (per token, so each token's
@@ -53,22 +59,24 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   thread_local std::vector<block_q8_0> xq_buffer;
   thread_local std::vector<float> xd_buffer;
   thread_local std::vector<int32_t> y8_buffer;
+  thread_local std::vector<int8_t> qs_buffer;
   cpu::q8_activations xq{};
   if (any_integer) {
     const int64_t nb = cols / 32;
     xq_buffer.resize(size_t(n_tokens * nb));
     xd_buffer.resize(size_t(n_tokens * nb));
     y8_buffer.resize(size_t(n_tokens * nb * 8));
-    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data()};
+    qs_buffer.resize(size_t(n_tokens * nb * 32));
+    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data(), qs_buffer.data()};
     parallel_for(pool, n_tokens, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, xq, t * nb, cols);
     }, 16);
   }
 
   // 2. One parallel pass over the rows of all products; a chunk may span two of them.
-  //    Float batches go in multiples of the GEMM's 3-row tile (and bigger chunks for OpenBLAS,
-  //    which packs the activations again on every call).
-  const int64_t grain = any_blas ? (cpu::has_avx2() ? 48 : 64) : 16;
+  //    Float batches go in multiples of the GEMM's 3-row tile. (The chunks change with the batch;
+  //    the numbers do not: every kernel gives a row the same result whatever range holds it.)
+  const int64_t grain = any_float_batch ? 48 : 16;
   parallel_for(pool, total_rows, [&](int64_t begin, int64_t end, int) {
     int64_t first = 0;
     for (const auto& o : outs) {

@@ -1,6 +1,6 @@
 #pragma once
 // Every op declared once. kernels.cpp is the only file that knows which backends exist and picks
-// the fast path (cpu/ AVX2, OpenBLAS; cuda/ later); kernels::ref holds the plain, readable
+// the fast path (cpu/ AVX2 and AVX-512; cuda/ later); kernels::ref holds the plain, readable
 // reference versions the tests compare the fast paths against.
 #include <cstdint>
 #include <span>
@@ -14,6 +14,10 @@ namespace troupe::engine {
 class thread_pool;
 
 namespace kernels {
+
+/// The CPU kernel variant in use: "scalar", "avx2", "avx512" or "avx512-vnni" (picked once by
+/// cpuid; TROUPE_CPU=scalar|avx2|avx512 asks for a lower one).
+const char* cpu_variant();
 
 /// out[i] = x[i] / rms(x) * w[i]  (out may alias x)
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
@@ -37,8 +41,8 @@ struct matmul_out {
 
 /// Several matmuls that read the same x (q/k/v; gate/up): one pass over the pool, x quantized
 /// once. Every output element is computed by the same operations whatever the batch, the other
-/// products in the call and the thread count, except that f32 weights take a GEMV for one token
-/// and OpenBLAS for more (the same numbers up to summation order).
+/// products in the call and the thread count (batch-invariant: a token's numbers are the same
+/// served beside others as alone, to the bit), for every dtype and kernel variant.
 void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens, activations act,
                  thread_pool* pool);
 
@@ -47,6 +51,12 @@ void dequantize_row(const weight& w, int64_t row, float* out);
 
 /// Rotates each head of x ([n_heads][head_dim]) for position pos.
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style);
+
+/// x[i] = x[i] rounded to the nearest f16 value (round to nearest even). The forward pass keeps
+/// q, k and v this way, as llama.cpp's default f16 KV cache does (its attention multiplies f16 q
+/// and k, then f16 softmax weights and v, summing in f32): with the same GGUF file troupe then
+/// takes llama.cpp's tokens (tests/integration/engine/test_reference_traces.cpp).
+void round_to_f16(float* x, int n);
 
 /// In-place softmax over n values.
 void softmax(float* x, int n);
@@ -61,6 +71,7 @@ void add(float* x, const float* y, int n);
 size_t attention_scratch_floats(int n_heads, int n_ctx);
 
 /// Causal attention of query heads [head_begin, head_end) of one token over positions [0, n_ctx)
+/// (softmax weights rounded to f16 before they weight v, as llama.cpp's f16 V cache product does)
 /// of its sequence in the paged cache (its block table maps logical -> physical blocks); query
 /// head h reads kv head h / group. q and out are the token's whole q / output vectors
 /// (head_dim floats per head); scratch holds attention_scratch_floats(head_end - head_begin, n_ctx).

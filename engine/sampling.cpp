@@ -6,6 +6,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "engine/error.hpp"
+
 namespace troupe::engine {
 
 std::string validate(const sampling_params& p) {
@@ -85,6 +87,21 @@ int32_t sample(std::span<float> logits, const sampling_params& p, uint64_t step,
     if (r < cum) return ids[i];
   }
   return ids[cut - 1];
+}
+
+top2_logits top2(std::span<const float> logits) {
+  TROUPE_ASSERT(logits.size() >= 2);
+  top2_logits t{{0, 1}, {logits[0], logits[1]}};
+  if (t.logit[1] > t.logit[0]) t = {{1, 0}, {logits[1], logits[0]}};
+  for (size_t i = 2; i < logits.size(); ++i) {
+    if (logits[i] > t.logit[0]) {
+      t.id[1] = t.id[0], t.logit[1] = t.logit[0];
+      t.id[0] = int32_t(i), t.logit[0] = logits[i];
+    } else if (logits[i] > t.logit[1]) {
+      t.id[1] = int32_t(i), t.logit[1] = logits[i];
+    }
+  }
+  return t;
 }
 
 }  // namespace troupe::engine

@@ -28,4 +28,12 @@ float counter_uniform(uint64_t seed, uint64_t counter);
 int32_t sample(std::span<float> logits, const sampling_params& p, uint64_t step,
                std::span<const int32_t> history);
 
+/// The two largest logits and their ids (ties: the lower id first, as argmax picks it), for
+/// traces that compare runs step by step. Needs at least two logits.
+struct top2_logits {
+  int32_t id[2];
+  float logit[2];
+};
+top2_logits top2(std::span<const float> logits);
+
 }  // namespace troupe::engine

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/cpu/kernels_cpu.hpp"
+#include "engine/fp16.hpp"
 
 namespace troupe::engine::cpu {
 
@@ -32,7 +33,7 @@ void attention_head(float* out, const float* q, const kv_cache& kv, int layer, i
   for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
   for (int t = 0; t < n_ctx; ++t) {
     const float* v = kv.v(layer, block_table[t / bs], t % bs) + off;
-    const float p = scratch[t] * inv;
+    const float p = f16_to_f32(f32_to_f16(scratch[t] * inv));
     for (int i = 0; i < head_dim; ++i) out[i] += p * v[i];
   }
 }

@@ -23,7 +23,8 @@ inline void weighted_sum(float* o, const float* v, const int64_t* rows, const fl
   __m256 acc[W];
   for (int k = 0; k < W; ++k) acc[k] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * k);
   for (int j = 0; j < n; ++j) {
-    const __m256 pv = _mm256_set1_ps(p[j] * inv);
+    // The weight rounded to f16, as llama.cpp's f16 V cache product rounds it.
+    const __m256 pv = _mm256_set1_ps(_cvtsh_ss(_cvtss_sh(p[j] * inv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
     const float* vr = v + rows[j];
     for (int k = 0; k < W; ++k) acc[k] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * k), acc[k]);
   }

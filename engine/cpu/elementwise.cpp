@@ -3,13 +3,16 @@
 #include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
+#include "engine/fp16.hpp"
 
 namespace troupe::engine::cpu {
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
-  float ss = 0.0f;
-  for (int i = 0; i < n; ++i) ss += x[i] * x[i];
-  const float scale = 1.0f / std::sqrt(ss / float(n) + eps);
+  // Squares summed in double, mean rounded to float, then (x * scale) * w: ggml's rms_norm + mul.
+  double ss = 0.0;
+  for (int i = 0; i < n; ++i) ss += double(x[i] * x[i]);
+  const float mean = float(ss / n);
+  const float scale = 1.0f / std::sqrt(mean + eps);
   for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
@@ -49,12 +52,15 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
   if (cache.pos != pos || cache.head_dim != head_dim || cache.theta != theta) {
     cache.cos.resize(size_t(half));
     cache.sin.resize(size_t(half));
+    // Angle of pair i: pos * theta^(-2i / head_dim), formed as ggml does (the position times the
+    // pair's ratio i times over, in float), so that q and k rounded to f16 afterwards round as
+    // llama.cpp's do.
+    const float ratio = std::pow(theta, -2.0f / float(head_dim));
+    float angle = float(pos);
     for (int i = 0; i < half; ++i) {
-      // Frequency of pair i, as llama2.c / llama.cpp / HF compute it.
-      const float freq = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
-      const float angle = float(pos) * freq;
       cache.cos[size_t(i)] = std::cos(angle);
       cache.sin[size_t(i)] = std::sin(angle);
+      angle *= ratio;
     }
     cache.pos = pos;
     cache.head_dim = head_dim;
@@ -73,6 +79,10 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
       v[b] = v0 * s + v1 * c;
     }
   }
+}
+
+void round_to_f16(float* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
 }  // namespace troupe::engine::cpu

@@ -17,16 +17,21 @@ inline __m256 exp8(__m256 x) {
 }  // namespace
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  // As cpu::rmsnorm (ggml's): float squares summed in double (exact here whatever the order).
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0;
   int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-    s0 = _mm256_fmadd_ps(a, a, s0);
-    s1 = _mm256_fmadd_ps(b, b, s1);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i);
+    const __m256 sq = _mm256_mul_ps(a, a);
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
   }
-  float ss = hsum(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) ss += x[i] * x[i];
-  const float scale = 1.0f / sqrtf(ss / float(n) + eps);
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(s0, s1));
+  double ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; i < n; ++i) ss += double(x[i] * x[i]);
+  const float mean = float(ss / n);
+  const float scale = 1.0f / sqrtf(mean + eps);
   const __m256 sv = _mm256_set1_ps(scale);
   i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -35,21 +40,37 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
   for (; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
+// Every element goes through the same vector formula, the last 1..7 too (masked): a value's
+// result must not depend on where it sits (the forward pass runs SwiGLU over all tokens of a
+// batch at once, so an element's position depends on the batch).
 void swiglu(float* gate, const float* up, int n) {
-  int i = 0;
   const __m256 one = _mm256_set1_ps(1.0f);
+  auto silu_times = [&](__m256 g, __m256 u) {
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)))), u);
+  };
+  int i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 g = _mm256_loadu_ps(gate + i);
-    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-    _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    _mm256_storeu_ps(gate + i, silu_times(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
   }
-  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  if (i < n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(gate + i, m, silu_times(_mm256_maskload_ps(gate + i, m), _mm256_maskload_ps(up + i, m)));
+  }
 }
 
 void add(float* x, const float* y, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) x[i] += y[i];
+}
+
+void round_to_f16(float* x, int n) {
+  constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), nearest)));
+  }
+  for (; i < n; ++i) x[i] = _cvtsh_ss(_cvtss_sh(x[i], nearest));
 }
 
 }  // namespace troupe::engine::cpu::avx2

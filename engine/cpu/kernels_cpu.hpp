@@ -1,11 +1,16 @@
 #pragma once
 // CPU kernels (reference and fast paths). Only engine/kernels.cpp and tests include this.
 //
-// Three families: the plain references (matmul_ref_rows, attention_head), portable fast paths
-// (OpenBLAS sgemm, scalar integer dot products) and the AVX2/FMA/F16C ones in cpu::avx2, which
-// live in *_avx2.cpp files compiled with -mavx2 -mfma -mf16c and are only called when
-// has_avx2() says the CPU has them.
+// Four families: the plain references (matmul_ref_rows, attention_head), portable fast paths
+// (dot products per (row, token) the compiler vectorizes, scalar integer dot products), the
+// AVX2/FMA/F16C ones in cpu::avx2 (*_avx2.cpp, compiled with -mavx2 -mfma -mf16c, called only
+// when has_avx2()) and the AVX-512 integer kernels in cpu::avx512 and cpu::avx512_vnni
+// (*_avx512.cpp, *_avx512vnni.cpp, called only when has_avx512() / has_avx512_vnni()). The
+// variant is chosen once at run time (cpu_features.cpp). Every fast path is batch-invariant: a
+// token's result does not depend on the batch, the row range or the thread count.
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "engine/error.hpp"
 #include "engine/kv_cache.hpp"
@@ -16,12 +21,22 @@ namespace troupe::engine::cpu {
 
 // ---- CPU features -------------------------------------------------------------------------------
 
-/// True when the CPU has AVX2, FMA and F16C and TROUPE_NO_AVX2 is not set in the environment
-/// (set it to run the portable fallbacks). Checked once.
-bool has_avx2();
-/// Overrides the detection (tests use it to run both paths); returns the previous value.
-/// Forcing true on a CPU without AVX2 is refused (returns false, changes nothing).
-bool set_avx2(bool on);
+/// Kernel variants, each needing everything the one before it needs: scalar (portable C++), avx2
+/// (AVX2 + FMA + F16C), avx512 (also AVX-512 F/BW/VL; its integer kernels use VNNI where present).
+enum class isa { scalar, avx2, avx512 };
+const char* isa_name(isa v);
+std::optional<isa> parse_isa(std::string_view name);
+/// The best variant this CPU has (cpuid, checked once).
+isa detected_isa();
+/// The variant the kernels use: detected_isa(), or a lower one asked for with TROUPE_CPU.
+isa active_isa();
+/// Switches variant (tests, benchmarks). Refuses one the CPU lacks: returns false, changes nothing.
+bool set_isa(isa v);
+bool has_avx2();         // active_isa() >= avx2
+bool has_avx512();       // active_isa() >= avx512
+bool has_avx512_vnni();  // has_avx512() and the CPU has AVX-512 VNNI
+/// The active variant as benchmarks report it: scalar, avx2, avx512 or avx512-vnni.
+const char* variant_name();
 
 // ---- element-wise (references; small next to the matmuls) ---------------------------------------
 
@@ -29,6 +44,7 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 void softmax(float* x, int n);
 void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
+void round_to_f16(float* x, int n);
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style);
 
 // ---- matmul -------------------------------------------------------------------------------------
@@ -39,18 +55,21 @@ void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, 
                      int64_t row_end);
 
 /// Rows [row_begin, row_end) of out = x . W^T with float activations, fastest path for the dtype:
-/// f32 weights: a GEMV for one token, OpenBLAS sgemm (single-threaded, on these rows) for more;
-/// other dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows].
+/// f32 weights: avx2::gemm_f32 (a portable dot product per (row, token) without AVX2); other
+/// dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows]. Batch-invariant:
+/// a (row, token) result does not depend on n_tokens or the row range.
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
                      int64_t row_end);
 
 /// Activations quantized for the integer kernels: per block of 32, ggml's Q8_0 block, its scale
-/// as a float, and 8 * the sums of its groups of 4 values (AVX2 Q4_0 kernels). Plain pointers
-/// into buffers of n_tokens * cols / 32 blocks (y8: 8 int32 per block).
+/// as a float, 8 * the sums of its groups of 4 values (Q4_0 kernels) and its values again,
+/// packed. Plain pointers into buffers of n_tokens * cols / 32 blocks (y8: 8 int32 per block,
+/// qs: 32 int8 per block).
 struct q8_activations {
   block_q8_0* blocks;
   float* scales;
   int32_t* y8;
+  int8_t* qs;  // the blocks' values alone, 32 bytes per block, packed (AVX-512 kernels)
 };
 
 /// Quantizes n floats (a multiple of 32) of activations exactly as ggml's quantize_row_q8_0
@@ -65,12 +84,10 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
 void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end);
 
-/// Sets OpenBLAS to one thread per call (our pool splits the rows); idempotent.
-void init_blas();
-
 // ---- attention ----------------------------------------------------------------------------------
 
-/// Reference: scores, softmax, weighted sum, in plain loops over the paged cache.
+/// Reference: scores, softmax, weighted sum (weights rounded to f16 first, as llama.cpp's f16 V
+/// cache product does), in plain loops over the paged cache.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
 /// Query heads first_head .. first_head + n_q - 1 of one token (q and out point at the first
@@ -85,17 +102,18 @@ void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int la
 namespace avx2 {
 
 /// out[t * ldo + r] = dot(x[t], w row r) for t in [0, n_tokens), r in [row_begin, row_end); w is
-/// [rows][cols] f32 and x [n_tokens][cols], cols % 8 == 0. No packing; each (row, token) result
+/// [rows][cols] f32 and x [n_tokens][cols], any cols. No packing; each (row, token) result
 /// is bitwise the same whatever n_tokens and the row range (batch-invariant).
 void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
               int64_t row_end);
-/// Same for f16 weights (F16C conversion on the fly).
+/// The same for one token and f16 weights (F16C conversion on the fly), cols % 8 == 0.
 void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64_t row_begin, int64_t row_end);
 /// out[i] = f16 h[i] as float.
 void f16_to_f32(const uint16_t* h, float* out, int64_t n);
 
-/// Also writes y8: per block, 8 int32 = 8 * the sum of each group of 4 quantized values.
-void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int64_t n);
+/// Also writes y8: per block, 8 int32 = 8 * the sum of each group of 4 quantized values, and qs:
+/// the 32 values of each block, packed.
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int8_t* qs, int64_t n);
 
 /// out[t * ldo + r] for t in [0, n_tokens), r in [row_begin, row_end): integer dot products of
 /// Q8_0 / Q4_0 weight rows (nb blocks each) with Q8_0 activations (nb blocks per token, scales
@@ -112,6 +130,7 @@ float dot(const float* a, const float* b, int n);
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
+void round_to_f16(float* x, int n);
 
 /// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
 /// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
@@ -122,5 +141,21 @@ void attention(float* out, const float* q, const float* k0, const float* v0, int
                int first_head, int group, float* scratch);
 
 }  // namespace avx2
+
+// ---- AVX-512 kernels (call only when has_avx512(); avx512_vnni: has_avx512_vnni()) -------------
+// As avx2::matmul_q8_0 / matmul_q4_0, bit for bit, but reading the packed activation values
+// (q8_activations::qs). Two files, one kernel source (matmul_avx512.inc).
+namespace avx512 {
+void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,
+                 int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* y8, int n_tokens,
+                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+}  // namespace avx512
+namespace avx512_vnni {
+void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,
+                 int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* y8, int n_tokens,
+                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+}  // namespace avx512_vnni
 
 }  // namespace troupe::engine::cpu

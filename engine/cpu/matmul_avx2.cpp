@@ -4,9 +4,10 @@
 //
 // Q8_0/Q4_0 weights meet activations quantized to Q8_0 (ggml's scheme): per block of 32, the
 // weights' absolute values times the activations carrying the weights' signs (maddubs), pairs
-// summed to int32 (madd), converted to float and scaled by both block scales. Every (row, token)
-// pair runs the same operations in the same order in every kernel variant below, so the result
-// does not depend on how many tokens or rows a call covers.
+// summed to int32 (madd), converted to float and scaled by both block scales, blocks in order
+// into one accumulator (as ggml does). Every (row, token) pair runs the same operations in the
+// same order in every kernel variant below, so the result does not depend on how many tokens or
+// rows a call covers.
 #include <immintrin.h>
 
 #include "engine/cpu/avx2_common.hpp"
@@ -17,13 +18,6 @@ namespace {
 
 inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-// Signed int8 weights w (|w| <= 127) times signed int8 activations y: 8 int32 lanes as floats.
-inline __m256 dot_i8(__m256i abs_w, __m256i w, __m256i y) {
-  const __m256i sy = _mm256_sign_epi8(y, w);
-  const __m256i pairs = _mm256_maddubs_epi16(abs_w, sy);
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-}
-
 // The 32 weights of a Q4_0 block as stored, unsigned in [0, 15]: low nibbles first, then high.
 // (The value is q - 8; the kernels subtract 8 * the activations' sum instead, see below.)
 inline __m256i unpack_q4(const uint8_t* qs) {
@@ -33,70 +27,86 @@ inline __m256i unpack_q4(const uint8_t* qs) {
 
 inline __m256i load_q8(const int8_t* qs) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)); }
 
-// Adds block b of one Q8_0 weight row times block b of T tokens into acc[t]:
-// |w| * (y with w's signs), pairs summed to int16 (maddubs), then to int32 lanes of 4 (madd).
-template <int T>
-inline void accumulate_block(__m256 (&acc)[T], const block_q8_0* xq, const float* xd, const int32_t*, int64_t nb,
-                             const block_q8_0* w, int64_t b) {
-  const __m256i q = load_q8(w[b].qs);
-  const __m256i abs_q = _mm256_sign_epi8(q, q);
-  const __m256 dw = _mm256_set1_ps(f16(w[b].d));
-  for (int t = 0; t < T; ++t) {
-    const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(xd + t * nb + b));
-    acc[t] = _mm256_fmadd_ps(scale, dot_i8(abs_q, q, load_q8(xq[t * nb + b].qs)), acc[t]);
-  }
+// The int32 lanes of block b of a Q8_0 weight row (q: its values, abs_q: their magnitudes) times
+// one token's block: |w| * (y with w's signs), pairs summed to int16 (maddubs), then to int32
+// lanes of 4 (madd).
+inline __m256i lanes_q8(__m256i abs_q, __m256i q, const int8_t* y) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_q, _mm256_sign_epi8(load_q8(y), q)), _mm256_set1_epi16(1));
 }
-
-// The same for a Q4_0 row: the stored nibbles u = q + 8 are unsigned, so maddubs takes them as
-// they are, and each int32 lane of 4 products loses 8 * (the sum of those 4 activations), which
+// The same for Q4_0: the stored nibbles u = q + 8 are unsigned, so maddubs takes them as they
+// are, and each int32 lane of 4 products loses 8 * (the sum of those 4 activations), which
 // quantization precomputed (y8). The lanes equal those of the signed product exactly.
-template <int T>
-inline void accumulate_block(__m256 (&acc)[T], const block_q8_0* xq, const float* xd, const int32_t* y8, int64_t nb,
-                             const block_q4_0* w, int64_t b) {
-  const __m256i u = unpack_q4(w[b].qs);
-  const __m256 dw = _mm256_set1_ps(f16(w[b].d));
-  for (int t = 0; t < T; ++t) {
-    const int64_t i = t * nb + b;
-    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(u, load_q8(xq[i].qs)), _mm256_set1_epi16(1));
-    const __m256i dot = _mm256_sub_epi32(lanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y8 + 8 * i)));
-    const __m256 scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(xd + i));
-    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
-  }
+inline __m256i lanes_q4(__m256i u, const int8_t* y, const int32_t* y8) {
+  const __m256i l = _mm256_madd_epi16(_mm256_maddubs_epi16(u, load_q8(y)), _mm256_set1_epi16(1));
+  return _mm256_sub_epi32(l, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y8)));
 }
 
-// One weight row against T tokens (T in 1..4). Even blocks go to one accumulator per token, odd
-// blocks to another (consecutive FMAs do not wait on each other); the result is
-// hsum(even + odd) for every T. xd holds the activation scales as floats.
-template <int T, class Block>
-inline void row_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8,
-                             int64_t nb, const Block* w) {
-  __m256 even[T], odd[T];
-  for (int t = 0; t < T; ++t) even[t] = odd[t] = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    accumulate_block<T>(even, xq, xd, y8, nb, w, b);
-    accumulate_block<T>(odd, xq, xd, y8, nb, w, b + 1);
+// Rows [0, R) of w (nb blocks each) times tokens [0, T): one accumulator per (row, token) that
+// takes the blocks in order, acc = fma(d_w * d_x, float(lanes), acc), then a horizontal sum:
+// ggml's vec_dot_q8_0_q8_0 and llamafile's tinyBLAS_Q0 exactly, so a Q8_0 product is
+// llama.cpp's to the bit, whatever the tile, batch or row range.
+template <int R, int T, class Block>
+inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int64_t nb,
+                   const Block* w) {
+  __m256 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i u[R], q[R];
+    __m256 dw[R];
+    for (int i = 0; i < R; ++i) {
+      const Block& blk = w[i * nb + b];
+      if constexpr (sizeof(Block) == sizeof(block_q8_0)) {
+        q[i] = load_q8(reinterpret_cast<const block_q8_0&>(blk).qs);
+        u[i] = _mm256_sign_epi8(q[i], q[i]);
+      } else {
+        u[i] = unpack_q4(reinterpret_cast<const block_q4_0&>(blk).qs);
+      }
+      dw[i] = _mm256_set1_ps(f16(blk.d));
+    }
+    for (int t = 0; t < T; ++t) {
+      const int64_t x = t * nb + b;
+      const __m256 dx = _mm256_broadcast_ss(xd + x);
+      for (int i = 0; i < R; ++i) {
+        __m256i l;
+        if constexpr (sizeof(Block) == sizeof(block_q8_0)) {
+          l = lanes_q8(u[i], q[i], xq[x].qs);
+        } else {
+          l = lanes_q4(u[i], xq[x].qs, y8 + 8 * x);
+        }
+        acc[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(l), acc[i][t]);
+      }
+    }
   }
-  if (b < nb) accumulate_block<T>(even, xq, xd, y8, nb, w, b);
-  for (int t = 0; t < T; ++t) out[t * ldo] = hsum(_mm256_add_ps(even[t], odd[t]));
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) out[t * ldo + i] = hsum(acc[i][t]);
+}
+
+template <int R, class Block>
+inline void rows_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8,
+                              int n_tokens, int64_t nb, const Block* w) {
+  int t = 0;
+  for (; t + 4 <= n_tokens; t += 4) tile_q<R, 4>(out + t * ldo, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, w);
+  const int64_t o = t * nb;
+  switch (n_tokens - t) {
+    case 3: tile_q<R, 3>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
+    case 2: tile_q<R, 2>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
+    case 1: tile_q<R, 1>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
+    default: break;
+  }
 }
 
 template <class Block>
 void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
                    const Block* w, int64_t nb, int64_t row_begin, int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const Block* wr = w + r * nb;
-    int t = 0;
-    for (; t + 4 <= n_tokens; t += 4) {
-      row_times_tokens<4>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr);
-    }
-    switch (n_tokens - t) {
-      case 3: row_times_tokens<3>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
-      case 2: row_times_tokens<2>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
-      case 1: row_times_tokens<1>(out + t * ldo + r, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, wr); break;
-      default: break;
-    }
+  int64_t r = row_begin;
+  // One token: four rows give four independent FMA chains; more: 2 rows x 4 tokens per tile.
+  if (n_tokens == 1) {
+    for (; r + 4 <= row_end; r += 4) tile_q<4, 1>(out + r, ldo, xq, xd, y8, nb, w + r * nb);
+  } else {
+    for (; r + 2 <= row_end; r += 2) rows_times_tokens<2>(out + r, ldo, xq, xd, y8, n_tokens, nb, w + r * nb);
   }
+  for (; r < row_end; ++r) rows_times_tokens<1>(out + r, ldo, xq, xd, y8, n_tokens, nb, w + r * nb);
 }
 
 }  // namespace
@@ -111,7 +121,7 @@ void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd,
   matmul_blocks(out, ldo, xq, xd, y8, n_tokens, w, nb, row_begin, row_end);
 }
 
-void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int64_t n) {
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int8_t* qs, int64_t n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < n / 32; ++i) {
     const float* p = x + i * 32;
@@ -138,6 +148,7 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
     const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
     const __m256i q = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 32 * i), q);
     // 8 * the sums of the activations in each int32 lane of 4 (the Q4_0 kernels subtract them).
     const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(y8 + 8 * i), sums);
@@ -147,10 +158,17 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
 // ---- f32 GEMM: out[t * ldo + r] = x[t] . w[r] ------------------------------------------------
 // Dot-product form on W as stored (no packing: each weight is read from memory once per call):
 // a register tile of R rows x T tokens, one accumulator per (row, token) that runs over the
-// columns eight at a time in order, then a horizontal sum. Every (row, token) pair therefore sees
-// the same operations in the same order whatever the tile, the batch size or the row range, so
-// f32 results do not depend on what else is in the batch (a GEMV is the T = 1 case).
+// columns eight at a time in order (the last 1..7 columns, if any, as one masked group of
+// eight), then a horizontal sum. Every (row, token) pair therefore sees the same operations in
+// the same order whatever the tile, the batch size or the row range, so f32 results do not
+// depend on what else is in the batch (a GEMV is the T = 1 case).
 namespace {
+
+// Lanes [0, n) of eight set, for the last group of a row (n in [1, 7]); masked loads read
+// nothing past the row and give 0 in the other lanes.
+inline __m256i tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 
 // With Prefetch, also asks for the next R rows (the next tile's) at the same columns: the first
 // token tile of a row group is otherwise stalled on memory.
@@ -159,7 +177,8 @@ inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const
   __m256 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < cols; c += 8) {
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
     if constexpr (Prefetch) {
       if ((c & 15) == 0) {
         for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + (R + i) * cols + c), _MM_HINT_T0);
@@ -169,6 +188,15 @@ inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const
     for (int i = 0; i < R; ++i) wv[i] = _mm256_loadu_ps(w + i * cols + c);
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
+  }
+  if (c < cols) {
+    const __m256i m = tail_mask(cols - c);
+    __m256 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = _mm256_maskload_ps(w + i * cols + c, m);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_maskload_ps(x + t * ldx + c, m);
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
     }
   }

@@ -1,31 +1,41 @@
-// Fast matmul paths on a range of output rows (the caller's thread pool splits the rows):
-// OpenBLAS sgemm for several tokens, AVX2 GEMVs for one, integer dot products for Q8_0/Q4_0
-// weights against Q8_0 activations, and portable fallbacks for CPUs without AVX2.
-#include <cblas.h>
-
+// Fast matmul paths on a range of output rows (the caller's thread pool splits the rows): the
+// AVX2 GEMM for float activations, integer dot products for Q8_0/Q4_0 weights against Q8_0
+// activations, and portable fallbacks for CPUs without AVX2. Every path computes a (row, token)
+// result with the same operations whatever the batch size and the row range, so that a
+// sequence served beside others gets `troupe generate`'s numbers to the bit.
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
 #include "engine/fp16.hpp"
 
-extern "C" void openblas_set_num_threads(int num_threads);
-
 namespace troupe::engine::cpu {
 namespace {
 
-// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows), t in [0, n_tokens): the AVX2 GEMM
-// (batch-invariant, no packing) where it applies, else OpenBLAS (single-threaded per call).
+// x . w, portable: eight partial sums (lane j takes columns j, j + 8, ...) in column order, then
+// a fixed tree; plain loops the compiler vectorizes with baseline SSE2.
+float dot_portable(const float* w, const float* x, int64_t cols) {
+  float acc[8] = {};
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += w[c + j] * x[c + j];
+  }
+  for (int j = 0; c + j < cols; ++j) acc[j] += w[c + j] * x[c + j];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// out[t * ldo + r] = x[t] . w[r] for r in [0, n_rows), t in [0, n_tokens): the AVX2 GEMM (no
+// packing, any cols) or, without AVX2, one portable dot product per (row, token). Both are
+// batch-invariant; OpenBLAS is not (its sgemm and sgemv sum in orders that depend on the shape
+// of the call), so it is not used here.
 void f32_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
-  if (has_avx2() && cols % 8 == 0) {
+  if (has_avx2()) {
     avx2::gemm_f32(out, ldo, x, n_tokens, w, cols, 0, n_rows);
-  } else if (n_tokens == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n_rows), int(cols), 1.0f, w, int(cols), x, 1, 0.0f, out, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, int(n_rows), int(cols), 1.0f, x, int(cols), w,
-                int(cols), 0.0f, out, int(ldo));
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int t = 0; t < n_tokens; ++t) out[t * ldo + r] = dot_portable(w + r * cols, x + t * cols, cols);
   }
 }
 
@@ -61,16 +71,10 @@ float dot_q8_scalar(const Block* w, const block_q8_0* x, const float* xd, int64_
 
 }  // namespace
 
-void init_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
-
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.cols;
   const int64_t n_rows = row_end - row_begin;
   if (n_rows <= 0) return;
-  init_blas();
   if (w.type == dtype::f32) {
     f32_rows(out + row_begin, w.rows, x, n_tokens, w.f32() + row_begin * cols, n_rows, cols);
     return;
@@ -94,7 +98,7 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
   block_q8_0* out = a.blocks + first;
   float* scales = a.scales + first;
   if (has_avx2()) {
-    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, n);
+    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, a.qs + 32 * first, n);
     return;
   }
   // The same arithmetic as the AVX2 version (and ggml): id = 127 / amax, round half to even.
@@ -106,6 +110,7 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
     scales[i] = f16_to_f32(out[i].d);
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     for (int j = 0; j < 32; ++j) out[i].qs[j] = int8_t(std::nearbyint(p[j] * id));
+    std::copy_n(out[i].qs, 32, a.qs + 32 * (first + i));
     for (int lane = 0; lane < 8; ++lane) {
       const int8_t* g = out[i].qs + 4 * lane;
       a.y8[(first + i) * 8 + lane] = 8 * (g[0] + g[1] + g[2] + g[3]);
@@ -119,6 +124,18 @@ void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const wei
   const float* xd = a.scales;
   TROUPE_ASSERT(w.type == dtype::q8_0 || w.type == dtype::q4_0);
   const int64_t nb = w.cols / 32;
+  if (has_avx512()) {
+    const bool vnni = has_avx512_vnni();
+    if (w.type == dtype::q8_0) {
+      const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
+      (vnni ? avx512_vnni::matmul_q8_0 : avx512::matmul_q8_0)(out, w.rows, a.qs, xd, n_tokens, wq, nb, row_begin, row_end);
+    } else {
+      const auto* wq = reinterpret_cast<const block_q4_0*>(w.data);
+      (vnni ? avx512_vnni::matmul_q4_0 : avx512::matmul_q4_0)(out, w.rows, a.qs, xd, a.y8, n_tokens, wq, nb, row_begin,
+                                                              row_end);
+    }
+    return;
+  }
   if (has_avx2()) {
     if (w.type == dtype::q8_0) {
       avx2::matmul_q8_0(out, w.rows, xq, xd, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
