@@ -16,6 +16,7 @@ packages=(
   clang
   openssh-server openssh-client iproute2 nftables procps
   curl prometheus nodejs
+  tmux chromium  # the admin console's tests: troupe admin driven in tmux, the status page in headless Chromium
 )
 
 SUDO=""
