@@ -42,7 +42,7 @@ struct admin_setup {
   head_actor head;                      // a multi-host head: the nodes (invalid in `troupe serve`)
   caf::actor supervisor;                // restart STAGE goes here, once the SUPERVISOR exists
   rollback_policy rollback;
-  std::chrono::milliseconds tick{500};  // sampling, rollout steps, removals
+  std::chrono::milliseconds tick{1'000};  // sampling, rollout steps, removals
   std::chrono::milliseconds history_period{2'000};
   size_t history_points = 300;          // per replica (10 minutes at 2 s)
 };

@@ -110,7 +110,9 @@ replica_route route_of(router_state& st, size_t i, int64_t now) {
 void check_rollback(router_state& st, size_t i, int64_t now) {
   replica_slot& s = st.slots[i];
   if (s.weight <= 0 || s.removed) return;
-  const std::string why = rollback_reason(st.rollback, s.consecutive_failures, s.metrics.ttft(now));
+  // The percentiles cost a sort: only when the TTFT threshold is on.
+  const auto ttft = st.rollback.ttft_p99_ms > 0 ? s.metrics.ttft(now) : replica_metrics::percentiles{};
+  const std::string why = rollback_reason(st.rollback, s.consecutive_failures, ttft);
   if (why.empty()) return;
   bool other = false;
   for (size_t j = 0; j < st.slots.size(); ++j) {

@@ -47,4 +47,10 @@ grep -qF "this page needs the admin token" "$work/dom-notoken.html" || fail "the
 grep -qF "replica 0" "$work/dom-notoken.html" && fail "the page shows replicas without the token"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/admin/status")
 [ "$code" = 401 ] || fail "/admin/status without the token answered $code"
+# Any console command as JSON, with the token.
+reply=$(curl -s -X POST -H "Authorization: Bearer $token" -d '{"command": ["weight", "1", "0.5"]}' \
+  "http://127.0.0.1:$http_port/admin/command")
+echo "$reply" | grep -qF "replica 1 weight 0.5" || fail "POST /admin/command: $reply"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"command": ["drain", "0"]}' "http://127.0.0.1:$http_port/admin/command")
+[ "$code" = 401 ] || fail "POST /admin/command without the token answered $code"
 echo "PASS: status page rendered by headless Chromium (DOM checked, screenshot in $artifacts/status_page.png)"
