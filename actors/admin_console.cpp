@@ -415,7 +415,7 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
         [self, rp, p](std::vector<replica_route>& routes) mutable {
           auto& s = self->state;
           const double from = size_t(p.replica) < routes.size() ? routes[size_t(p.replica)].weight : 0.0;
-          s.rollouts[p.replica] = admin_state::rollout{p, unix_ms(), from};
+          s.rollouts[p.replica] = admin_state::rollout{p, unix_ms() + p.interval_ms, from};  // first step after one interval
           add_event(s, "rollout", p.replica,
                     fmt::format("rollout from {:.3g} to {:.3g}, +{:.3g} every {} ms", from, p.target, p.step, p.interval_ms));
           rp.deliver(fmt::format("replica {} rollout: weight {:.3g} -> {:.3g}, +{:.3g} every {} s (a rollback stops it)",

@@ -411,9 +411,10 @@ full_router_actor::behavior_type router_behavior(router_pointer self, router_set
       if (replica < 0 || size_t(replica) >= st.slots.size() || st.slots[size_t(replica)].removed) {
         return make_error(admin_errc::bad_argument, fmt::format("no replica {}", replica));
       }
+      const bool was = st.slots[size_t(replica)].draining;
       st.slots[size_t(replica)].draining = on;
       logger().info("{} replica={} in_flight={}", on ? "draining" : "undrained", replica, st.load[size_t(replica)]);
-      if (on && st.load[size_t(replica)] == 0) {
+      if (on && !was && st.load[size_t(replica)] == 0) {
         st.events.push_back(admin_event{unix_ms(), "drained", replica, "drained: idle"});
       }
       return route_of(st, size_t(replica), now_ns());
