@@ -379,7 +379,11 @@ void client_session::handle_hello(const frame& f) {
     } else if (key_ == nullptr) {
       if (!h->admin_token.empty()) logger().warn("admin token refused at hello peer={}", peer_);
       throttle.failed(peer_);  // counted, and logged as one summary line per window
-      fail(error{errc::unauthorized, h->api_key.empty() ? "an API key is required" : "invalid API key", 0});
+      fail(error{errc::unauthorized,
+                 !h->admin_token.empty() ? "invalid admin token"
+                 : h->api_key.empty()    ? "an API key is required"
+                                         : "invalid API key",
+                 0});
       return;
     }
   }

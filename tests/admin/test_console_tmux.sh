@@ -108,4 +108,17 @@ if "$troupe" admin --port "$port" --token-file "$work/wrong.token" undrain 1 2> 
 fi
 grep -qF "unauthorized: wrong admin token" "$work/wrong.err" || fail "no clear refusal: $(cat "$work/wrong.err")"
 grep -q 'command="undrain 1" outcome="refused: wrong admin token"' "$work/serve.err" || fail "the refusal is not audit-logged"
+# With API keys: the admin token lets the console in without a key (admin frames only); a wrong
+# admin token is refused at the hello.
+stop_serve
+echo "client-key-1 name=alice" > "$work/keys"
+chmod 600 "$work/keys"
+mv "$work/serve.err" "$work/serve-1.err"
+start_serve "$troupe" "$models" --api-key-file "$work/keys"
+"$troupe" admin --port "$port" --token-file "$work/admin.token" status --json | grep -qF '"replicas"' ||
+  fail "the admin token does not let the console in when API keys are required"
+if "$troupe" admin --port "$port" --token-file "$work/wrong.token" status 2> "$work/wrong2.err"; then
+  fail "a wrong admin token got in"
+fi
+grep -qF "unauthorized: invalid admin token" "$work/wrong2.err" || fail "no clear refusal: $(cat "$work/wrong2.err")"
 echo "PASS: console driven in tmux (help, status, Tab completion, drain, history, watch), one-shot, refusal"
