@@ -64,6 +64,7 @@ admin_outcome text(std::string& m) { return admin_outcome{true, "", m, json{{"me
 json route_json(const replica_status& r) {
   const auto& x = r.route;
   return json{{"index", x.index},
+              {"step_ms", r.step_ms >= 0 ? json(r.step_ms) : json(nullptr)},
               {"name", std::to_string(x.index)},
               {"state", x.state},
               {"weight", x.weight},

@@ -179,6 +179,7 @@ void collect_status(admin_pointer self, status_options o, status_done done) {
         rs.n_running = stats[i].n_running;
         rs.kv_blocks_free = stats[i].n_free_blocks;
         rs.kv_blocks_used = stats[i].n_blocks - stats[i].n_free_blocks;
+        if (stats[i].step_ns > 0) rs.step_ms = double(stats[i].step_ns) / 1e6;
       }
       self->request(self->state.router, timeout, events_atom::value).then([self, out, o, done, fail, timeout](std::vector<admin_event>& ev) {
         auto& st2 = self->state;

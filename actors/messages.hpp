@@ -189,6 +189,7 @@ struct scheduler_stats {
   int64_t n_steps = 0;          // forward steps (a request of several decode steps counts each)
   int64_t n_step_tokens = 0;
   int64_t n_step_requests = 0;  // step requests sent to the REPLICA
+  int64_t step_ns = 0;          // one step through all stages, as last measured (0: not yet)
 };
 
 // ---- SCHEDULER -> REPLICA -> PIPELINE STAGEs ------------------------------------------------------
@@ -271,7 +272,7 @@ typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("scheduler_stats"), x.n_blocks, x.n_free_blocks, x.n_waiting, x.n_running,
-           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens, x.n_step_requests);
+           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens, x.n_step_requests, x.step_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, new_sequence& x) {
@@ -546,6 +547,7 @@ struct replica_status {
   int32_t n_running = 0;
   int32_t kv_blocks_used = 0;
   int32_t kv_blocks_free = 0;
+  double step_ms = -1;  // one step through all its stages (the SCHEDULER's last measure); -1: none yet
 };
 
 /// One point of a replica's history (the status page's charts).
@@ -684,7 +686,7 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
   return f(caf::meta::type_name("replica_status"), x.route, x.n_waiting, x.n_running, x.kv_blocks_used,
-           x.kv_blocks_free);
+           x.kv_blocks_free, x.step_ms);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_sample& x) {

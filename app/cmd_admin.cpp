@@ -55,18 +55,18 @@ std::string clock_time(int64_t unix_ms) {
 /// status as tables.
 std::string render_status(const json& s) {
   std::string o = fmt::format("model {}  up {} s\n\n", s.value("model", ""), s.value("uptime_ms", int64_t(0)) / 1000);
-  o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>7}{:>8}\n", "REPLICA", "STATE", "WEIGHT",
-                   "IN-FLIGHT", "QUEUE", "RUNNING", "KV USED/FREE", "TOK/S", "TTFT p50/p99 ms", "ITL p50/p99 ms",
-                   "DONE", "FAILED");
+  o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n", "REPLICA", "STATE",
+                   "WEIGHT", "IN-FLIGHT", "QUEUE", "RUNNING", "KV USED/FREE", "TOK/S", "TTFT p50/p99 ms",
+                   "ITL p50/p99 ms", "STEP MS", "DONE", "FAILED");
   for (const auto& r : s["replicas"]) {
-    o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>7}{:>8}\n", r["index"].get<int>(),
+    o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n", r["index"].get<int>(),
                      r["state"].get<std::string>(), num(r["weight"], 2), r["in_flight"].get<int>(),
                      r["queue"].get<int>(), r["running"].get<int>(),
                      fmt::format("{}/{}", r["kv_blocks_used"].get<int>(), r["kv_blocks_free"].get<int>()),
                      num(r["tok_per_s"], 1),
                      fmt::format("{}/{}", num(r["ttft_ms"]["p50"], 1), num(r["ttft_ms"]["p99"], 1)),
                      fmt::format("{}/{}", num(r["itl_ms"]["p50"], 1), num(r["itl_ms"]["p99"], 1)),
-                     r["completed"].get<int64_t>(), r["failures"].get<int64_t>());
+                     num(r["step_ms"], 2), r["completed"].get<int64_t>(), r["failures"].get<int64_t>());
   }
   o += fmt::format("\n{:<8}{:<12}{:<12}{:>9}{:>10}{:>10}\n", "STAGE", "NODE", "LAYERS", "PID", "STEP MS", "RESTARTS");
   for (const auto& t : s["stages"]) {

@@ -32,7 +32,7 @@ form { margin: .5em 0; }
 <h2>Replicas</h2>
 <table id="replicas"><thead><tr><th class="l">replica</th><th class="l">state</th><th>weight</th><th>in flight</th><th>queue</th>
 <th>running</th><th>KV used / free</th><th>tok/s (10 s)</th><th>TTFT p50 / p99 ms</th><th>ITL p50 / p99 ms</th>
-<th>done</th><th>failed</th></tr></thead><tbody></tbody></table>
+<th>step ms</th><th>done</th><th>failed</th></tr></thead><tbody></tbody></table>
 <h2>Throughput and latency <span class="muted">(last minutes)</span></h2>
 <div class="charts">
   <div class="chart"><div>tokens / s</div><svg id="chart_tok" width="420" height="160"></svg></div>
@@ -88,7 +88,7 @@ function render(s) {
     '</td><td>' + num(r.weight, 2) + '</td><td>' + r.in_flight + '</td><td>' + r.queue + '</td><td>' + r.running + '</td><td>' +
     r.kv_blocks_used + ' / ' + r.kv_blocks_free + '</td><td>' + num(r.tok_per_s, 1) + '</td><td>' + num(r.ttft_ms.p50, 1) +
     ' / ' + num(r.ttft_ms.p99, 1) + '</td><td>' + num(r.itl_ms.p50, 1) + ' / ' + num(r.itl_ms.p99, 1) + '</td><td>' +
-    r.completed + '</td><td>' + r.failures + '</td></tr>'));
+    num(r.step_ms, 2) + '</td><td>' + r.completed + '</td><td>' + r.failures + '</td></tr>'));
   rows("stages", s.stages.map(t => '<tr><td class="l">stage ' + t.name + '</td><td class="l">' + esc(t.node) + '</td><td>[' +
     t.layers[0] + ', ' + t.layers[1] + ')</td><td>' + t.pid + '</td><td>' + num(t.step_ms, 2) + '</td><td>' + t.restarts + '</td></tr>'));
   rows("nodes", s.nodes.map(n => '<tr><td class="l">' + esc(n.name) + '</td><td class="l">' + esc(n.role) + '</td><td class="l">' +
