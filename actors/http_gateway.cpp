@@ -6,8 +6,10 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/admin_commands.hpp"
 #include "actors/logger.hpp"
 #include "actors/tcp_gateway.hpp"
+#include "transport/status_page.hpp"
 #include "transport/task_store.hpp"
 
 namespace troupe::actors {
@@ -342,8 +344,11 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
   static const std::string tasks_prefix = "/v1/tasks/";
   std::string pattern = p;
   const char* allow = nullptr;
-  if (p == "/health" || p == "/ready" || p == "/metrics" || p == "/v1/models") {
+  const bool admin_route = p == "/" || p == "/admin/status" || p == "/admin/command";
+  if (p == "/health" || p == "/ready" || p == "/metrics" || p == "/v1/models" || p == "/" || p == "/admin/status") {
     allow = "GET";
+  } else if (p == "/admin/command") {
+    allow = "POST";
   } else if (p == "/v1/completions" || p == "/v1/chat/completions" || p == "/v1/inference" || p == "/v1/tasks") {
     allow = "POST";
   } else if (p.size() > tasks_prefix.size() && p.rfind(tasks_prefix, 0) == 0 &&
@@ -363,6 +368,10 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
                 "", "method_not_allowed"});
     r.headers.push_back({"allow", allowed});
     out->respond(std::move(r));
+    return;
+  }
+  if (admin_route) {  // the admin token, not API keys
+    admin(out, request);
     return;
   }
   const bool keys_in_use = options_.api_keys && !options_.api_keys->empty();
@@ -394,6 +403,53 @@ void http_gateway::on_request(std::shared_ptr<transport::http_responder> raw, tr
   } else {
     task(out, request, p.substr(tasks_prefix.size()));
   }
+}
+
+// The ADMIN CONSOLE over HTTP: the status page (no data in it: it asks /admin/status with the
+// token the operator gives it), status as JSON, and any console command as JSON.
+void http_gateway::admin(std::shared_ptr<transport::http_responder> out, const transport::http_request& request) {
+  if (request.path == "/") {
+    out->respond(http_response{200, "text/html; charset=utf-8", transport::status_page_html(),
+                               {{"cache-control", "no-store"}}});
+    return;
+  }
+  if (!options_.admin) {
+    out->respond(error_response(api_error{404, "this server has no admin console", "", "", "not_found"}));
+    return;
+  }
+  std::string token;
+  static const std::string scheme = "Bearer ";
+  if (const std::string* h = request.header("authorization"); h && h->compare(0, scheme.size(), scheme) == 0) {
+    token = h->substr(scheme.size());
+  }
+  std::vector<std::string> words;
+  if (request.path == "/admin/status") {
+    words = {"status"};
+    if (request.target.find("history=1") != std::string::npos) words.push_back("--history");
+  } else {
+    auto j = nlohmann::json::parse(request.body, nullptr, false);
+    if (j.is_object() && j.contains("command") && j["command"].is_array()) {
+      for (const auto& w : j["command"]) {
+        if (w.is_string()) words.push_back(w.get<std::string>());
+      }
+    }
+    if (words.empty() || words.size() > transport::max_admin_words) {
+      out->respond(error_response(api_error{400, R"(the body must be {"command": ["WORD", ...]})", "", "command", ""}));
+      return;
+    }
+  }
+  const std::string who = fmt::format("http connection={} request={}", uint64_t(out->connection()),
+                                      out->request_number());
+  run_admin_command(sys_, options_.admin, admin_caller{token, who}, std::move(words), [out](admin_outcome o) {
+    if (o.ok) {
+      out->respond(json_response(200, o.json.empty() ? nlohmann::json{{"message", o.message}}.dump() : o.json));
+      return;
+    }
+    const int status = o.code == "unauthorized" ? 401 : o.code == "not_supported" ? 501 : o.code == "failed" ? 500 : 400;
+    http_response r = error_response(api_error{status, o.message, "", "", o.code});
+    if (status == 401) r.headers.push_back({"www-authenticate", "Bearer"});
+    out->respond(std::move(r));
+  });
 }
 
 const transport::api_key* http_gateway::authenticate(const transport::http_request& request) const {
@@ -497,7 +553,10 @@ void http_gateway::ready(std::shared_ptr<transport::http_responder> out) {
     if (s) {
       for (const auto& r : *s) placed += r.n_blocks > 0 ? 1 : 0;
     }
-    const bool ok = s && s->size() == want && placed == want;
+    // Replicas added or removed at run time (the ADMIN CONSOLE) change the count: ready while the
+    // ROUTER has at least the replicas it started with and one of them can take requests (a
+    // removed replica's counters are all zero).
+    const bool ok = s && s->size() >= want && placed >= 1;
     out->respond(json_response(ok ? 200 : 503, dump(json{{"status", ok ? "ready" : "not ready"},
                                                           {"replicas", want},
                                                           {"replicas_ready", placed}})));

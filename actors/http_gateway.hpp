@@ -37,6 +37,10 @@ struct http_gateway_options {
   std::shared_ptr<transport::api_key_set> api_keys;
   /// How /v1/chat/completions renders messages (the model's chat template family, else plain).
   transport::chat_template chat;
+  /// The ADMIN CONSOLE: GET / (the status page), GET /admin/status and POST /admin/command; the
+  /// last two need `Authorization: Bearer ADMIN_TOKEN` (API keys do not apply to them).
+  admin_actor admin;
+  std::string admin_token;
 };
 
 class http_gateway final : public transport::http_handler {
@@ -67,6 +71,7 @@ class http_gateway final : public transport::http_handler {
   /// Admits a generating request of `key` (nullptr: no keys in use). False: answered with 429.
   bool admit(transport::http_responder& out, const transport::api_key* key);
   void metrics(std::shared_ptr<transport::http_responder> out);
+  void admin(std::shared_ptr<transport::http_responder> out, const transport::http_request& request);
 
   caf::actor_system& sys_;
   router_actor router_;

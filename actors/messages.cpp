@@ -56,6 +56,28 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_actor>("troupe::node_actor");
   cfg.add_message_type<head_actor>("troupe::head_actor");
   cfg.add_message_type<local_node_actor>("troupe::local_node_actor");
+  // The ADMIN CONSOLE.
+  cfg.add_message_type<admin_caller>("troupe::admin_caller");
+  cfg.add_message_type<replica_route>("troupe::replica_route");
+  cfg.add_message_type<std::vector<replica_route>>("troupe::replica_routes");
+  cfg.add_message_type<request_info>("troupe::request_info");
+  cfg.add_message_type<std::vector<request_info>>("troupe::request_infos");
+  cfg.add_message_type<rollback_policy>("troupe::rollback_policy");
+  cfg.add_message_type<admin_event>("troupe::admin_event");
+  cfg.add_message_type<std::vector<admin_event>>("troupe::admin_events");
+  cfg.add_message_type<cluster_status>("troupe::cluster_status");
+  cfg.add_message_type<status_options>("troupe::status_options");
+  cfg.add_message_type<rollout_plan>("troupe::rollout_plan");
+  cfg.add_message_type<audit_entry>("troupe::audit_entry");
+  cfg.add_message_type<std::vector<audit_entry>>("troupe::audit_entries");
+  cfg.add_message_type<scheduler_actor>("troupe::scheduler_actor");
+  cfg.add_error_category(caf::atom("admin"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+    std::string s = std::string("admin: ") + admin_errc_name(static_cast<admin_errc>(code));
+    if (ctx.match_elements<std::string>() && !ctx.get_as<std::string>(0).empty()) {
+      s += " (" + ctx.get_as<std::string>(0) + ")";
+    }
+    return s;
+  });
   cfg.add_error_category(caf::atom("troupe"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
     std::string s = std::string("troupe: ") + serve_errc_name(static_cast<serve_errc>(code));
     if (ctx.match_elements<std::string>() && !ctx.get_as<std::string>(0).empty()) {
@@ -63,6 +85,22 @@ void add_message_types(caf::actor_system_config& cfg) {
     }
     return s;
   });
+}
+
+const char* admin_errc_name(admin_errc c) {
+  switch (c) {
+    case admin_errc::none: return "none";
+    case admin_errc::unauthorized: return "unauthorized";
+    case admin_errc::bad_argument: return "bad_argument";
+    case admin_errc::refused: return "refused";
+    case admin_errc::not_supported: return "not_supported";
+    case admin_errc::failed: return "failed";
+  }
+  return "unknown";
+}
+
+caf::error make_error(admin_errc c, std::string message) {
+  return caf::error(static_cast<uint8_t>(c), caf::atom("admin"), caf::make_message(std::move(message)));
 }
 
 caf::error make_error(serve_errc c, std::string message) {
@@ -75,6 +113,13 @@ serve_errc serve_errc_of(const caf::error& e) {
 }
 
 std::string describe(const caf::error& e) {
+  if (e.category() == caf::atom("admin")) {
+    std::string out = admin_errc_name(static_cast<admin_errc>(e.code()));
+    if (e.context().match_elements<std::string>() && !e.context().get_as<std::string>(0).empty()) {
+      out += ": " + e.context().get_as<std::string>(0);
+    }
+    return out;
+  }
   if (e.category() != error_category) return caf::to_string(e);
   std::string out = serve_errc_name(static_cast<serve_errc>(e.code()));
   if (e.context().match_elements<std::string>()) {

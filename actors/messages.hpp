@@ -196,6 +196,7 @@ struct scheduler_stats {
   int64_t n_steps = 0;          // forward steps (a request of several decode steps counts each)
   int64_t n_step_tokens = 0;
   int64_t n_step_requests = 0;  // step requests sent to the REPLICA
+  int64_t step_ns = 0;          // one step through all stages, as last measured (0: not yet)
 };
 
 // ---- SCHEDULER -> REPLICA -> PIPELINE STAGEs ------------------------------------------------------
@@ -280,7 +281,7 @@ typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("scheduler_stats"), x.n_blocks, x.n_free_blocks, x.n_waiting, x.n_running,
-           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens, x.n_step_requests);
+           x.n_in_flight, x.n_preemptions, x.n_steps, x.n_step_tokens, x.n_step_requests, x.step_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, new_sequence& x) {
@@ -491,6 +492,279 @@ typename Inspector::result_type inspect(Inspector& f, placed_stage& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_state& x) {
   return f(caf::meta::type_name("node_state"), x.name, x.pid, x.up, x.handle);
+}
+
+// ---- ADMIN CONSOLE: operators see and steer a running cluster (actors/admin_console.*) ----------
+// The console (`troupe admin`), the status page and tests all go through these messages. Every
+// command carries the caller (admin token + who, for the audit log); the ADMIN refuses it without
+// the right token. Replicas are named by their index, stages by "REPLICA.STAGE".
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using requests_atom = caf::atom_constant<caf::atom("requests")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using undrain_atom = caf::atom_constant<caf::atom("undrain")>;
+using weight_atom = caf::atom_constant<caf::atom("weight")>;
+using rollout_atom = caf::atom_constant<caf::atom("rollout")>;
+using rollback_atom = caf::atom_constant<caf::atom("rollback")>;
+using add_replica_atom = caf::atom_constant<caf::atom("addrep")>;
+using remove_replica_atom = caf::atom_constant<caf::atom("rmrep")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using log_level_atom = caf::atom_constant<caf::atom("loglevel")>;
+using config_atom = caf::atom_constant<caf::atom("config")>;
+using audit_atom = caf::atom_constant<caf::atom("audit")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using events_atom = caf::atom_constant<caf::atom("events")>;
+
+/// Why the ADMIN refused a command; carried as caf::error (category "admin").
+enum class admin_errc : uint8_t {
+  none = 0,
+  unauthorized = 1,   // no or a wrong admin token (or no token configured on this server)
+  bad_argument = 2,   // no such replica / stage / request, a weight out of range, ...
+  refused = 3,        // not now (the last replica taking traffic, a replica not idle, ...)
+  not_supported = 4,  // not in this build / on this kind of node (restart STAGE without a SUPERVISOR)
+  failed = 5,         // tried and failed (a new replica could not start)
+};
+const char* admin_errc_name(admin_errc c);
+caf::error make_error(admin_errc c, std::string message);
+
+/// Who sends an admin command: the token it presented and a description for the audit log
+/// ("tcp 127.0.0.1:40312 client=troupe-admin", "http 127.0.0.1:5123", "test").
+struct admin_caller {
+  std::string token;
+  std::string who;
+};
+
+/// The ROUTER's view of one replica (its routing state and what it measured on the tokens).
+struct replica_route {
+  int32_t index = 0;
+  std::string state;    // active | standby (weight 0) | draining | idle (drained) | removing | removed
+  double weight = 1.0;  // relative share of new requests (weighted routing)
+  bool draining = false;
+  int32_t in_flight = 0;             // requests routed here and not finished
+  int32_t consecutive_failures = 0;  // failed requests in a row (any success resets it)
+  int64_t n_failures = 0;
+  int64_t n_completed = 0;
+  double tok_per_s = 0;              // tokens streamed over the last 10 s, per second
+  double ttft_p50_ms = 0, ttft_p99_ms = 0;  // receipt to first token, over the last minute
+  double itl_p50_ms = 0, itl_p99_ms = 0;    // between tokens of a request, over the last minute
+  int32_t n_ttft_samples = 0;
+};
+
+/// One request in flight, as the ROUTER sees it.
+struct request_info {
+  request_id id{};
+  int32_t replica = 0;
+  int64_t age_ms = 0;
+  int32_t prompt_tokens = 0;
+  int32_t tokens = 0;  // generated so far
+  int32_t retries = 0;  // times moved to another replica after a failure before its first token
+};
+
+/// When the ROUTER takes a replica's weight to 0 by itself (automatic rollback).
+struct rollback_policy {
+  int32_t max_consecutive_failures = 5;  // 0: off
+  double ttft_p99_ms = 0;                // 0: off; else a p99 over this (with min_samples) rolls back
+  int32_t min_samples = 20;
+};
+
+/// Something that happened to the cluster, for the console and the status page.
+struct admin_event {
+  int64_t unix_ms = 0;
+  std::string kind;     // rollback | drained | replica_added | replica_removed | rollout | weight | ...
+  int32_t replica = -1;
+  std::string message;
+};
+
+/// One stage, for status.
+struct stage_status {
+  int32_t replica = 0;
+  int32_t index = 0;
+  std::string node;  // where it runs (the node's name; "local" in `troupe serve`)
+  int32_t pid = 0;
+  int32_t first_layer = 0;
+  int32_t last_layer = 0;
+  double step_ms = -1;   // -1: not measured (stages do not report it yet)
+  int32_t restarts = 0;  // by the SUPERVISOR (0 until it exists)
+};
+
+/// One node, for status.
+struct node_status {
+  std::string name;
+  std::string address;
+  std::string role;  // head | worker | spare | local
+  bool up = false;
+  int32_t pid = 0;
+  int64_t last_heartbeat_ms = -1;  // ago; -1: unknown
+};
+
+/// A replica in status: the ROUTER's view plus its SCHEDULER's counters.
+struct replica_status {
+  replica_route route;
+  int32_t n_waiting = 0;
+  int32_t n_running = 0;
+  int32_t kv_blocks_used = 0;
+  int32_t kv_blocks_free = 0;
+  double step_ms = -1;  // one step through all its stages (the SCHEDULER's last measure); -1: none yet
+};
+
+/// One point of a replica's history (the status page's charts).
+struct replica_sample {
+  int64_t unix_ms = 0;
+  int32_t replica = 0;
+  double tok_per_s = 0;
+  double ttft_p99_ms = 0;
+  double itl_p99_ms = 0;
+  int32_t in_flight = 0;
+};
+
+/// What `status` shows.
+struct cluster_status {
+  std::string model;
+  int64_t unix_ms = 0;
+  int64_t uptime_ms = 0;
+  std::vector<node_status> nodes;
+  std::vector<replica_status> replicas;
+  std::vector<stage_status> stages;
+  std::vector<admin_event> events;          // the most recent last
+  std::vector<replica_sample> history;      // with status_options::history
+  rollback_policy rollback;
+};
+
+struct status_options {
+  bool history = false;  // include the samples of the last minutes (the status page's charts)
+};
+
+/// `rollout REPLICA`: raise its weight by `step` every `interval_ms` until `target`; a rollback
+/// stops it.
+struct rollout_plan {
+  int32_t replica = 0;
+  double target = 1.0;
+  double step = 0.1;
+  int32_t interval_ms = 10'000;
+};
+
+/// An entry of the audit log: who did what, when, and how it went.
+struct audit_entry {
+  int64_t unix_ms = 0;
+  std::string who;
+  std::string command;
+  std::string outcome;  // "ok" or the refusal / error
+};
+
+/// The ROUTER's admin interface (the ADMIN is its only user): routing state per replica.
+using router_admin_actor = caf::typed_actor<
+  // Every replica's routing state and measurements.
+  caf::replies_to<status_atom>::with<std::vector<replica_route>>,
+  // Requests in flight.
+  caf::replies_to<requests_atom>::with<std::vector<request_info>>,
+  // Drain (true) or undrain (false) a replica: no new requests; in-flight ones finish.
+  caf::replies_to<drain_atom, int32_t, bool>::with<replica_route>,
+  // Set a replica's weight (>= 0); replies with its state.
+  caf::replies_to<weight_atom, int32_t, double>::with<replica_route>,
+  // A new replica behind this SCHEDULER (drained, weight 0 until set); replies with its index.
+  caf::replies_to<add_replica_atom, scheduler_actor, double>::with<int32_t>,
+  // Forget an idle replica (drained, nothing in flight): no more requests, stats, cancels.
+  caf::replies_to<remove_replica_atom, int32_t>::with<replica_route>,
+  // Set the automatic rollback's thresholds (fields < 0: unchanged); replies with them.
+  caf::replies_to<rollback_atom, rollback_policy>::with<rollback_policy>,
+  // The ROUTER's recent events (rollbacks), oldest first.
+  caf::replies_to<events_atom>::with<std::vector<admin_event>>>;
+
+/// The ROUTER as spawned: the front door plus the admin interface.
+using full_router_actor = router_actor::extend_with<router_admin_actor>;
+
+/// The ADMIN actor interface: operator commands. Each replies with the new state or a message, or
+/// an error of category "admin" (unauthorized, bad_argument, refused, not_supported, failed).
+using admin_actor = caf::typed_actor<
+  // Nodes, replicas, stages, recent events (and the charts' history).
+  caf::replies_to<status_atom, admin_caller, status_options>::with<cluster_status>,
+  // Requests in flight.
+  caf::replies_to<requests_atom, admin_caller>::with<std::vector<request_info>>,
+  // Cancel a request in flight.
+  caf::replies_to<cancel_atom, admin_caller, request_id>::with<std::string>,
+  // Drain a replica (no new requests, in-flight ones finish, then idle) / take it back.
+  caf::replies_to<drain_atom, admin_caller, int32_t>::with<std::string>,
+  caf::replies_to<undrain_atom, admin_caller, int32_t>::with<std::string>,
+  // Set a replica's weight.
+  caf::replies_to<weight_atom, admin_caller, int32_t, double>::with<std::string>,
+  // Raise a (canary) replica's weight step by step.
+  caf::replies_to<rollout_atom, admin_caller, rollout_plan>::with<std::string>,
+  // Weight 0 now (what the automatic rollback does).
+  caf::replies_to<rollback_atom, admin_caller, int32_t>::with<std::string>,
+  // Start a replica with the same model and stage layout (weight given); replies with a message
+  // naming its index.
+  caf::replies_to<add_replica_atom, admin_caller, double>::with<std::string>,
+  // Drain a replica, then stop it.
+  caf::replies_to<remove_replica_atom, admin_caller, int32_t>::with<std::string>,
+  // Restart a stage (the SUPERVISOR's path).
+  caf::replies_to<restart_atom, admin_caller, int32_t, int32_t>::with<std::string>,
+  // Set the log level of every logger ("info", "debug", ...) or of one ("actors=debug").
+  caf::replies_to<log_level_atom, admin_caller, std::string>::with<std::string>,
+  // The effective configuration (JSON text).
+  caf::replies_to<config_atom, admin_caller>::with<std::string>,
+  // The automatic rollback's thresholds: read (all fields < 0: unchanged) and set.
+  caf::replies_to<rollback_atom, admin_caller, rollback_policy>::with<rollback_policy>,
+  // The audit log's most recent entries.
+  caf::replies_to<audit_atom, admin_caller>::with<std::vector<audit_entry>>,
+  // Sample the ROUTER, step rollouts, finish removals (self-sent, delayed).
+  caf::reacts_to<tick_atom>>;
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, admin_caller& x) {
+  return f(caf::meta::type_name("admin_caller"), x.token, x.who);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_route& x) {
+  return f(caf::meta::type_name("replica_route"), x.index, x.state, x.weight, x.draining, x.in_flight,
+           x.consecutive_failures, x.n_failures, x.n_completed, x.tok_per_s, x.ttft_p50_ms, x.ttft_p99_ms,
+           x.itl_p50_ms, x.itl_p99_ms, x.n_ttft_samples);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, request_info& x) {
+  return f(caf::meta::type_name("request_info"), x.id, x.replica, x.age_ms, x.prompt_tokens, x.tokens, x.retries);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rollback_policy& x) {
+  return f(caf::meta::type_name("rollback_policy"), x.max_consecutive_failures, x.ttft_p99_ms, x.min_samples);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, admin_event& x) {
+  return f(caf::meta::type_name("admin_event"), x.unix_ms, x.kind, x.replica, x.message);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stage_status& x) {
+  return f(caf::meta::type_name("stage_status"), x.replica, x.index, x.node, x.pid, x.first_layer, x.last_layer,
+           x.step_ms, x.restarts);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_status& x) {
+  return f(caf::meta::type_name("node_status"), x.name, x.address, x.role, x.up, x.pid, x.last_heartbeat_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
+  return f(caf::meta::type_name("replica_status"), x.route, x.n_waiting, x.n_running, x.kv_blocks_used,
+           x.kv_blocks_free, x.step_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_sample& x) {
+  return f(caf::meta::type_name("replica_sample"), x.unix_ms, x.replica, x.tok_per_s, x.ttft_p99_ms, x.itl_p99_ms,
+           x.in_flight);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_status& x) {
+  return f(caf::meta::type_name("cluster_status"), x.model, x.unix_ms, x.uptime_ms, x.nodes, x.replicas, x.stages,
+           x.events, x.history, x.rollback);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, status_options& x) {
+  return f(caf::meta::type_name("status_options"), x.history);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rollout_plan& x) {
+  return f(caf::meta::type_name("rollout_plan"), x.replica, x.target, x.step, x.interval_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, audit_entry& x) {
+  return f(caf::meta::type_name("audit_entry"), x.unix_ms, x.who, x.command, x.outcome);
 }
 
 }  // namespace troupe::actors

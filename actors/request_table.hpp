@@ -39,10 +39,6 @@ struct request_entry {
   int32_t finish_total = -1;   // tokens it produced in all, once known (-1: running)
   finish_reason reason = finish_reason::length;
   std::string failure;  // reason failed: why
-  // What its SCHEDULER was asked (without `generated`): to admit it again on another replica when
-  // its replica fails.
-  sequence_spec spec;
-  engine::sampling_params sampling;
   bool stop_string = false;    // finished because one of the request's stop strings matched
 
   /// Every token it produced has arrived (and it is finishing).

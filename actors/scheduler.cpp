@@ -243,6 +243,7 @@ scheduler_actor::behavior_type scheduler_behavior(scheduler_pointer self, schedu
       s.n_running = st.policy->n_running();
       s.n_in_flight = st.policy->n_in_flight();
       s.n_preemptions = st.policy->n_preemptions();
+      s.step_ns = st.step_ns;
       return s;
     },
   };

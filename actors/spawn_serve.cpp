@@ -185,6 +185,26 @@ class serve_chains final : public chain_factory {
 
 }  // namespace
 
+scheduler_setup make_scheduler_setup(const config::cluster_config& cluster, const engine::model_config& model,
+                                     const engine::stop_rule& stop, int n_stages) {
+  const auto& b = cluster.batching;
+  scheduler_setup sched;
+  sched.policy.block_size = b.block_size;
+  sched.policy.n_blocks = b.n_blocks;
+  sched.policy.max_step_tokens = b.max_step_tokens;
+  sched.policy.max_running = b.max_running;
+  sched.policy.max_waiting = b.max_waiting;
+  sched.policy.prefill_chunk = b.prefill_chunk;
+  sched.policy.ctx_size = cluster.limits.ctx_size > 0 ? cluster.limits.ctx_size : model.max_seq_len;
+  sched.policy.end_ids = stop.end_ids;
+  sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
+  sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
+  // Only a stage that is first and last can feed its samples back by itself.
+  sched.max_decode_steps = n_stages == 1 ? b.decode_steps : 1;
+  sched.decode_steps_budget = std::chrono::milliseconds(b.decode_steps_ms);
+  return sched;
+}
+
 std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, config::cluster_config cluster,
                                                    std::shared_ptr<const engine::tokenizer> tokenizer,
                                                    serve_options options) {
@@ -289,21 +309,8 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     rset.hang_floor = std::chrono::milliseconds(fo.hang_floor_ms);
     replica_actor replica = spawn_replica(sys, std::move(rset));
     if (node.supervisor) caf::anon_send(node.supervisor, join_atom::value, int32_t(r), replica);
-    scheduler_setup sched;
-    sched.policy.block_size = b.block_size;
-    sched.policy.n_blocks = b.n_blocks;
-    sched.policy.max_step_tokens = b.max_step_tokens;
-    sched.policy.max_running = b.max_running;
-    sched.policy.max_waiting = b.max_waiting;
-    sched.policy.prefill_chunk = b.prefill_chunk;
-    sched.policy.ctx_size = ctx;
-    sched.policy.end_ids = stop.end_ids;
+    scheduler_setup sched = make_scheduler_setup(cluster, model, stop, n_stages);
     sched.replica = replica;
-    sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
-    sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
-    // Only a stage that is first and last can feed its samples back by itself.
-    sched.max_decode_steps = n_stages == 1 ? b.decode_steps : 1;
-    sched.decode_steps_budget = std::chrono::milliseconds(b.decode_steps_ms);
     node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
     node.replicas.push_back(replica);
     node.stages.push_back(built[size_t(r)].stages);

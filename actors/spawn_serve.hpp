@@ -12,6 +12,8 @@
 #include <caf/fwd.hpp>
 
 #include "actors/messages.hpp"
+#include "actors/scheduler.hpp"
+#include "engine/stop_rule.hpp"
 #include "cluster-config/cluster_config.hpp"
 #include "engine/model_config.hpp"
 #include "engine/tokenizer.hpp"
@@ -85,6 +87,11 @@ struct serve_options {
   remote_placer place_remote;
 };
 
+
+/// The SCHEDULER of a replica of `n_stages` stages under `cluster`'s batching (its `replica` is
+/// left to the caller).
+scheduler_setup make_scheduler_setup(const config::cluster_config& cluster, const engine::model_config& model,
+                                     const engine::stop_rule& stop, int n_stages);
 
 /// Loads the stages' layers and spawns the actors. Errors name the config file and key where
 /// they come from a config ("local.toml:30: stages[1].last_layer: ...") or the model file.

@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <fmt/format.h>
 
+#include "actors/admin_commands.hpp"
 #include "actors/logger.hpp"
 
 namespace troupe::actors {
@@ -57,6 +58,26 @@ void tcp_gateway::on_cancel(transport::connection_id connection, uint64_t reques
 
 void tcp_gateway::on_disconnect(transport::connection_id connection) {
   registry_->stop_connection(uint64_t(connection));
+}
+
+void tcp_gateway::set_admin(admin_actor admin, std::string token) {
+  admin_ = std::move(admin);
+  admin_token_ = std::move(token);
+}
+
+bool tcp_gateway::admin_token_valid(std::string_view token) const { return admin_token_matches(admin_token_, token); }
+
+void tcp_gateway::on_admin(transport::admin_request request, std::string who,
+                           std::function<void(transport::admin_reply)> reply) {
+  const uint64_t id = request.request_id;
+  if (!admin_) {
+    reply(transport::admin_reply{id, false, "not_supported", "this server has no admin console", ""});
+    return;
+  }
+  run_admin_command(sys_, admin_, admin_caller{std::move(request.token), std::move(who)}, std::move(request.command),
+                    [id, reply = std::move(reply)](admin_outcome o) {
+                      reply(transport::admin_reply{id, o.ok, std::move(o.code), std::move(o.message), std::move(o.json)});
+                    });
 }
 
 size_t tcp_gateway::n_in_progress() const { return registry_->size(); }

@@ -36,6 +36,12 @@ class tcp_gateway final : public transport::request_handler {
   void on_cancel(transport::connection_id connection, uint64_t request_id) override;
   void on_disconnect(transport::connection_id connection) override;
 
+  /// The ADMIN CONSOLE behind the admin frames, and its token (admin frames are refused until set).
+  void set_admin(admin_actor admin, std::string token);
+  void on_admin(transport::admin_request request, std::string who,
+                std::function<void(transport::admin_reply)> reply) override;
+  bool admin_token_valid(std::string_view token) const override;
+
   /// Relays in progress (tests).
   size_t n_in_progress() const;
 
@@ -47,6 +53,8 @@ class tcp_gateway final : public transport::request_handler {
   size_t max_prompt_tokens_ = 0;
   size_t max_prompt_bytes_ = 0;
   std::shared_ptr<relay_registry> registry_;
+  admin_actor admin_;
+  std::string admin_token_;
 };
 
 /// The client protocol's view of a serve_request (seed absent: the server picks one).

@@ -350,7 +350,8 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   // 4. The gateways, then serve until SIGINT/SIGTERM.
   int rc = 0;
   {
-    front_ends fronts(sys, *node, api_keys);
+    // The ADMIN CONSOLE sees the nodes through the head; replicas are not added at run time here.
+    front_ends fronts(sys, *node, api_keys, admin_front_options{head, self.name, false});
     if (auto s = fronts.start(); !s) {
       publish(actors::query_nodes(sys, head), [&](head_view& v) {
         v.state = "failed";

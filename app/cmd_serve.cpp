@@ -54,6 +54,8 @@ int run_serve(int argc, char** argv) {
     .option("max-waiting", "N", "queued requests before refusing with overloaded")
     .option("api-key-file", "FILE", "require one of the API keys in FILE from clients; a line is KEY [name=N] "
             "[rate=R/min] [tokens=T/min] [burst=B] [priority=interactive|batch] (docs/http-api.md)")
+    .option("admin-token-file", "FILE", "the ADMIN CONSOLE's token (first line of FILE): `troupe admin`, the status page "
+            "at GET / and /admin/* need it; without it admin commands are refused (docs/operations.md)")
     .option("api-key", "KEY", "require this API key (visible to every local user in the process list: prefer --api-key-file)")
     .option("idle-timeout-ms", "MS", "close a connection with no request in flight after MS (0: never; default 300000)")
     .option("max-connections-per-peer", "N", "open connections from one address (0: no limit; default 256)");
@@ -123,6 +125,7 @@ int run_serve(int argc, char** argv) {
     cluster.batching.block_size = int(*n);
   }
   if (args.given("api-key-file")) cluster.listen.api_key_file = args.str("api-key-file");
+  if (args.given("admin-token-file")) cluster.admin.token_file = args.str("admin-token-file");
   if (args.given("idle-timeout-ms")) {
     auto n = args.integer("idle-timeout-ms", 0, 86'400'000);
     if (!n) return bad_flag();

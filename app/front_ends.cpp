@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <caf/all.hpp>
+
+#include "actors/admin_console.hpp"
 #include "actors/http_gateway.hpp"
 #include "actors/tcp_gateway.hpp"
 #include "engine/gguf.hpp"
@@ -67,8 +70,27 @@ transport::chat_template model_chat_template(const std::string& path, const std:
 
 }  // namespace
 
+std::expected<std::string, std::string> read_admin_token(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::unexpected(fmt::format("cannot read the admin token file {}", path));
+  std::string line;
+  std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r");
+  const auto last = line.find_last_not_of(" \t\r");
+  if (first == std::string::npos) return std::unexpected(fmt::format("the admin token file {} is empty", path));
+  std::error_code ec;
+  const auto perms = std::filesystem::status(path, ec).permissions();
+  using p = std::filesystem::perms;
+  if (!ec && (perms & (p::group_all | p::others_all)) != p::none) {
+    spdlog::warn("admin token file {} is readable by other users: chmod 600 it", path);
+  }
+  return line.substr(first, last - first + 1);
+}
+
 struct front_ends::impl {
   actors::serve_node& node;
+  actors::admin_actor admin;
+  std::string admin_error;  // the token file could not be read: start() fails with this
   transport::server_options so;
   actors::http_gateway_options ho;
   transport::http_server_options hso;
@@ -78,7 +100,29 @@ struct front_ends::impl {
   std::unique_ptr<transport::http_server> http;
   bool http_on = false;
 
-  impl(caf::actor_system& sys, actors::serve_node& n, std::shared_ptr<transport::api_key_set> api_keys) : node(n) {
+  impl(caf::actor_system& sys, actors::serve_node& n, std::shared_ptr<transport::api_key_set> api_keys,
+       admin_front_options ao)
+      : node(n) {
+    // The ADMIN CONSOLE: without a token it refuses every command (and says how to give one).
+    actors::admin_setup as;
+    if (!node.cluster.admin.token_file.empty()) {
+      auto t = read_admin_token(node.cluster.admin.token_file);
+      if (t) {
+        as.token = std::move(*t);
+      } else {
+        admin_error = t.error();
+      }
+    }
+    as.router = node.router;
+    as.replicas = actors::replicas_of(node);
+    as.cluster = node.cluster;
+    as.this_node = ao.this_node;
+    as.head = ao.head;
+    if (ao.replica_add) as.make_replica = actors::local_replica_factory(sys, node);
+    as.rollback.max_consecutive_failures = node.cluster.admin.rollback_failures;
+    as.rollback.ttft_p99_ms = node.cluster.admin.rollback_ttft_p99_ms;
+    const std::string token = as.token;
+    admin = actors::spawn_admin(sys, std::move(as));
     // The ROUTER's prompt limit: a prompt must leave room in the context for one token.
     const int ctx = node.cluster.limits.ctx_size > 0 ? node.cluster.limits.ctx_size : node.model.max_seq_len;
     const size_t max_prompt_tokens = size_t(std::max(1, ctx - 1));
@@ -101,6 +145,7 @@ struct front_ends::impl {
     if (l.header_timeout_ms >= 0) so.header_timeout = std::chrono::milliseconds(l.header_timeout_ms);
     if (l.body_timeout_ms >= 0) so.body_timeout = std::chrono::milliseconds(l.body_timeout_ms);
     if (l.max_connections_per_peer >= 0) so.max_connections_per_peer = size_t(l.max_connections_per_peer);
+    gateway->set_admin(admin, token);
     server = std::make_unique<transport::tcp_server>(so, *gateway);
     // The HTTP API on the same ROUTER (docs/http-api.md).
     ho.model_id = model_id_of(node.cluster.model.path);
@@ -108,6 +153,8 @@ struct front_ends::impl {
     ho.n_replicas = size_t(node.cluster.replicas);
     ho.api_keys = api_keys;
     if (node.cluster.http.enabled) ho.chat = model_chat_template(node.cluster.model.path, ho.model_id);
+    ho.admin = admin;
+    ho.admin_token = token;
     http_gateway = std::make_unique<actors::http_gateway>(sys, node.router, ho, node.tokenizer);
     hso.host = node.cluster.http.host.empty() ? node.cluster.listen.host : node.cluster.http.host;
     hso.port = uint16_t(node.cluster.http.port);
@@ -119,12 +166,13 @@ struct front_ends::impl {
 };
 
 front_ends::front_ends(caf::actor_system& sys, actors::serve_node& node,
-                       std::shared_ptr<transport::api_key_set> api_keys)
-    : impl_(std::make_unique<impl>(sys, node, std::move(api_keys))) {}
+                       std::shared_ptr<transport::api_key_set> api_keys, admin_front_options admin)
+    : impl_(std::make_unique<impl>(sys, node, std::move(api_keys), std::move(admin))) {}
 
 front_ends::~front_ends() { stop(); }
 
 transport::result<void> front_ends::start() {
+  if (!impl_->admin_error.empty()) return std::unexpected(transport::error{transport::errc::io_error, impl_->admin_error, 0});
   if (auto s = impl_->server->start(); !s) return s;
   if (impl_->http_on) {
     if (auto h = impl_->http->start(); !h) return h;
@@ -141,7 +189,11 @@ void front_ends::stop() {
   if (!impl_) return;
   impl_->http->stop();
   impl_->server->stop();
+  // The ADMIN stops the replicas it added.
+  if (impl_->admin) caf::anon_send_exit(impl_->admin, caf::exit_reason::user_shutdown);
 }
+
+actors::admin_actor front_ends::admin() const { return impl_->admin; }
 
 std::string front_ends::client_address() const {
   return fmt::format("{}:{}", impl_->so.host, impl_->server->port());

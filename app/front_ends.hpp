@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <expected>
 #include <functional>
 #include <memory>
 #include <string>
@@ -18,11 +19,24 @@
 
 namespace troupe::app {
 
+/// The ADMIN CONSOLE of a serving process (docs/operations.md, "The console"). Its token comes from
+/// the cluster's [admin] token_file (`troupe serve --admin-token-file` sets it).
+struct admin_front_options {
+  actors::head_actor head;          // a multi-host head: the nodes it knows (invalid: `troupe serve`)
+  std::string this_node = "local";  // where stages placed on no node run
+  bool replica_add = true;          // `replica add` starts replicas in this process
+};
+
+/// The admin token in `path`: its first line, trimmed; an error naming the file when it cannot be
+/// read or is empty (a warning when other users may read it).
+std::expected<std::string, std::string> read_admin_token(const std::string& path);
+
 class front_ends {
  public:
   /// `node` must outlive this object; api_keys: clients' keys with their limits (empty: open),
   /// one set for both listeners.
-  front_ends(caf::actor_system& sys, actors::serve_node& node, std::shared_ptr<transport::api_key_set> api_keys);
+  front_ends(caf::actor_system& sys, actors::serve_node& node, std::shared_ptr<transport::api_key_set> api_keys,
+             admin_front_options admin = {});
   ~front_ends();  // stop()
   front_ends(const front_ends&) = delete;
   front_ends& operator=(const front_ends&) = delete;
@@ -38,6 +52,8 @@ class front_ends {
   std::string http_url() const;
   /// The model id the HTTP API serves the model under.
   const std::string& model_id() const;
+  /// The ADMIN actor (tests, the head).
+  actors::admin_actor admin() const;
 
  private:
   struct impl;

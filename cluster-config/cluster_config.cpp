@@ -297,6 +297,18 @@ result<cluster_config> parse_root(const toml::value& root, const std::string& fi
     TROUPE_TRY(t.no_unknown_keys());
   }
 
+  // [admin]
+  auto admin = sub_table(top, "admin", file);
+  if (!admin) return std::unexpected(admin.error());
+  if (*admin != nullptr) {
+    table_reader t(**admin, "admin", file);
+    TROUPE_TRY(t.string("token_file", c.admin.token_file));
+    resolve_path(c.admin.token_file, base_dir);
+    TROUPE_TRY(t.integer("rollback_failures", c.admin.rollback_failures, 0, 1'000'000));
+    TROUPE_TRY(t.integer("rollback_ttft_p99_ms", c.admin.rollback_ttft_p99_ms, 0, 86'400'000));
+    TROUPE_TRY(t.no_unknown_keys());
+  }
+
   // [batching]
   auto batching = sub_table(top, "batching", file);
   if (!batching) return std::unexpected(batching.error());

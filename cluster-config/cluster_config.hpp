@@ -67,6 +67,13 @@ struct batching_section {
   int decode_steps_ms = 20;  // ... as many as take about this long (a new request waits for them)
 };
 
+/// [admin]: the ADMIN CONSOLE (docs/operations.md, "The console").
+struct admin_section {
+  std::string token_file;         // the admin token (first line); empty: admin commands are refused
+  int rollback_failures = 5;      // consecutive failed requests that roll a replica back (0: off)
+  int rollback_ttft_p99_ms = 0;   // a TTFT p99 over this rolls a replica back (0: off)
+};
+
 struct limits_section {
   int max_new_tokens = 4096;   // the most tokens one request may ask for
   int step_timeout_ms = 60000; // a step (all stages) that takes longer fails its sequences
@@ -156,6 +163,7 @@ struct cluster_config {
   batching_section batching;
   limits_section limits;
   failover_section failover;
+  admin_section admin;
   std::vector<stage_section> stages;  // the pipeline of every replica, in layer order
   // Multi-host files: [cluster], [[nodes]], and [[replicas]] with [[replicas.stages]] (then
   // `stages` is empty and `replicas` == replica_plans.size()). A file without [[nodes]] is one

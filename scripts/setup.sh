@@ -17,6 +17,7 @@ packages=(
   openssh-server openssh-client iproute2 nftables procps
   curl prometheus nodejs
   python3
+  tmux chromium  # the admin console's tests: troupe admin driven in tmux, the status page in headless Chromium
 )
 
 SUDO=""

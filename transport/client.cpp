@@ -115,7 +115,7 @@ result<void> client::impl::handshake() {
   socket.set_option(tcp::no_delay(true), ec);
 
   const std::string hello_bytes =
-      encode(hello{protocol_version, min_protocol_version, options.api_key, options.client_name});
+      encode(hello{protocol_version, min_protocol_version, options.api_key, options.client_name, {}});
   done = false;
   asio::async_write(socket, asio::buffer(hello_bytes), [&](const boost::system::error_code& e, size_t) {
     ec = e;

@@ -17,7 +17,7 @@ result<hello> decode_hello(std::string_view payload) {
   hello h;
   bool have_version = false;
   bool have_min_version = false;
-  auto fields = for_each_field(c, root->get(), {"version", "min_version", "api_key", "client_name"}, true,
+  auto fields = for_each_field(c, root->get(), {"version", "min_version", "api_key", "client_name", "admin_token"}, true,
                                [&](std::string_view name, const msgpack::object& v) -> result<void> {
     if (name == "version" || name == "min_version") {
       uint32_t x = 0;
@@ -32,6 +32,8 @@ result<hello> decode_hello(std::string_view payload) {
       }
     } else if (name == "api_key") {
       TROUPE_READ(h.api_key, read_string(c, name, v, max_name_bytes));
+    } else if (name == "admin_token") {
+      TROUPE_READ(h.admin_token, read_string(c, name, v, max_name_bytes));
     } else if (name == "client_name") {
       TROUPE_READ(h.client_name, read_string(c, name, v, max_name_bytes));
       if (!is_valid_utf8(h.client_name)) return invalid(c, "field 'client_name' is not valid UTF-8");
@@ -193,6 +195,40 @@ result<cancel_request> decode_cancel(std::string_view payload) {
   });
   if (!fields) return unexpected_error(std::move(fields).error());
   if (!have_request_id || r.request_id == 0) return invalid(c, "field 'request_id' (>= 1) is required");
+  return r;
+}
+
+result<admin_request> decode_admin(std::string_view payload) {
+  auto root = parse_map(payload, "admin");
+  if (!root) return unexpected_error(std::move(root).error());
+  const field_context c{"admin", peek_request_id(root->get())};
+  admin_request r;
+  bool have_request_id = false;
+  auto fields = for_each_field(c, root->get(), {"request_id", "token", "command"}, true,
+                               [&](std::string_view name, const msgpack::object& v) -> result<void> {
+    if (name == "request_id") {
+      TROUPE_READ(r.request_id, read_u64(c, name, v));
+      have_request_id = true;
+    } else if (name == "token") {
+      TROUPE_READ(r.token, read_string(c, name, v, max_name_bytes));
+    } else if (name == "command") {
+      if (v.type != msgpack::type::ARRAY) return wrong_type(c, name, "an array of strings", v);
+      const auto& a = v.via.array;
+      if (a.size == 0 || a.size > max_admin_words) {
+        return invalid(c, "field 'command' must have 1 to {} words, got {}", max_admin_words, a.size);
+      }
+      for (uint32_t i = 0; i < a.size; ++i) {
+        std::string_view w;
+        TROUPE_READ(w, read_string(c, "command[]", a.ptr[i], max_name_bytes));
+        if (!is_valid_utf8(w)) return invalid(c, "field 'command'[{}] is not valid UTF-8", i);
+        r.command.emplace_back(w);
+      }
+    }
+    return {};
+  });
+  if (!fields) return unexpected_error(std::move(fields).error());
+  if (!have_request_id || r.request_id == 0) return invalid(c, "field 'request_id' (>= 1) is required");
+  if (r.command.empty()) return invalid(c, "field 'command' is required");
   return r;
 }
 

@@ -37,6 +37,7 @@ struct hello {
   uint8_t min_version = min_protocol_version;
   std::string api_key;      // empty: none
   std::string client_name;  // free text for logs; may be empty
+  std::string admin_token;  // an admin console's token: lets it in without an API key (admin frames only)
 
   friend bool operator==(const hello&, const hello&) = default;
 };
@@ -68,6 +69,16 @@ struct cancel_request {
 
   friend bool operator==(const cancel_request&, const cancel_request&) = default;
 };
+
+/// An ADMIN CONSOLE command: its words as typed ("drain", "0"), with the admin token.
+struct admin_request {
+  uint64_t request_id = 0;  // >= 1, echoed in the reply
+  std::string token;
+  std::vector<std::string> command;  // 1..32 words of at most 1024 bytes
+
+  friend bool operator==(const admin_request&, const admin_request&) = default;
+};
+inline constexpr size_t max_admin_words = 32;
 
 // ---- server -> client ---------------------------------------------------------------------
 
@@ -118,6 +129,17 @@ struct error_frame {
   friend bool operator==(const error_frame&, const error_frame&) = default;
 };
 
+/// The answer to an admin frame.
+struct admin_reply {
+  uint64_t request_id = 0;
+  bool ok = false;
+  std::string code;     // when !ok: unauthorized, bad_argument, refused, not_supported, failed, ...
+  std::string message;  // for people (when ok: what was done; else why not)
+  std::string json;     // a JSON document for scripts (status, requests, config), or empty
+
+  friend bool operator==(const admin_reply&, const admin_reply&) = default;
+};
+
 // ---- encoding: whole frames (header + msgpack payload) --------------------------------------
 std::string encode(const hello& m, uint8_t version = min_protocol_version);
 std::string encode(const hello_ok& m, uint8_t version = protocol_version);
@@ -126,6 +148,8 @@ std::string encode(const cancel_request& m, uint8_t version = protocol_version);
 std::string encode(const token_chunk& m, uint8_t version = protocol_version);
 std::string encode(const final_frame& m, uint8_t version = protocol_version);
 std::string encode(const error_frame& m, uint8_t version = protocol_version);
+std::string encode(const admin_request& m, uint8_t version = protocol_version);
+std::string encode(const admin_reply& m, uint8_t version = protocol_version);
 
 // ---- decoding: a frame's payload -----------------------------------------------------------
 // A payload that is not one well-formed msgpack map is errc::bad_frame. Field errors are
@@ -138,6 +162,8 @@ result<cancel_request> decode_cancel(std::string_view payload);
 result<token_chunk> decode_token_chunk(std::string_view payload);
 result<final_frame> decode_final(std::string_view payload);
 result<error_frame> decode_error(std::string_view payload);
+result<admin_request> decode_admin(std::string_view payload);
+result<admin_reply> decode_admin_reply(std::string_view payload);
 
 /// The checks decode_generate applies after parsing, for requests built in-process
 /// (e.g. by the HTTP gateway): ranges, exactly one prompt, limits, UTF-8.

@@ -74,7 +74,11 @@ void pack_limits(packer& pk, const protocol_limits& l) {
 }  // namespace
 
 std::string encode(const hello& m, uint8_t version) {
-  return build_frame(frame_kind::hello, version, 4, [&](packer& pk, std::string&) {
+  return build_frame(frame_kind::hello, version, m.admin_token.empty() ? 4 : 5, [&](packer& pk, std::string&) {
+    if (!m.admin_token.empty()) {
+      pack_string(pk, "admin_token");
+      pack_string(pk, m.admin_token);
+    }
     pack_string(pk, "version");
     pk.pack_uint8(m.version);
     pack_string(pk, "min_version");
@@ -184,6 +188,37 @@ std::string encode(const error_frame& m, uint8_t version) {
     pack_string(pk, errc_name(m.code));
     pack_string(pk, "message");
     pack_string(pk, m.message);
+  });
+}
+
+std::string encode(const admin_request& m, uint8_t version) {
+  return build_frame(frame_kind::admin, version, 3, [&](packer& pk, std::string&) {
+    pack_string(pk, "request_id");
+    pk.pack_uint64(m.request_id);
+    pack_string(pk, "token");
+    pack_string(pk, m.token);
+    pack_string(pk, "command");
+    pk.pack_array(static_cast<uint32_t>(m.command.size()));
+    for (const auto& w : m.command) pack_string(pk, w);
+  });
+}
+
+std::string encode(const admin_reply& m, uint8_t version) {
+  return build_frame(frame_kind::admin_reply, version, 5, [&](packer& pk, std::string&) {
+    pack_string(pk, "request_id");
+    pk.pack_uint64(m.request_id);
+    pack_string(pk, "ok");
+    if (m.ok) {
+      pk.pack_true();
+    } else {
+      pk.pack_false();
+    }
+    pack_string(pk, "code");
+    pack_string(pk, m.code);
+    pack_string(pk, "message");
+    pack_string(pk, m.message);
+    pack_string(pk, "json");
+    pack_string(pk, m.json);
   });
 }
 

@@ -338,6 +338,7 @@ void client_session::handle_frame(frame f) {
   switch (f.kind) {
     case frame_kind::generate: handle_generate(f.payload); break;
     case frame_kind::cancel: handle_cancel(f.payload); break;
+    case frame_kind::admin: handle_admin(f.payload); break;
     case frame_kind::hello: fail(error{errc::bad_frame, "hello was already received on this connection", 0}); break;
     default:
       fail(error{errc::bad_frame, fmt::format("a client may not send {} frames", frame_kind_name(f.kind)), 0});
@@ -373,13 +374,21 @@ void client_session::handle_hello(const frame& f) {
       return;
     }
     key_ = options_->api_keys->find(h->api_key);
-    if (key_ == nullptr) {
+    if (key_ == nullptr && !h->admin_token.empty() && handler_.admin_token_valid(h->admin_token)) {
+      admin_only_ = true;  // an admin console: admin frames only
+    } else if (key_ == nullptr) {
+      if (!h->admin_token.empty()) logger().warn("admin token refused at hello peer={}", peer_);
       throttle.failed(peer_);  // counted, and logged as one summary line per window
-      fail(error{errc::unauthorized, h->api_key.empty() ? "an API key is required" : "invalid API key", 0});
+      fail(error{errc::unauthorized,
+                 !h->admin_token.empty() ? "invalid admin token"
+                 : h->api_key.empty()    ? "an API key is required"
+                                         : "invalid API key",
+                 0});
       return;
     }
   }
   version_ = version;
+  client_name_ = printable(h->client_name, 64);
   decoder_.set_versions(version, version);
   handshake_done_ = true;
   {
@@ -404,6 +413,13 @@ void client_session::handle_generate(std::string_view payload) {
     return;
   }
   const uint64_t request_id = req->request_id;
+  if (admin_only_) {
+    send_request_error(error{errc::unauthorized,
+                             "this connection was let in with the admin token, which allows admin frames only; "
+                             "generate needs an API key",
+                             request_id});
+    return;
+  }
   if (key_ != nullptr) {
     if (auto limited = options_->api_keys->admit(*key_)) {
       logger().debug("rate limited connection={} request_id={} key_name={} retry_after_ms={}",
@@ -481,6 +497,31 @@ void client_session::handle_cancel(std::string_view payload) {
   } catch (...) {
     logger().error("request handler threw on cancel connection={} request_id={}", static_cast<uint64_t>(id_),
                    c->request_id);
+  }
+}
+
+void client_session::handle_admin(std::string_view payload) {
+  auto req = decode_admin(payload);
+  if (!req) {
+    if (closes_connection(req.error().code) || req.error().request_id == 0) {
+      fail(req.error());
+    } else {
+      send_request_error(req.error());
+    }
+    return;
+  }
+  const uint64_t request_id = req->request_id;
+  std::string who = fmt::format("tcp {} connection={} client={}", peer_, static_cast<uint64_t>(id_),
+                                client_name_.empty() ? "-" : client_name_);
+  auto reply = [self = shared_from_this(), version = version_.load()](admin_reply r) {
+    self->enqueue(encode(r, version), 0);
+  };
+  try {
+    handler_.on_admin(std::move(*req), std::move(who), std::move(reply));
+  } catch (...) {
+    logger().error("request handler threw on admin connection={} request_id={}", static_cast<uint64_t>(id_),
+                   request_id);
+    enqueue(encode(admin_reply{request_id, false, "internal", "internal error", ""}, version_), 0);
   }
 }
 

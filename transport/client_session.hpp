@@ -82,6 +82,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   void handle_hello(const frame& f);
   void handle_generate(std::string_view payload);
   void handle_cancel(std::string_view payload);
+  void handle_admin(std::string_view payload);
   void send_request_error(const error& e);
   void fail(const error& e);
   void do_write();
@@ -110,6 +111,8 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool handshake_done_ = false;
   bool timer_armed_ = false;
   const api_key* key_ = nullptr;  // the hello's key (set before any request: read by sinks too)
+  bool admin_only_ = false;       // let in by the admin token without an API key: admin frames only
+  std::string client_name_;       // the hello's (audit log)
   std::optional<clock::time_point> frame_started_;  // first byte of the partial frame arrived
   std::optional<clock::time_point> body_started_;   // its header was complete
   size_t charged_ = 0;                              // partial input reported to the registry

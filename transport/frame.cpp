@@ -41,16 +41,19 @@ const char* frame_kind_name(frame_kind kind) {
     case frame_kind::token_chunk: return "token_chunk";
     case frame_kind::final: return "final";
     case frame_kind::error: return "error";
+    case frame_kind::admin: return "admin";
+    case frame_kind::admin_reply: return "admin_reply";
   }
   return "unknown";
 }
 
 bool is_known_frame_kind(uint8_t kind) {
-  return kind >= static_cast<uint8_t>(frame_kind::hello) && kind <= static_cast<uint8_t>(frame_kind::error);
+  return kind >= static_cast<uint8_t>(frame_kind::hello) && kind <= static_cast<uint8_t>(frame_kind::admin_reply);
 }
 
 bool is_client_frame_kind(frame_kind kind) {
-  return kind == frame_kind::hello || kind == frame_kind::generate || kind == frame_kind::cancel;
+  return kind == frame_kind::hello || kind == frame_kind::generate || kind == frame_kind::cancel ||
+         kind == frame_kind::admin;
 }
 
 void write_frame_header(char* out, const frame_header& h) {

@@ -30,11 +30,13 @@ enum class frame_kind : uint8_t {
   token_chunk = 5,  // server -> client
   final = 6,        // server -> client, last frame of a request
   error = 7,        // server -> client
+  admin = 8,        // client -> server: an ADMIN CONSOLE command (with the admin token)
+  admin_reply = 9,  // server -> client: its answer
 };
 
 const char* frame_kind_name(frame_kind kind);
 bool is_known_frame_kind(uint8_t kind);
-/// True for the kinds a client sends (hello, generate, cancel).
+/// True for the kinds a client sends (hello, generate, cancel, admin).
 bool is_client_frame_kind(frame_kind kind);
 
 struct frame_header {

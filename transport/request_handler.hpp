@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "transport/client_protocol.hpp"
@@ -56,6 +57,20 @@ class request_handler {
   /// The connection closed (client went away, protocol error, backpressure, or server stop):
   /// cancel everything it had in flight. Called only for connections that completed the handshake.
   virtual void on_disconnect(connection_id connection) = 0;
+
+  /// An admin frame (an ADMIN CONSOLE command, docs/protocol.md): answer exactly once through
+  /// `reply` (any thread). `who` describes the connection for the audit log. The token is the
+  /// handler's to check. Default: this server has no admin console.
+  virtual void on_admin(admin_request request, std::string who, std::function<void(admin_reply)> reply) {
+    (void)who;
+    reply(admin_reply{request.request_id, false, "not_supported", "this server has no admin console", ""});
+  }
+  /// True when `token` is the admin token: a hello that carries it needs no API key (the
+  /// connection may then send admin frames only).
+  virtual bool admin_token_valid(std::string_view token) const {
+    (void)token;
+    return false;
+  }
 };
 
 }  // namespace troupe::transport

@@ -155,4 +155,28 @@ result<error_frame> decode_error(std::string_view payload) {
   return e;
 }
 
+result<admin_reply> decode_admin_reply(std::string_view payload) {
+  auto root = parse_map(payload, "admin_reply");
+  if (!root) return unexpected_error(std::move(root).error());
+  const field_context c{"admin_reply", peek_request_id(root->get())};
+  admin_reply r;
+  auto fields = for_each_field(c, root->get(), {"request_id", "ok", "code", "message", "json"}, false,
+                               [&](std::string_view name, const msgpack::object& v) -> result<void> {
+    if (name == "request_id") {
+      TROUPE_READ(r.request_id, read_u64(c, name, v));
+    } else if (name == "ok") {
+      TROUPE_READ(r.ok, read_bool(c, name, v));
+    } else if (name == "code") {
+      TROUPE_READ(r.code, read_string(c, name, v, max_name_bytes));
+    } else if (name == "message") {
+      TROUPE_READ(r.message, read_string(c, name, v, payload.size()));
+    } else if (name == "json") {
+      TROUPE_READ(r.json, read_string(c, name, v, payload.size()));
+    }
+    return {};
+  });
+  if (!fields) return unexpected_error(std::move(fields).error());
+  return r;
+}
+
 }  // namespace troupe::transport

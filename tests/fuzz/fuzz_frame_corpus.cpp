@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
 
   const std::vector<std::pair<std::string, std::string>> seeds = {
       {"final_huge_total_ms", encode_frame(frame_kind::final, std::string_view(big.data(), big.size()))},
-      {"hello", encode(hello{1, 1, "key", "fuzz"})},
+      {"hello", encode(hello{1, 1, "key", "fuzz", ""})},
       {"hello_ok", encode(hello_ok{1, "troupe", "model", protocol_limits{}})},
       {"generate_text", encode(text)},
       {"generate_tokens", encode(tokens)},

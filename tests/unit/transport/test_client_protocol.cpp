@@ -80,7 +80,7 @@ BOOST_AUTO_TEST_SUITE(client_protocol)
 BOOST_AUTO_TEST_CASE(every_message_round_trips) {
   const protocol_limits limits;
   {
-    const hello m{1, 1, "secret-key", "bench/3"};
+    const hello m{1, 1, "secret-key", "bench/3", ""};
     auto d = decode_hello(payload_of(encode(m), frame_kind::hello));
     BOOST_TEST_REQUIRE(d.has_value());
     BOOST_TEST((*d == m));
@@ -444,6 +444,42 @@ BOOST_AUTO_TEST_CASE(unknown_error_code_from_a_newer_server_is_kept_in_the_messa
   BOOST_TEST_REQUIRE(e.has_value());
   BOOST_TEST((e->code == errc::internal));
   BOOST_TEST(e->message == "[quota_exceeded] try tomorrow");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- admin frames (the ADMIN CONSOLE) ---------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(client_protocol)  // reopened: the admin frames
+
+BOOST_AUTO_TEST_CASE(admin_request_and_reply_round_trip) {
+  const admin_request r{7, "tok", {"weight", "2", "0.05"}};
+  const std::string f = encode(r);
+  BOOST_TEST(int(uint8_t(f[5])) == int(frame_kind::admin));
+  auto d = decode_admin(std::string_view(f).substr(frame_header_bytes));
+  BOOST_REQUIRE(d.has_value());
+  BOOST_TEST((*d == r));
+  const admin_reply a{7, false, "unauthorized", "wrong admin token", ""};
+  const std::string g = encode(a);
+  BOOST_TEST(int(uint8_t(g[5])) == int(frame_kind::admin_reply));
+  auto e = decode_admin_reply(std::string_view(g).substr(frame_header_bytes));
+  BOOST_REQUIRE(e.has_value());
+  BOOST_TEST((*e == a));
+}
+
+BOOST_AUTO_TEST_CASE(admin_request_without_words_or_id_is_refused) {
+  auto no_words = decode_admin(std::string_view(encode(admin_request{1, "t", {}})).substr(frame_header_bytes));
+  BOOST_TEST(!no_words.has_value());
+  auto no_id = decode_admin(std::string_view(encode(admin_request{0, "t", {"status"}})).substr(frame_header_bytes));
+  BOOST_TEST(!no_id.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(hello_carries_the_admin_token_only_when_given) {
+  hello h;
+  h.admin_token = "secret";
+  auto d = decode_hello(std::string_view(encode(h)).substr(frame_header_bytes));
+  BOOST_REQUIRE(d.has_value());
+  BOOST_TEST(d->admin_token == "secret");
+  BOOST_TEST(encode(hello{}).find("admin_token") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -192,6 +192,30 @@ final_frame to_final(const json& j) {
   return m;
 }
 
+admin_request to_admin(const json& j) {
+  admin_request m;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "request_id") m.request_id = get<uint64_t>(v, k);
+    else if (k == "token") m.token = get<std::string>(v, k);
+    else if (k == "command") m.command = get<std::vector<std::string>>(v, k);
+    else BOOST_FAIL("admin example has a field the test does not know: " << k);
+  }
+  return m;
+}
+
+admin_reply to_admin_reply(const json& j) {
+  admin_reply m;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "request_id") m.request_id = get<uint64_t>(v, k);
+    else if (k == "ok") m.ok = get<bool>(v, k);
+    else if (k == "code") m.code = get<std::string>(v, k);
+    else if (k == "message") m.message = get<std::string>(v, k);
+    else if (k == "json") m.json = get<std::string>(v, k);
+    else BOOST_FAIL("admin_reply example has a field the test does not know: " << k);
+  }
+  return m;
+}
+
 error_frame to_error(const json& j) {
   error_frame m;
   for (const auto& [k, v] : j.items()) {
@@ -226,7 +250,7 @@ BOOST_AUTO_TEST_CASE(doc_examples_cover_every_frame_kind) {
   for (const auto& e : examples) {
     if (e.bytes.size() > 5) kinds.insert(uint8_t(e.bytes[5]));
   }
-  for (int k = 1; k <= 7; ++k) {
+  for (int k = 1; k <= 9; ++k) {
     BOOST_TEST(kinds.count(k) == 1u, "no example of frame kind " << k << " (" << frame_kind_name(frame_kind(k)) << ")");
   }
 }
@@ -270,6 +294,10 @@ BOOST_AUTO_TEST_CASE(encoder_writes_and_decoders_read_the_documented_bytes) {
           break;
         case frame_kind::final: check_both_ways(to_final(j), e.bytes, fr.payload, decode_final(fr.payload)); break;
         case frame_kind::error: check_both_ways(to_error(j), e.bytes, fr.payload, decode_error(fr.payload)); break;
+        case frame_kind::admin: check_both_ways(to_admin(j), e.bytes, fr.payload, decode_admin(fr.payload)); break;
+        case frame_kind::admin_reply:
+          check_both_ways(to_admin_reply(j), e.bytes, fr.payload, decode_admin_reply(fr.payload));
+          break;
       }
     }
   }

@@ -466,13 +466,13 @@ BOOST_AUTO_TEST_CASE(unsupported_version_is_refused) {
   }
   {
     raw_connection c(s.server.port());
-    c.send(encode(hello{7, 5, "", ""}));  // speaks 5..7 only
+    c.send(encode(hello{7, 5, "", "", ""}));  // speaks 5..7 only
     BOOST_TEST((c.read_error().code == errc::unsupported_version));
     BOOST_TEST(c.closed_by_server());
   }
   {
     raw_connection c(s.server.port());  // speaks 1..7: gets 1
-    c.send(encode(hello{7, 1, "", ""}));
+    c.send(encode(hello{7, 1, "", "", ""}));
     auto f = c.read_frame();
     BOOST_TEST_REQUIRE(f.has_value());
     auto ok = decode_hello_ok(f->payload);
