@@ -245,7 +245,9 @@ BOOST_AUTO_TEST_CASE(a_canary_failing_every_request_is_rolled_back_and_its_clien
     replica_parts p;
     p.stages.push_back(h.system().spawn(failing_stage));
     p.locations.push_back(stage_location{"", 0, 0, 5});
-    p.replica = spawn_replica(h.system(), p.stages);
+    replica_setup rset;  // no supervisor: its failing steps fail its requests
+    rset.stages = p.stages;
+    p.replica = spawn_replica(h.system(), std::move(rset));
     auto sched = make_scheduler_setup(node.cluster, node.model, engine::make_stop_rule(node.model, *node.tokenizer), 1);
     sched.replica = p.replica;
     p.scheduler = spawn_scheduler(h.system(), std::move(sched));
