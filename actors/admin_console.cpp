@@ -523,16 +523,16 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       if (!valid_replica(st, r) || s < 0 || size_t(s) >= st.parts[size_t(r)].stages.size()) {
         return refuse(st, c, what, admin_errc::bad_argument, fmt::format("no stage {}.{}", r, s));
       }
-      if (!st.setup.supervisor) {
+      if (!st.setup.supervisor || !st.parts[size_t(r)].replica) {
         return refuse(st, c, what, admin_errc::not_supported,
-                          "restart STAGE is the SUPERVISOR's path, which this build does not have yet; meanwhile "
-                          "`replica add` then `replica remove` replaces a whole replica without failing requests");
+                      "this replica has no SUPERVISOR (failover is off, or it was added at run time); "
+                      "`replica add` then `replica remove` replaces a whole replica without failing requests");
       }
-      auto rp = self->make_response_promise<std::string>();
-      self->request(st.setup.supervisor, 120s, restart_atom::value, r, s).then(
-        [rp](std::string& m) mutable { rp.deliver(std::move(m)); },
-        [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
-      return rp;
+      // The SUPERVISOR's path, as for a lost stage: the replica rebuilds its chain (stage S again,
+      // on its node or a spare) and its SCHEDULER replays its sequences; clients see a pause.
+      self->send(st.parts[size_t(r)].replica, lost_atom::value,
+                 fmt::format("operator restart of stage {} ({})", s, c.who));
+      return fmt::format("replica {} is rebuilding its chain (stage {} restarted); its sequences replay", r, s);
     },
     // Log level: "LEVEL" for every logger, or "LOGGER=LEVEL".
     [self](log_level_atom, admin_caller& c, std::string& spec) -> caf::result<std::string> {

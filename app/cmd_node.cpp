@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -148,6 +149,9 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     head_view view;
     status_file status;
     std::mutex mu;
+    // Set before the head stops: a rebuild waiting for a node gives up at once (the SUPERVISOR's
+    // thread must finish for the actor system, and so the process, to exit).
+    std::atomic<bool> stopping{false};
     head_shared(config::cluster_config c, config::node_section n, std::filesystem::path status_path)
         : cluster(std::move(c)), self(std::move(n)), view{cluster, self, "starting", {}, {}, {}, {}, {}, {}},
           status(std::move(status_path)) {}
@@ -262,6 +266,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     p.data_timeout_ms = std::min(cl.limits.step_timeout_ms, 30'000);
     std::string last_error;
     for (int attempt = 0;; ++attempt) {
+      if (shared->stopping) return std::unexpected(std::string("the head is stopping"));
       const auto nodes = actors::query_nodes(sys, head);
       auto up = [&](const std::string& name) -> const actors::node_state* {
         auto it = std::find_if(nodes.begin(), nodes.end(), [&](const auto& n) { return n.name == name && n.up; });
@@ -312,7 +317,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
         auto timeout = place_timeout;
         if (rebuild) {
           timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(rs.deadline - clock_type::now()),
-                               std::chrono::milliseconds(500), std::chrono::milliseconds(10'000));
+                               std::chrono::milliseconds(500), std::chrono::milliseconds(5'000));
         }
         auto placed = actors::place_on_node(sys, ns->handle, p, timeout);
         publish(nodes, [&](head_view& v) {
@@ -330,7 +335,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
       if (clock_type::now() >= rs.deadline) {
         return std::unexpected(fmt::format("{} ([failover] recovery_timeout_ms)", last_error));
       }
-      std::this_thread::sleep_for(200ms);
+      for (int i = 0; i < 10 && !shared->stopping; ++i) std::this_thread::sleep_for(20ms);
     }
   };
   auto node = actors::spawn_serve(sys, cluster, tokenizer, options);
@@ -373,6 +378,7 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
     }
     fronts.stop();
   }
+  shared->stopping = true;
   node->shutdown();
   write_status_and_release([](head_view& v) { v.state = "stopped"; });
   stop_head();

@@ -114,6 +114,7 @@ struct front_ends::impl {
       }
     }
     as.router = node.router;
+    if (node.supervisor) as.supervisor = caf::actor_cast<caf::actor>(node.supervisor);
     as.replicas = actors::replicas_of(node);
     as.cluster = node.cluster;
     as.this_node = ao.this_node;
