@@ -94,24 +94,24 @@ void begin_recovery(replica_pointer self, std::string reason) {
   self->request(st.setup.supervisor, caf::infinite, restart_atom::value, st.setup.index, reason)
     .then(
       [self, generation](std::vector<stage_actor>& stages) {
-        auto& st = self->state;
-        if (st.generation != generation || st.mode != replica_mode::recovering) return;
-        st.stages = std::move(stages);
-        for (auto& s : st.stages) self->monitor(s);
-        st.mode = replica_mode::running;
-        logger().info("replica recovered replica={} generation={} stages={}", st.setup.index, st.generation,
-                      st.stages.size());
-        for (auto& w : st.waiters) w.deliver(st.generation);
-        st.waiters.clear();
+        auto& cur = self->state;
+        if (cur.generation != generation || cur.mode != replica_mode::recovering) return;
+        cur.stages = std::move(stages);
+        for (auto& s : cur.stages) self->monitor(s);
+        cur.mode = replica_mode::running;
+        logger().info("replica recovered replica={} generation={} stages={}", cur.setup.index, cur.generation,
+                      cur.stages.size());
+        for (auto& w : cur.waiters) w.deliver(cur.generation);
+        cur.waiters.clear();
       },
       [self, generation](const caf::error& e) {
-        auto& st = self->state;
-        if (st.generation != generation) return;
-        st.mode = replica_mode::failed;
-        st.reason = describe(e);
-        logger().error("replica failed replica={} reason={}", st.setup.index, st.reason);
-        for (auto& w : st.waiters) w.deliver(make_error(serve_errc::failed, st.reason));
-        st.waiters.clear();
+        auto& cur = self->state;
+        if (cur.generation != generation) return;
+        cur.mode = replica_mode::failed;
+        cur.reason = describe(e);
+        logger().error("replica failed replica={} reason={}", cur.setup.index, cur.reason);
+        for (auto& w : cur.waiters) w.deliver(make_error(serve_errc::failed, cur.reason));
+        cur.waiters.clear();
       });
 }
 
@@ -148,22 +148,22 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
       self->request(st.stages.front(), caf::infinite, step_atom::value, std::move(req))
         .then(
           [self, mb, generation = st.generation](step_result& r) {
-            auto& st = self->state;
-            auto it = st.pending.find(mb);
-            if (it == st.pending.end() || it->second.generation != generation) {
-              logger().debug("stale step reply dropped replica={} micro_batch={} generation={}", st.setup.index, mb,
+            auto& cur = self->state;
+            auto it = cur.pending.find(mb);
+            if (it == cur.pending.end() || it->second.generation != generation) {
+              logger().debug("stale step reply dropped replica={} micro_batch={} generation={}", cur.setup.index, mb,
                              generation);
               return;
             }
-            st.recent_ns.push_back((now_ns(self) - it->second.since_ns) / it->second.n_steps);
-            if (st.recent_ns.size() > 32) st.recent_ns.pop_front();
+            cur.recent_ns.push_back((now_ns(self) - it->second.since_ns) / it->second.n_steps);
+            if (cur.recent_ns.size() > 32) cur.recent_ns.pop_front();
             it->second.rp.deliver(std::move(r));
-            st.pending.erase(it);
+            cur.pending.erase(it);
           },
           [self, mb, generation = st.generation](const caf::error& e) {
-            auto& st = self->state;
-            auto it = st.pending.find(mb);
-            if (it == st.pending.end() || it->second.generation != generation) return;
+            auto& cur = self->state;
+            auto it = cur.pending.find(mb);
+            if (it == cur.pending.end() || it->second.generation != generation) return;
             if (e.category() == caf::atom("system")) {
               // CAF's own error (request_receiver_down: a stage died with the step): the chain is
               // broken, often before its down message arrives.
@@ -171,7 +171,7 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
               return;
             }
             it->second.rp.deliver(e);
-            st.pending.erase(it);
+            cur.pending.erase(it);
           });
       return rp;
     },

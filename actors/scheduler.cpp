@@ -98,11 +98,11 @@ void pause_for_recovery(scheduler_pointer self) {
         pump(self);
       },
       [self](caf::error& e) {
-        auto& st = self->state;
-        st.paused = false;
+        auto& cur = self->state;
+        cur.paused = false;
         logger().error("replica cannot recover: failing its sequences error={}", describe(e));
-        st.replica_failed = describe(e);
-        auto finished = st.policy->finish_all(finish_reason::failed);
+        cur.replica_failed = describe(e);
+        auto finished = cur.policy->finish_all(finish_reason::failed);
         for (auto& f : finished) f.message = "replica failed: " + describe(e);
         notify_finished(self, finished);
         pump(self);
