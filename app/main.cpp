@@ -1,5 +1,4 @@
 // troupe: one executable, many subcommands (see `troupe --help`).
-#include <dlfcn.h>
 #include <pthread.h>
 
 #include <csignal>
@@ -49,21 +48,11 @@ sigset_t block_stop_signals() {
   return set;
 }
 
-/// OpenBLAS (pthreads build) starts its worker threads in its library constructor, before main()
-/// could block anything: they would keep SIGINT/SIGTERM unblocked. Stop them; OpenBLAS starts
-/// them again on first use, from a thread that has the mask. (Looked up at run time: a BLAS
-/// without this function starts no threads early.)
-void restart_blas_threads() {
-  using shutdown_fn = int (*)();
-  if (auto* f = reinterpret_cast<shutdown_fn>(::dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"))) f();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   // Before anything else starts a thread.
   const sigset_t stop_signals = block_stop_signals();
-  restart_blas_threads();
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     print_help();

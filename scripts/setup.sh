@@ -10,7 +10,6 @@ packages=(
   libmsgpack-cxx-dev
   libboost-dev libboost-test-dev
   libspdlog-dev
-  libopenblas-dev
   nlohmann-json3-dev
   libtoml11-dev
   clang
