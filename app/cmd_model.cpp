@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "app/args.hpp"
+#include "cluster-config/cluster_config.hpp"
 #include "app/command.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/synth_model.hpp"
@@ -27,6 +28,9 @@ int run_info(int argc, char** argv) {
   arg_parser args("troupe model info PATH",
                   "Prints a model's format, hyperparameters and tensor directory (GGUF file, Hugging Face\n"
                   "directory or llama2.c checkpoint).");
+  args.option("stages", "N",
+              "also print `split`: the layer ranges of N pipeline stages that do even work (the last\n"
+              "one also runs the output head), as `troupe serve --stages N` places them");
   if (int rc = args.handle(argc, argv); rc >= 0) return rc;
   if (args.positional().size() != 1) return fail_with("model info needs exactly one PATH (see --help)");
   const std::string path = args.positional()[0];
@@ -57,6 +61,15 @@ int run_info(int argc, char** argv) {
   line("bos_id", c.bos_id);
   line("eos_id", c.eos_id);
   line("layers", fmt::format("{} (loaded [{}, {}))", c.n_layers, m.first_layer, m.last_layer));
+  if (args.given("stages")) {
+    auto n = args.integer("stages", 1, 1 << 20);
+    if (!n) return fail_with(args.error());
+    auto split = config::split_layers_balanced(c.n_layers, int(*n), c.layer_weight_count(), c.head_weight_count());
+    if (!split) return fail_with(split.error().message);
+    std::string ranges;
+    for (const auto& s : *split) ranges += fmt::format("{}{}-{}", ranges.empty() ? "" : " ", s.first_layer, s.last_layer);
+    line("split", ranges);
+  }
 
   out += fmt::format("\ntensors ({}):\n", m.tensors.size());
   size_t name_width = 4;

@@ -1,6 +1,6 @@
 // troupe serve: all actors of a cluster config in this process (ROUTER, SCHEDULERs, REPLICAs,
 // PIPELINE STAGEs), behind the client protocol's TCP server. From a cluster file (--config) or
-// from flags (--model, --stages, --replicas: layers split evenly).
+// from flags (--model, --stages, --replicas: layers split so that the stages do even work).
 #include <algorithm>
 #include <sys/stat.h>
 
@@ -40,7 +40,7 @@ int run_serve(int argc, char** argv) {
     "Flags given with --config override the file's values.");
   args.option("config", "FILE", "cluster file (TOML); see cluster-config/examples/local.toml");
   add_model_options(args, false)
-    .option("stages", "N", "pipeline stages per replica (layers split evenly)")
+    .option("stages", "N", "pipeline stages per replica (layers split for even work: the last stage also runs the output head)")
     .option("replicas", "R", "replicas of the model")
     .option("threads", "T", "engine threads per stage")
     .option("host", "ADDR", "address to listen on")
@@ -155,7 +155,10 @@ int run_serve(int argc, char** argv) {
     }
     auto probe = engine::load_model(cluster.model.path, engine::load_options{engine::layer_range{0, 1}});
     if (!probe) return fail(probe.error().message);
-    auto stages = config::split_layers_evenly(probe->config.n_layers, int(n_stages), threads ? int(*threads) : 1);
+    // Stages of even work (the last one also runs the output head), not of even layer counts.
+    const auto& mc = probe->config;
+    auto stages = config::split_layers_balanced(mc.n_layers, int(n_stages), mc.layer_weight_count(),
+                                                mc.head_weight_count(), threads ? int(*threads) : 1);
     if (!stages) return fail(stages.error().message);
     cluster.stages = std::move(*stages);
   }

@@ -2,6 +2,7 @@
 // and turned into "file:line: key: what".
 #include "cluster-config/cluster_config.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -670,6 +671,36 @@ result<std::vector<stage_section>> split_layers_evenly(int n_layers, int n_stage
     first += n;
   }
   return out;
+}
+
+result<std::vector<stage_section>> split_layers_balanced(int n_layers, int n_stages, double layer_cost,
+                                                         double head_cost, int threads) {
+  auto even = split_layers_evenly(n_layers, n_stages, threads);
+  if (!even || n_stages == 1 || !(layer_cost > 0) || !(head_cost >= 0)) return even;
+  // cost of a stage of n layers; the last one carries the head.
+  auto cost = [&](int n, bool last) { return n * layer_cost + (last ? head_cost : 0.0); };
+  // The last stage takes k layers; the others share n_layers - k as evenly as layers allow
+  // (the largest of them has ceil((n_layers - k) / (n_stages - 1)) layers). Take the k with the
+  // smallest largest cost; on a tie the smallest k (the earlier stages fuller).
+  int best_k = -1;
+  double best = 0;
+  for (int k = 1; k <= n_layers - (n_stages - 1); ++k) {
+    const int rest = n_layers - k;
+    const int per = (rest + n_stages - 2) / (n_stages - 1);
+    const double worst = std::max(cost(per, false), cost(k, true));
+    if (best_k < 0 || worst < best - 1e-9 * best) {
+      best = worst;
+      best_k = k;
+    }
+  }
+  auto front = split_layers_evenly(n_layers - best_k, n_stages - 1, threads);
+  if (!front) return even;
+  stage_section last;
+  last.first_layer = n_layers - best_k;
+  last.last_layer = n_layers;
+  last.threads = threads;
+  front->push_back(last);
+  return front;
 }
 
 }  // namespace troupe::config

@@ -29,6 +29,13 @@ struct model_config {
   int eos_id = 2;
 
   int kv_dim() const { return n_kv_heads * head_dim; }
+  /// Weights one token reads in a transformer layer (q, k, v, output, gate, up, down) and in the
+  /// output head: the work of each, to even out pipeline stages.
+  double layer_weight_count() const {
+    const double q = double(n_heads) * head_dim;
+    return double(dim) * (q + 2.0 * kv_dim()) + q * dim + 3.0 * double(dim) * hidden_dim;
+  }
+  double head_weight_count() const { return double(vocab_size) * dim; }
 };
 
 }  // namespace troupe::engine

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP API vs client protocol (TCP) overhead, in one run against one `troupe serve` that listens
 # on both (docs/benchmarks-serve.md): `troupe bench serve` closed loop, 1 stream and 32 streams,
-# TCP and HTTP interleaved round by round; prints the median of each and the HTTP/TCP ratios.
+# TCP and HTTP interleaved round by round (the first of the two alternating); prints the median of each and the HTTP/TCP ratios.
 # Usage: scripts/bench-http.sh [--model PATH] [--rounds N] [--requests-1 M] [--requests-32 M]
 #                              [--prompt-len L] [--gen-len G] [--tls]
 # --tls: the HTTP API over HTTPS (a self-signed certificate made here with openssl; the bench client
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 troupe=build/bin/troupe
 model=../shared/models/TinyStories-656K-Q8_0.gguf
-rounds=3 req1=16 req32=128 prompt_len=32 gen_len=128 tls=0
+rounds=5 req1=128 req32=256 prompt_len=32 gen_len=128 tls=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -52,7 +52,10 @@ results=$(mktemp)
 for c in 1 32; do
   n=$([ "$c" = 1 ] && echo "$req1" || echo "$req32")
   for r in $(seq 1 "$rounds"); do
-    for proto in tcp http; do
+    # Alternate which protocol goes first (ABBA), so neither always runs on a warmer server.
+    order=(tcp http)
+    [ $((r % 2)) = 1 ] || order=(http tcp)
+    for proto in "${order[@]}"; do
       port=$([ "$proto" = tcp ] && echo "$tcp" || echo "$http")
       flags=()
       [ "$proto" = http ] && flags=(--http "${tls_bench[@]}")

@@ -223,6 +223,38 @@ BOOST_AUTO_TEST_CASE(splits_layers_evenly_earlier_stages_taking_the_rest) {
   BOOST_TEST(!split_layers_evenly(2, 3));
 }
 
+BOOST_AUTO_TEST_CASE(a_balanced_split_gives_the_last_stage_fewer_layers_for_the_output_head) {
+  // The 110M shape: a layer reads 7.08M weights, the output head 24.6M (3.5 layers' worth).
+  const double layer = 4.0 * 768 * 768 + 3.0 * 768 * 2048, head = 32000.0 * 768;
+  auto two = split_layers_balanced(12, 2, layer, head, 3);
+  BOOST_REQUIRE(two);
+  BOOST_REQUIRE_EQUAL(two->size(), 2u);
+  BOOST_TEST((*two)[0].first_layer == 0);
+  BOOST_TEST((*two)[0].last_layer == 8);  // 8 layers (56.6M) against 4 + the head (52.9M)
+  BOOST_TEST((*two)[1].first_layer == 8);
+  BOOST_TEST((*two)[1].last_layer == 12);
+  BOOST_TEST((*two)[1].threads == 3);
+  auto three = split_layers_balanced(12, 3, layer, head);
+  BOOST_REQUIRE(three);
+  BOOST_REQUIRE_EQUAL(three->size(), 3u);
+  BOOST_TEST((*three)[0].last_layer == 5);  // 5, 5 and 2 + the head (5.5 layers worth)
+  BOOST_TEST((*three)[1].last_layer == 10);
+  BOOST_TEST((*three)[2].last_layer == 12);
+  // No head cost: the even split. Every stage keeps at least one layer, however large the head.
+  auto even = split_layers_balanced(5, 3, 1.0, 0.0);
+  BOOST_REQUIRE(even);
+  BOOST_TEST((*even)[0].last_layer == 2);
+  BOOST_TEST((*even)[1].last_layer == 4);
+  auto heavy = split_layers_balanced(4, 2, 1.0, 100.0);
+  BOOST_REQUIRE(heavy);
+  BOOST_TEST((*heavy)[0].last_layer == 3);
+  BOOST_TEST((*heavy)[1].last_layer == 4);
+  BOOST_TEST(!split_layers_balanced(2, 3, 1.0, 1.0));
+  auto one = split_layers_balanced(7, 1, 1.0, 5.0);
+  BOOST_REQUIRE(one);
+  BOOST_TEST((*one)[0].last_layer == 7);
+}
+
 BOOST_AUTO_TEST_CASE(parses_the_example_file) {
   auto r = parse_cluster_file(std::string(TROUPE_SOURCE_DIR) + "/cluster-config/examples/local.toml");
   BOOST_REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
