@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/netns-hosts up N --model ...: stdout is a cluster file (and nothing else) that
 # `troupe cluster check` accepts, with h1 the head, the last K hosts spares, the stages spread
-# round-robin over the workers and the layers split evenly; its secret is private. scripts/cluster
+# round-robin over the workers and the layers split for even work; its secret is private. scripts/cluster
 # reaches every host with the file's ssh settings (status: all stopped; down: nothing running).
 # `down` cleans up. Exit 77 (CTest: Skipped) where namespaces or the models are missing.
 set -euo pipefail
