@@ -206,7 +206,7 @@ BOOST_AUTO_TEST_CASE(integer_matmul_matches_the_dequantized_product_of_quantized
 
 BOOST_AUTO_TEST_CASE(avx512_integer_kernels_give_the_avx2_kernels_bits) {
   // Same int32 lanes, scales and FMA order by design: a difference in one bit is a bug. Odd block
-  // counts (cols 96, 800) take the half-block tail; 37 rows and 1..9 tokens every tile shape.
+  // counts (cols 96, 800) take the half-block tail; 37 rows and 1..15 tokens every tile shape (8, 4, 3, 2, 1 tokens).
   if (cpu::detected_isa() < cpu::isa::avx512) {
     BOOST_TEST_MESSAGE("SKIP: this CPU has no AVX-512; the AVX-512 kernels are not tested here");
     return;
@@ -219,7 +219,7 @@ BOOST_AUTO_TEST_CASE(avx512_integer_kernels_give_the_avx2_kernels_bits) {
       uint64_t st = 21;
       const weight w = test::make_weight(keep, t, 37, cols, st, 0.5f);
       const int64_t nb = cols / 32;
-      for (int n_tokens : {1, 2, 3, 4, 5, 8, 9}) {
+      for (int n_tokens : {1, 2, 3, 4, 5, 8, 9, 12, 15}) {
         const auto x = randv(size_t(n_tokens * cols), 23, 2.0f);
         std::vector<block_q8_0> xq(size_t(n_tokens * nb));
         std::vector<float> xd(xq.size());
