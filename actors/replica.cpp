@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <unordered_map>
 
 #include <caf/all.hpp>
 
 #include "actors/logger.hpp"
+#include "actors/step_timing.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -27,9 +29,10 @@ struct replica_state {
     int64_t since_ns = 0;
     int32_t n_steps = 1;
     uint64_t generation = 0;
+    int64_t tokens = 1;  // per decode step (step_tokens)
   };
   std::unordered_map<uint64_t, pending_step> pending;
-  std::deque<int64_t> recent_ns;  // time per decode step of the last replies (hang threshold)
+  step_timing timing;  // the last replies' step times (hang threshold); kept across rebuilds
   std::vector<caf::response_promise> waiters;  // wait_atom requests while recovering
   bool watchdog_armed = false;
   static inline const char* name = "replica";
@@ -42,11 +45,9 @@ int64_t now_ns(replica_pointer self) {
 }
 
 // In flight for longer than this (per decode step of the request) means hung.
-int64_t hang_threshold_ns(const replica_state& st) {
+int64_t hang_threshold_ns(const replica_state& st, int64_t tokens) {
   const int64_t floor = std::chrono::duration_cast<std::chrono::nanoseconds>(st.setup.hang_floor).count();
-  int64_t slowest = 0;
-  for (int64_t t : st.recent_ns) slowest = std::max(slowest, t);
-  return std::max(floor, int64_t(st.setup.hang_factor * double(slowest)));
+  return st.timing.threshold_ns(tokens, floor, st.setup.hang_factor);
 }
 
 void arm_watchdog(replica_pointer self) {
@@ -89,7 +90,6 @@ void begin_recovery(replica_pointer self, std::string reason) {
     self->send_exit(s, caf::exit_reason::user_shutdown);
   }
   st.stages.clear();
-  st.recent_ns.clear();
   const uint64_t generation = st.generation;
   self->request(st.setup.supervisor, caf::infinite, restart_atom::value, st.setup.index, reason)
     .then(
@@ -143,7 +143,8 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
       }
       const uint64_t mb = req.micro_batch;
       auto rp = self->make_response_promise<step_result>();
-      st.pending[mb] = replica_state::pending_step{rp, now_ns(self), std::max(1, req.n_steps), st.generation};
+      st.pending[mb] =
+          replica_state::pending_step{rp, now_ns(self), std::max(1, req.n_steps), st.generation, step_tokens(req)};
       arm_watchdog(self);
       self->request(st.stages.front(), caf::infinite, step_atom::value, std::move(req))
         .then(
@@ -155,8 +156,7 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
                              generation);
               return;
             }
-            cur.recent_ns.push_back((now_ns(self) - it->second.since_ns) / it->second.n_steps);
-            if (cur.recent_ns.size() > 32) cur.recent_ns.pop_front();
+            cur.timing.record((now_ns(self) - it->second.since_ns) / it->second.n_steps, it->second.tokens);
             it->second.rp.deliver(std::move(r));
             cur.pending.erase(it);
           },
@@ -188,13 +188,15 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
       auto& st = self->state;
       st.watchdog_armed = false;
       if (st.mode != replica_mode::running) return;
-      const int64_t limit = hang_threshold_ns(st);
       const int64_t now = now_ns(self);
       for (const auto& [mb, p] : st.pending) {
+        const int64_t limit = hang_threshold_ns(st, p.tokens);
+        if (limit == std::numeric_limits<int64_t>::max()) continue;  // nothing measured yet
         const int64_t age = now - p.since_ns;
-        if (age > limit * p.n_steps) {
-          begin_recovery(self, fmt::format("step {} in flight for {} ms (hang threshold {} ms): a stage is hung", mb,
-                                           age / 1'000'000, limit * p.n_steps / 1'000'000));
+        if (age / p.n_steps > limit) {
+          begin_recovery(self, fmt::format("step {} ({} tokens) in flight for {} ms (hang threshold {} ms): a stage "
+                                           "is hung", mb, p.tokens, age / 1'000'000,
+                                           limit / 1'000'000 * p.n_steps));
           return;
         }
       }

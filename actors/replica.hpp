@@ -22,8 +22,9 @@ struct replica_setup {
   int32_t index = 0;
   std::vector<stage_actor> stages;  // front to back
   supervisor_actor supervisor;      // invalid: no failover (a lost stage fails its steps)
-  // A step is hung when it is in flight longer than max(hang_floor, hang_factor x the slowest of
-  // the replica's recent steps). The floor covers the first steps, before any was measured.
+  // A step is hung when it is in flight longer than max(hang_floor, hang_factor x what the
+  // replica's recent steps took, scaled to the step's tokens: actors/step_timing.hpp). Until a
+  // step was measured there is no such limit.
   double hang_factor = 10.0;
   std::chrono::milliseconds hang_floor{1'000};
 };
