@@ -55,6 +55,7 @@ struct admin_state {
   std::deque<replica_sample> history;
   int64_t last_sample_ms = 0;
   int64_t started_ms = unix_ms();
+  std::vector<replica_health> last_health;  // the SUPERVISOR's last answer (it is silent while it rebuilds)
   bool adding = false;
   static inline const char* name = "admin";
 };
@@ -152,8 +153,121 @@ std::vector<stage_status> stages_of(const admin_state& st) {
 }
 
 using status_done = std::function<void(caf::expected<cluster_status>)>;
+using status_ptr = std::shared_ptr<cluster_status>;
 
-// Gathers status: the ROUTER's routes, the SCHEDULERs' counters, the events, the nodes.
+replica_status* replica_in(cluster_status& out, int32_t r) {
+  for (auto& rs : out.replicas) {
+    if (rs.route.index == r) return &rs;
+  }
+  return nullptr;
+}
+
+// A REPLICA's own report: the state of its chain and what its stages measured.
+void apply_report(cluster_status& out, int32_t r, const replica_report& rep) {
+  if (auto* rs = replica_in(out, r)) {
+    rs->health = rep.state;
+    rs->reason = rep.reason;
+  }
+  for (auto& s : out.stages) {
+    if (s.replica != r || s.index < 0) continue;
+    if (size_t(s.index) < rep.stage_step_ms.size()) s.step_ms = rep.stage_step_ms[size_t(s.index)];
+  }
+}
+
+// The SUPERVISOR's view: restart counts, a replica it gave up on and why, where stages run now.
+void apply_health(cluster_status& out, const std::vector<replica_health>& health, const std::string& this_node) {
+  for (const auto& h : health) {
+    if (auto* rs = replica_in(out, h.replica); rs != nullptr && rs->health != "stopped") {
+      rs->restarts = h.restarts;
+      if (h.state == "failed" || rs->health == "unknown" || (h.state == "recovering" && rs->health == "running")) {
+        rs->health = h.state;
+        rs->reason = h.last_reason;
+      } else if (rs->reason.empty()) {
+        rs->reason = h.last_reason;
+      }
+    }
+    for (auto& s : out.stages) {
+      if (s.replica != h.replica) continue;
+      // Every rebuild starts the whole chain anew: each stage of the replica restarted as often.
+      s.restarts = h.restarts;
+      if (s.index >= 0 && size_t(s.index) < h.nodes.size()) {
+        const std::string node = h.nodes[size_t(s.index)].empty() ? this_node : h.nodes[size_t(s.index)];
+        if (node != s.node) {
+          s.node = node;
+          s.pid = node == this_node ? int32_t(::getpid()) : 0;  // a worker's: from the head's nodes below
+        }
+      }
+    }
+  }
+}
+
+// Asks every running REPLICA for its report (2 s each; one that does not answer keeps its
+// defaults), then `next`.
+void add_replica_reports(admin_pointer self, status_ptr out, std::function<void()> next) {
+  std::vector<std::pair<int32_t, replica_actor>> asked;
+  for (size_t r = 0; r < self->state.parts.size(); ++r) {
+    if (self->state.parts[r].replica) asked.emplace_back(int32_t(r), self->state.parts[r].replica);
+  }
+  if (asked.empty()) return next();
+  auto left = std::make_shared<size_t>(asked.size());
+  auto one_done = [left, next] {
+    if (--*left == 0) next();
+  };
+  for (const auto& [r, handle] : asked) {
+    self->request(handle, 2s, stats_atom::value)
+      .then(
+        [out, index = r, one_done](replica_report& rep) {
+          apply_report(*out, index, rep);
+          one_done();
+        },
+        [one_done](caf::error&) { one_done(); });
+  }
+}
+
+// The SUPERVISOR's health (1 s: it does not answer while it rebuilds a chain; then the last
+// answer it gave stands in), then `next`.
+void add_health(admin_pointer self, status_ptr out, std::function<void()> next) {
+  if (!self->state.setup.supervisor) return next();
+  self->request(caf::actor_cast<supervisor_actor>(self->state.setup.supervisor), 1s, stats_atom::value)
+    .then(
+      [self, out, next](std::vector<replica_health>& health) {
+        self->state.last_health = std::move(health);
+        apply_health(*out, self->state.last_health, self->state.setup.this_node);
+        next();
+      },
+      [self, out, next](caf::error&) {
+        apply_health(*out, self->state.last_health, self->state.setup.this_node);
+        next();
+      });
+}
+
+// A multi-host head: which workers joined and are still up, and when each last answered the
+// head's heartbeat; then `done`.
+void add_nodes(admin_pointer self, status_ptr out, status_done done) {
+  if (!self->state.setup.head) return done(std::move(*out));
+  self->request(self->state.setup.head, 5s, nodes_atom::value)
+    .then(
+      [out, done](std::vector<node_state>& joined) {
+        for (auto& n : out->nodes) {
+          for (const auto& j : joined) {
+            if (j.name != n.name) continue;
+            n.up = j.up;
+            n.pid = j.pid;
+            n.last_heartbeat_ms = j.last_heartbeat_ms;
+          }
+        }
+        for (auto& s : out->stages) {
+          for (const auto& j : joined) {
+            if (j.name == s.node) s.pid = j.pid;
+          }
+        }
+        done(std::move(*out));
+      },
+      [out, done](caf::error&) { done(std::move(*out)); });
+}
+
+// Gathers status: the ROUTER's routes, the SCHEDULERs' counters, the events, the REPLICAs' own
+// reports (state, stage step times), the SUPERVISOR's restarts, the nodes.
 void collect_status(admin_pointer self, status_options o, status_done done) {
   auto& st0 = self->state;
   auto out = std::make_shared<cluster_status>();
@@ -170,6 +284,7 @@ void collect_status(admin_pointer self, status_options o, status_done done) {
       replica_status rs;
       rs.route = std::move(r);
       if (st.removing.contains(rs.route.index) && rs.route.state != "removed") rs.route.state = "removing";
+      rs.health = rs.route.state == "removed" ? "stopped" : "unknown";  // until its REPLICA reports
       out->replicas.push_back(std::move(rs));
     }
     self->request(st.front, timeout, stats_atom::value).then([self, out, o, done, fail, timeout](std::vector<scheduler_stats>& stats) {
@@ -190,27 +305,11 @@ void collect_status(admin_pointer self, status_options o, status_done done) {
         if (out->events.size() > 64) out->events.erase(out->events.begin(), out->events.end() - 64);
         if (o.history) out->history.assign(st2.history.begin(), st2.history.end());
         self->request(st2.router, timeout, rollback_atom::value, rollback_policy{-1, -1, -1})
-          .then([self, out, done, timeout](rollback_policy p) {
+          .then([self, out, done](rollback_policy p) {
             out->rollback = p;
-            auto& st3 = self->state;
-            if (!st3.setup.head) {
-              done(std::move(*out));
-              return;
-            }
-            // A multi-host head: which workers joined and are still up.
-            self->request(st3.setup.head, timeout, nodes_atom::value)
-              .then(
-                [out, done](std::vector<node_state>& joined) {
-                  for (auto& n : out->nodes) {
-                    for (const auto& j : joined) {
-                      if (j.name != n.name) continue;
-                      n.up = j.up;
-                      n.pid = j.pid;
-                    }
-                  }
-                  done(std::move(*out));
-                },
-                [out, done](caf::error&) { done(std::move(*out)); });
+            add_replica_reports(self, out, [self, out, done] {
+              add_health(self, out, [self, out, done] { add_nodes(self, out, done); });
+            });
           }, fail);
       }, fail);
     }, fail);

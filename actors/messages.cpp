@@ -41,6 +41,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<step_result>("troupe::step_result");
   cfg.add_message_type<replica_health>("troupe::replica_health");
   cfg.add_message_type<std::vector<replica_health>>("std::vector<troupe::replica_health>");
+  cfg.add_message_type<replica_report>("troupe::replica_report");
   cfg.add_message_type<std::vector<stage_actor>>("std::vector<troupe::stage_actor>");
   cfg.add_message_type<replica_actor>("troupe::replica_actor");
   cfg.add_message_type<supervisor_actor>("troupe::supervisor_actor");

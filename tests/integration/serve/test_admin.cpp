@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
+#include "actors/admin_commands.hpp"
 #include "actors/admin_console.hpp"
 #include "actors/replica.hpp"
 #include "actors/scheduler.hpp"
@@ -321,6 +324,109 @@ BOOST_AUTO_TEST_CASE(without_the_admin_token_every_command_is_refused_and_logged
   BOOST_REQUIRE(!r);
   BOOST_TEST(describe(r.error()).find("--admin-token-file") != std::string::npos);
   caf::anon_send_exit(closed, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+}
+
+// Each stage reports what its steps take with the step itself (in the activations it hands on and
+// in the last stage's reply), so status shows it for stages in this process and on other nodes
+// alike: here in messages, and over the data plane as between processes.
+BOOST_AUTO_TEST_CASE(status_shows_each_stages_step_time_after_traffic) {
+  for (const auto links : {stage_link::message, stage_link::data_plane}) {
+    BOOST_TEST_CONTEXT("links " << (links == stage_link::message ? "message" : "data_plane")) {
+      serve_options o;
+      o.links = links;
+      serve_harness h(two_replicas(), o);
+      auto admin = start_admin(h);
+      for (const auto& st : status(h, admin).stages) BOOST_TEST(st.step_ms == -1.0);  // nothing ran yet
+      std::map<request_id, serve_request> reqs;
+      for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 48));
+      h.wait_all();
+      h.check_all_against_engine(reqs);
+      const auto s = status(h, admin);
+      BOOST_REQUIRE(s.stages.size() == 4u);
+      const auto j = status_json(s);
+      for (size_t i = 0; i < s.stages.size(); ++i) {
+        const auto& st = s.stages[i];
+        const auto& r = s.replicas[size_t(st.replica)];
+        if (r.route.n_completed == 0) continue;  // a replica that served nothing measured nothing
+        BOOST_TEST_MESSAGE("stage " << st.replica << "." << st.index << " step_ms=" << st.step_ms
+                                    << " replica step_ms=" << r.step_ms);
+        // A step of stories260K's few layers: well under a millisecond to a few on a busy machine.
+        BOOST_TEST(st.step_ms > 0.0);
+        BOOST_TEST(st.step_ms < 500.0);
+        BOOST_TEST(j["stages"][i]["step_ms"].is_number());
+      }
+      BOOST_TEST(s.replicas[0].route.n_completed + s.replicas[1].route.n_completed == 8);
+      caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+    }
+  }
+}
+
+// A killed stage: the SUPERVISOR rebuilds replica 0's chain, and status counts the restart for the
+// replica and each of its stages (a rebuild starts every stage of the chain anew), says why, and
+// measures the new chain's step times afresh.
+BOOST_AUTO_TEST_CASE(status_counts_restarts_per_replica_and_stage_after_a_stage_is_killed) {
+  serve_harness h(two_replicas());
+  auto admin = start_admin(h);
+  std::map<request_id, serve_request> reqs;
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 32));
+  h.wait_all();
+  auto s = status(h, admin);
+  BOOST_TEST(s.replicas[0].restarts == 0);
+  BOOST_TEST(s.replicas[0].health == "running");
+  BOOST_TEST(s.stages[1].restarts == 0);
+  caf::anon_send_exit(h.node().stages[0][1], caf::exit_reason::kill);
+  serve_until(h, [&] {
+    s = status(h, admin);
+    return s.replicas[0].restarts == 1 && s.replicas[0].health == "running";
+  });
+  BOOST_TEST(s.replicas[0].reason.find("stage 1 lost") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[1].restarts == 0);
+  BOOST_TEST(s.replicas[1].reason.empty());
+  BOOST_REQUIRE(s.stages.size() == 4u);
+  for (const auto& st : s.stages) {
+    BOOST_TEST_CONTEXT("stage " << st.replica << "." << st.index) {
+      BOOST_TEST(st.restarts == (st.replica == 0 ? 1 : 0));
+      if (st.replica == 0) BOOST_TEST(st.step_ms == -1.0);  // the new chain has not stepped yet
+    }
+  }
+  const auto j = status_json(s);
+  BOOST_TEST(j["replicas"][0]["restarts"] == 1);
+  BOOST_TEST(j["stages"][0]["restarts"] == 1);
+  // Traffic on the rebuilt replica alone: its stages measure again.
+  must(ask<std::string>(h, admin, weight_atom::value, op, int32_t(1), 0.0));
+  h.results().clear();
+  reqs.clear();
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 32));
+  h.wait_all();
+  h.check_all_against_engine(reqs);
+  s = status(h, admin);
+  BOOST_TEST(s.stages[0].step_ms > 0.0);
+  BOOST_TEST(s.stages[1].step_ms > 0.0);
+  BOOST_TEST(s.replicas[0].restarts == 1);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+}
+
+// Past its restart budget (here 0 rebuilds) a replica is marked failed: status shows that and why
+// (the console's replica table and the status page print the reason).
+BOOST_AUTO_TEST_CASE(a_replica_past_its_restart_budget_shows_failed_and_why) {
+  auto c = two_replicas();
+  c.failover.max_restarts = 0;
+  serve_harness h(c);
+  auto admin = start_admin(h);
+  caf::anon_send_exit(h.node().stages[0][1], caf::exit_reason::kill);
+  cluster_status s;
+  serve_until(h, [&] {
+    s = status(h, admin);
+    return s.replicas[0].health == "failed";
+  });
+  BOOST_TEST(s.replicas[0].reason.find("stage 1 lost") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[0].reason.find("max_restarts") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[0].restarts == 0);
+  BOOST_TEST(s.replicas[1].health == "running");
+  const auto j = status_json(s);
+  BOOST_TEST(j["replicas"][0]["health"] == "failed");
+  BOOST_TEST(j["replicas"][0]["reason"].get<std::string>().find("max_restarts") != std::string::npos);
   caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
 }
 
