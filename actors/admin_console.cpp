@@ -14,11 +14,6 @@
 
 #include "actors/admin_commands.hpp"
 #include "actors/logger.hpp"
-#include "actors/pipeline_stage.hpp"
-#include "actors/replica.hpp"
-#include "actors/scheduler.hpp"
-#include "engine/model_weights.hpp"
-#include "engine/stop_rule.hpp"
 #include "transport/logger.hpp"
 
 namespace troupe::actors {
@@ -538,13 +533,17 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       return rp;
     },
     // Replica add.
-    [self](add_replica_atom, admin_caller& c, double w) -> caf::result<std::string> {
-      if (auto e = authorize(self, c, fmt::format("replica add weight={}", w))) return e;
+    [self](add_replica_atom, admin_caller& c, replica_add_plan& plan) -> caf::result<std::string> {
+      const double w = plan.weight;
+      if (auto e = authorize(self, c,
+                             plan.nodes.empty()
+                               ? fmt::format("replica add weight={}", w)
+                               : fmt::format("replica add weight={} nodes={}", w, fmt::join(plan.nodes, ",")))) {
+        return e;
+      }
       auto& st = self->state;
       if (!st.setup.make_replica) {
-        return refuse(st, c, "replica add", admin_errc::not_supported,
-                          "replica add starts replicas in this process (troupe serve); a multi-host head cannot place "
-                          "one yet");
+        return refuse(st, c, "replica add", admin_errc::not_supported, "this server starts no replicas at run time");
       }
       if (st.adding) return refuse(st, c, "replica add", admin_errc::refused, "a replica is being added already");
       if (!(w >= 0)) return refuse(st, c, "replica add", admin_errc::bad_argument, "a weight is a number >= 0");
@@ -552,9 +551,10 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       const int index = int(st.parts.size());
       auto built = std::make_shared<std::expected<replica_parts, std::string>>(std::unexpected(std::string("not built")));
       // Loading weights blocks: a detached actor does it, not the ADMIN's CAF worker.
-      auto worker = self->spawn<caf::detached>([make = st.setup.make_replica, index, built](caf::event_based_actor* worker_self) -> caf::behavior {
+      auto worker = self->spawn<caf::detached>([make = st.setup.make_replica, index, nodes = plan.nodes,
+                                                built](caf::event_based_actor* worker_self) -> caf::behavior {
         return {[=](add_replica_atom) {
-          *built = make(index);
+          *built = make(index, nodes);
           worker_self->quit();
           return true;
         }};
@@ -579,8 +579,12 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
               if (s.parts.size() <= size_t(idx)) s.parts.resize(size_t(idx) + 1);
               s.parts[size_t(idx)] = parts;
               s.added->push_back(parts);
-              add_event(s, "replica_added", idx, fmt::format("{} stage(s), weight {:.3g}", parts.stages.size(), w));
-              rp.deliver(fmt::format("replica {} added ({} stage(s), weight {:.3g})", idx, parts.stages.size(), w));
+              std::vector<std::string> where;
+              for (const auto& l : parts.locations) where.push_back(l.node.empty() ? s.setup.this_node : l.node);
+              add_event(s, "replica_added", idx,
+                        fmt::format("{} stage(s) on {}, weight {:.3g}", parts.stages.size(), fmt::join(where, ","), w));
+              rp.deliver(fmt::format("replica {} added ({} stage(s) on {}, weight {:.3g})", idx, parts.stages.size(),
+                                     fmt::join(where, ","), w));
             },
             [parts, fail](caf::error& e) mutable {
               stop_parts(parts);
@@ -624,7 +628,7 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       }
       if (!st.setup.supervisor || !st.parts[size_t(r)].replica) {
         return refuse(st, c, what, admin_errc::not_supported,
-                      "this replica has no SUPERVISOR (failover is off, or it was added at run time); "
+                      "this replica has no SUPERVISOR ([failover] enabled = false); "
                       "`replica add` then `replica remove` replaces a whole replica without failing requests");
       }
       // The SUPERVISOR's path, as for a lost stage: the replica rebuilds its chain (stage S again,
@@ -698,50 +702,14 @@ std::vector<replica_parts> replicas_of(const serve_node& node) {
   return out;
 }
 
-replica_factory local_replica_factory(caf::actor_system& sys, const serve_node& node) {
-  const config::cluster_config cluster = node.cluster;  // layer ranges resolved
-  const engine::model_config model = node.model;
-  const auto tokenizer = node.tokenizer;
-  return [&sys, cluster, model, tokenizer](int index) -> std::expected<replica_parts, std::string> {
-    const auto& stages = cluster.stages_of(0);
-    const int n_stages = int(stages.size());
-    replica_parts parts;
-    parts.stages.resize(size_t(n_stages));
-    parts.locations.resize(size_t(n_stages));
-    stage_actor next;
-    for (int s = n_stages - 1; s >= 0; --s) {
-      const auto& sc = stages[size_t(s)];
-      auto w = engine::load_model(cluster.model.path,
-                                  engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
-      if (!w) return std::unexpected(fmt::format("replica {} stage {}: {}", index, s, w.error().message));
-      stage_setup ss;
-      ss.weights = std::make_shared<const engine::model_weights>(std::move(*w));
-      ss.block_size = cluster.batching.block_size;
-      ss.n_blocks = cluster.batching.n_blocks;
-      ss.threads = sc.threads;
-      ss.next = next;
-      auto stage = spawn_stage(sys, std::move(ss));
-      if (!stage) {
-        for (auto& started : parts.stages) {
-          if (started) caf::anon_send_exit(started, caf::exit_reason::user_shutdown);
-        }
-        return std::unexpected(fmt::format("replica {} stage {}: {}", index, s, stage.error()));
-      }
-      parts.stages[size_t(s)] = *stage;
-      parts.locations[size_t(s)] = stage_location{std::string(), int32_t(::getpid()), sc.first_layer, sc.last_layer};
-      next = *stage;
-    }
-    // No SUPERVISOR for a replica added at run time (yet): a stage it loses fails its requests,
-    // which the ROUTER then retries on another replica.
-    replica_setup rset;
-    rset.index = int32_t(index);
-    rset.stages = parts.stages;
-    parts.replica = spawn_replica(sys, std::move(rset));
-    scheduler_setup sched = make_scheduler_setup(cluster, model, engine::make_stop_rule(model, *tokenizer), n_stages);
-    sched.replica = parts.replica;
-    parts.scheduler = spawn_scheduler(sys, std::move(sched));
-    logger().info("replica started replica={} stages={}", index, n_stages);
-    return parts;
+replica_factory serve_replica_factory(serve_node& node, std::function<node_load()> nodes_now) {
+  return [&node, nodes_now](int index, const std::vector<std::string>& requested)
+           -> std::expected<replica_parts, std::string> {
+    if (!node.start_replica) return std::unexpected(std::string("this server starts no replicas at run time"));
+    const int n_stages = int(node.cluster.stages_of(0).size());
+    auto where = choose_replica_nodes(node.cluster, n_stages, requested, nodes_now ? nodes_now() : node_load{});
+    if (!where) return std::unexpected(where.error());
+    return node.start_replica(index, *where);
   };
 }
 

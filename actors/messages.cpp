@@ -69,6 +69,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cluster_status>("troupe::cluster_status");
   cfg.add_message_type<status_options>("troupe::status_options");
   cfg.add_message_type<rollout_plan>("troupe::rollout_plan");
+  cfg.add_message_type<replica_add_plan>("troupe::replica_add_plan");
   cfg.add_message_type<audit_entry>("troupe::audit_entry");
   cfg.add_message_type<std::vector<audit_entry>>("troupe::audit_entries");
   cfg.add_message_type<scheduler_actor>("troupe::scheduler_actor");

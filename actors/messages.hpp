@@ -375,8 +375,9 @@ using supervisor_actor = caf::typed_actor<
   caf::replies_to<restart_atom, int32_t, std::string>::with<std::vector<stage_actor>>,
   // A node is down (the head's heartbeats): every replica with a stage there is told (lost).
   caf::reacts_to<node_down_atom, std::string>,
-  // Replica R is this actor (told once, after it is spawned).
-  caf::reacts_to<join_atom, int32_t, replica_actor>,
+  // Replica R is this actor, its stages on these nodes (told once, after it is spawned; a replica
+  // added at run time is supervised from then on).
+  caf::reacts_to<join_atom, int32_t, replica_actor, std::vector<std::string>>,
   // Every replica's health.
   caf::replies_to<stats_atom>::with<std::vector<replica_health>>>;
 
@@ -666,6 +667,13 @@ struct rollout_plan {
   int32_t interval_ms = 10'000;
 };
 
+/// `replica add`: the new replica's weight and where its stages run.
+struct replica_add_plan {
+  double weight = 1.0;
+  std::vector<std::string> nodes;  // one per stage, or one for every stage; empty: the spare nodes
+                                   // that are up (a multi-host head), this process (`troupe serve`)
+};
+
 /// An entry of the audit log: who did what, when, and how it went.
 struct audit_entry {
   int64_t unix_ms = 0;
@@ -714,9 +722,9 @@ using admin_actor = caf::typed_actor<
   caf::replies_to<rollout_atom, admin_caller, rollout_plan>::with<std::string>,
   // Weight 0 now (what the automatic rollback does).
   caf::replies_to<rollback_atom, admin_caller, int32_t>::with<std::string>,
-  // Start a replica with the same model and stage layout (weight given); replies with a message
-  // naming its index.
-  caf::replies_to<add_replica_atom, admin_caller, double>::with<std::string>,
+  // Start a replica with the same model and stage layout (weight and nodes given); replies with a
+  // message naming its index and nodes.
+  caf::replies_to<add_replica_atom, admin_caller, replica_add_plan>::with<std::string>,
   // Drain a replica, then stop it.
   caf::replies_to<remove_replica_atom, admin_caller, int32_t>::with<std::string>,
   // Restart a stage (the SUPERVISOR's path).
@@ -785,6 +793,10 @@ typename Inspector::result_type inspect(Inspector& f, status_options& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rollout_plan& x) {
   return f(caf::meta::type_name("rollout_plan"), x.replica, x.target, x.step, x.interval_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_add_plan& x) {
+  return f(caf::meta::type_name("replica_add_plan"), x.weight, x.nodes);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, audit_entry& x) {
