@@ -1,5 +1,6 @@
 #include "actors/admin_commands.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -67,6 +68,9 @@ json route_json(const replica_status& r) {
               {"step_ms", r.step_ms >= 0 ? json(r.step_ms) : json(nullptr)},
               {"name", std::to_string(x.index)},
               {"state", x.state},
+              {"health", r.health},
+              {"reason", r.reason},
+              {"restarts", r.restarts},
               {"weight", x.weight},
               {"draining", x.draining},
               {"in_flight", x.in_flight},
@@ -116,7 +120,9 @@ const std::vector<std::pair<std::string, std::string>>& admin_help() {
     {"rollout R [to=W] [step=S] [every=SEC]", "raise R's weight by S every SEC seconds up to W (default 1, 0.1, 10)"},
     {"rollback R", "weight 0 now (what the automatic rollback does)"},
     {"rollback-policy [failures=N] [ttft-p99-ms=MS] [min-samples=N]", "the automatic rollback's thresholds"},
-    {"replica add [weight=W]", "start another replica (same model and stages) with weight W (default 1)"},
+    {"replica add [weight=W] [nodes=N[,N...]]",
+     "start another replica (same model and stages) with weight W (default 1), its stages on the nodes named "
+     "(one per stage, or one for all) or on the spare nodes"},
     {"replica remove R", "drain replica R, then stop it"},
     {"restart R.S", "restart stage S of replica R (the SUPERVISOR's path)"},
     {"log-level LEVEL | LOGGER=LEVEL", "trace, debug, info, warn, error, critical, off"},
@@ -273,21 +279,32 @@ void run_admin_command(caf::actor_system& sys, const admin_actor& admin, admin_c
   }
   if (verb == "replica") {
     if (n >= 2 && words[1] == "add") {
-      double w = 1.0;
+      const std::string u = "replica add [weight=W] [nodes=NODE[,NODE...]]";
+      replica_add_plan plan;
       for (size_t i = 2; i < n; ++i) {
         auto kv = key_value(words[i]);
+        if (kv && kv->first == "nodes") {
+          plan.nodes.clear();
+          for (size_t from = 0; from <= kv->second.size();) {
+            const size_t comma = std::min(kv->second.find(',', from), kv->second.size());
+            if (comma == from) return usage(u);  // an empty name
+            plan.nodes.push_back(kv->second.substr(from, comma - from));
+            from = comma + 1;
+          }
+          continue;
+        }
         auto v = kv && kv->first == "weight" ? parse_number(kv->second) : std::nullopt;
-        if (!v) return usage("replica add [weight=W]");
-        w = *v;
+        if (!v) return usage(u);
+        plan.weight = *v;
       }
-      return ask(sys, admin, done, as_text, add_replica_atom::value, caller, w);
+      return ask(sys, admin, done, as_text, add_replica_atom::value, caller, plan);
     }
     if (n == 3 && words[1] == "remove") {
       auto r = replica_arg(2);
       if (!r) return usage("replica remove R");
       return ask(sys, admin, done, as_text, remove_replica_atom::value, caller, *r);
     }
-    return usage("replica add [weight=W] | replica remove R");
+    return usage("replica add [weight=W] [nodes=NODE[,NODE...]] | replica remove R");
   }
   if (verb == "restart") {
     const auto dot = n == 2 ? words[1].find('.') : std::string::npos;

@@ -14,11 +14,6 @@
 
 #include "actors/admin_commands.hpp"
 #include "actors/logger.hpp"
-#include "actors/pipeline_stage.hpp"
-#include "actors/replica.hpp"
-#include "actors/scheduler.hpp"
-#include "engine/model_weights.hpp"
-#include "engine/stop_rule.hpp"
 #include "transport/logger.hpp"
 
 namespace troupe::actors {
@@ -55,6 +50,7 @@ struct admin_state {
   std::deque<replica_sample> history;
   int64_t last_sample_ms = 0;
   int64_t started_ms = unix_ms();
+  std::vector<replica_health> last_health;  // the SUPERVISOR's last answer (it is silent while it rebuilds)
   bool adding = false;
   static inline const char* name = "admin";
 };
@@ -152,8 +148,121 @@ std::vector<stage_status> stages_of(const admin_state& st) {
 }
 
 using status_done = std::function<void(caf::expected<cluster_status>)>;
+using status_ptr = std::shared_ptr<cluster_status>;
 
-// Gathers status: the ROUTER's routes, the SCHEDULERs' counters, the events, the nodes.
+replica_status* replica_in(cluster_status& out, int32_t r) {
+  for (auto& rs : out.replicas) {
+    if (rs.route.index == r) return &rs;
+  }
+  return nullptr;
+}
+
+// A REPLICA's own report: the state of its chain and what its stages measured.
+void apply_report(cluster_status& out, int32_t r, const replica_report& rep) {
+  if (auto* rs = replica_in(out, r)) {
+    rs->health = rep.state;
+    rs->reason = rep.reason;
+  }
+  for (auto& s : out.stages) {
+    if (s.replica != r || s.index < 0) continue;
+    if (size_t(s.index) < rep.stage_step_ms.size()) s.step_ms = rep.stage_step_ms[size_t(s.index)];
+  }
+}
+
+// The SUPERVISOR's view: restart counts, a replica it gave up on and why, where stages run now.
+void apply_health(cluster_status& out, const std::vector<replica_health>& health, const std::string& this_node) {
+  for (const auto& h : health) {
+    if (auto* rs = replica_in(out, h.replica); rs != nullptr && rs->health != "stopped") {
+      rs->restarts = h.restarts;
+      if (h.state == "failed" || rs->health == "unknown" || (h.state == "recovering" && rs->health == "running")) {
+        rs->health = h.state;
+        rs->reason = h.last_reason;
+      } else if (rs->reason.empty()) {
+        rs->reason = h.last_reason;
+      }
+    }
+    for (auto& s : out.stages) {
+      if (s.replica != h.replica) continue;
+      // Every rebuild starts the whole chain anew: each stage of the replica restarted as often.
+      s.restarts = h.restarts;
+      if (s.index >= 0 && size_t(s.index) < h.nodes.size()) {
+        const std::string node = h.nodes[size_t(s.index)].empty() ? this_node : h.nodes[size_t(s.index)];
+        if (node != s.node) {
+          s.node = node;
+          s.pid = node == this_node ? int32_t(::getpid()) : 0;  // a worker's: from the head's nodes below
+        }
+      }
+    }
+  }
+}
+
+// Asks every running REPLICA for its report (2 s each; one that does not answer keeps its
+// defaults), then `next`.
+void add_replica_reports(admin_pointer self, status_ptr out, std::function<void()> next) {
+  std::vector<std::pair<int32_t, replica_actor>> asked;
+  for (size_t r = 0; r < self->state.parts.size(); ++r) {
+    if (self->state.parts[r].replica) asked.emplace_back(int32_t(r), self->state.parts[r].replica);
+  }
+  if (asked.empty()) return next();
+  auto left = std::make_shared<size_t>(asked.size());
+  auto one_done = [left, next] {
+    if (--*left == 0) next();
+  };
+  for (const auto& [r, handle] : asked) {
+    self->request(handle, 2s, stats_atom::value)
+      .then(
+        [out, index = r, one_done](replica_report& rep) {
+          apply_report(*out, index, rep);
+          one_done();
+        },
+        [one_done](caf::error&) { one_done(); });
+  }
+}
+
+// The SUPERVISOR's health (1 s: it does not answer while it rebuilds a chain; then the last
+// answer it gave stands in), then `next`.
+void add_health(admin_pointer self, status_ptr out, std::function<void()> next) {
+  if (!self->state.setup.supervisor) return next();
+  self->request(caf::actor_cast<supervisor_actor>(self->state.setup.supervisor), 1s, stats_atom::value)
+    .then(
+      [self, out, next](std::vector<replica_health>& health) {
+        self->state.last_health = std::move(health);
+        apply_health(*out, self->state.last_health, self->state.setup.this_node);
+        next();
+      },
+      [self, out, next](caf::error&) {
+        apply_health(*out, self->state.last_health, self->state.setup.this_node);
+        next();
+      });
+}
+
+// A multi-host head: which workers joined and are still up, and when each last answered the
+// head's heartbeat; then `done`.
+void add_nodes(admin_pointer self, status_ptr out, status_done done) {
+  if (!self->state.setup.head) return done(std::move(*out));
+  self->request(self->state.setup.head, 5s, nodes_atom::value)
+    .then(
+      [out, done](std::vector<node_state>& joined) {
+        for (auto& n : out->nodes) {
+          for (const auto& j : joined) {
+            if (j.name != n.name) continue;
+            n.up = j.up;
+            n.pid = j.pid;
+            n.last_heartbeat_ms = j.last_heartbeat_ms;
+          }
+        }
+        for (auto& s : out->stages) {
+          for (const auto& j : joined) {
+            if (j.name == s.node) s.pid = j.pid;
+          }
+        }
+        done(std::move(*out));
+      },
+      [out, done](caf::error&) { done(std::move(*out)); });
+}
+
+// Gathers status: the ROUTER's routes, the SCHEDULERs' counters, the events, the REPLICAs' own
+// reports (state, stage step times), the SUPERVISOR's restarts, the nodes.
 void collect_status(admin_pointer self, status_options o, status_done done) {
   auto& st0 = self->state;
   auto out = std::make_shared<cluster_status>();
@@ -170,6 +279,7 @@ void collect_status(admin_pointer self, status_options o, status_done done) {
       replica_status rs;
       rs.route = std::move(r);
       if (st.removing.contains(rs.route.index) && rs.route.state != "removed") rs.route.state = "removing";
+      rs.health = rs.route.state == "removed" ? "stopped" : "unknown";  // until its REPLICA reports
       out->replicas.push_back(std::move(rs));
     }
     self->request(st.front, timeout, stats_atom::value).then([self, out, o, done, fail, timeout](std::vector<scheduler_stats>& stats) {
@@ -190,27 +300,11 @@ void collect_status(admin_pointer self, status_options o, status_done done) {
         if (out->events.size() > 64) out->events.erase(out->events.begin(), out->events.end() - 64);
         if (o.history) out->history.assign(st2.history.begin(), st2.history.end());
         self->request(st2.router, timeout, rollback_atom::value, rollback_policy{-1, -1, -1})
-          .then([self, out, done, timeout](rollback_policy p) {
+          .then([self, out, done](rollback_policy p) {
             out->rollback = p;
-            auto& st3 = self->state;
-            if (!st3.setup.head) {
-              done(std::move(*out));
-              return;
-            }
-            // A multi-host head: which workers joined and are still up.
-            self->request(st3.setup.head, timeout, nodes_atom::value)
-              .then(
-                [out, done](std::vector<node_state>& joined) {
-                  for (auto& n : out->nodes) {
-                    for (const auto& j : joined) {
-                      if (j.name != n.name) continue;
-                      n.up = j.up;
-                      n.pid = j.pid;
-                    }
-                  }
-                  done(std::move(*out));
-                },
-                [out, done](caf::error&) { done(std::move(*out)); });
+            add_replica_reports(self, out, [self, out, done] {
+              add_health(self, out, [self, out, done] { add_nodes(self, out, done); });
+            });
           }, fail);
       }, fail);
     }, fail);
@@ -439,13 +533,17 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       return rp;
     },
     // Replica add.
-    [self](add_replica_atom, admin_caller& c, double w) -> caf::result<std::string> {
-      if (auto e = authorize(self, c, fmt::format("replica add weight={}", w))) return e;
+    [self](add_replica_atom, admin_caller& c, replica_add_plan& plan) -> caf::result<std::string> {
+      const double w = plan.weight;
+      if (auto e = authorize(self, c,
+                             plan.nodes.empty()
+                               ? fmt::format("replica add weight={}", w)
+                               : fmt::format("replica add weight={} nodes={}", w, fmt::join(plan.nodes, ",")))) {
+        return e;
+      }
       auto& st = self->state;
       if (!st.setup.make_replica) {
-        return refuse(st, c, "replica add", admin_errc::not_supported,
-                          "replica add starts replicas in this process (troupe serve); a multi-host head cannot place "
-                          "one yet");
+        return refuse(st, c, "replica add", admin_errc::not_supported, "this server starts no replicas at run time");
       }
       if (st.adding) return refuse(st, c, "replica add", admin_errc::refused, "a replica is being added already");
       if (!(w >= 0)) return refuse(st, c, "replica add", admin_errc::bad_argument, "a weight is a number >= 0");
@@ -453,9 +551,10 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       const int index = int(st.parts.size());
       auto built = std::make_shared<std::expected<replica_parts, std::string>>(std::unexpected(std::string("not built")));
       // Loading weights blocks: a detached actor does it, not the ADMIN's CAF worker.
-      auto worker = self->spawn<caf::detached>([make = st.setup.make_replica, index, built](caf::event_based_actor* worker_self) -> caf::behavior {
+      auto worker = self->spawn<caf::detached>([make = st.setup.make_replica, index, nodes = plan.nodes,
+                                                built](caf::event_based_actor* worker_self) -> caf::behavior {
         return {[=](add_replica_atom) {
-          *built = make(index);
+          *built = make(index, nodes);
           worker_self->quit();
           return true;
         }};
@@ -480,8 +579,12 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
               if (s.parts.size() <= size_t(idx)) s.parts.resize(size_t(idx) + 1);
               s.parts[size_t(idx)] = parts;
               s.added->push_back(parts);
-              add_event(s, "replica_added", idx, fmt::format("{} stage(s), weight {:.3g}", parts.stages.size(), w));
-              rp.deliver(fmt::format("replica {} added ({} stage(s), weight {:.3g})", idx, parts.stages.size(), w));
+              std::vector<std::string> where;
+              for (const auto& l : parts.locations) where.push_back(l.node.empty() ? s.setup.this_node : l.node);
+              add_event(s, "replica_added", idx,
+                        fmt::format("{} stage(s) on {}, weight {:.3g}", parts.stages.size(), fmt::join(where, ","), w));
+              rp.deliver(fmt::format("replica {} added ({} stage(s) on {}, weight {:.3g})", idx, parts.stages.size(),
+                                     fmt::join(where, ","), w));
             },
             [parts, fail](caf::error& e) mutable {
               stop_parts(parts);
@@ -525,7 +628,7 @@ admin_actor::behavior_type admin_behavior(admin_pointer self, admin_setup setup)
       }
       if (!st.setup.supervisor || !st.parts[size_t(r)].replica) {
         return refuse(st, c, what, admin_errc::not_supported,
-                      "this replica has no SUPERVISOR (failover is off, or it was added at run time); "
+                      "this replica has no SUPERVISOR ([failover] enabled = false); "
                       "`replica add` then `replica remove` replaces a whole replica without failing requests");
       }
       // The SUPERVISOR's path, as for a lost stage: the replica rebuilds its chain (stage S again,
@@ -599,50 +702,14 @@ std::vector<replica_parts> replicas_of(const serve_node& node) {
   return out;
 }
 
-replica_factory local_replica_factory(caf::actor_system& sys, const serve_node& node) {
-  const config::cluster_config cluster = node.cluster;  // layer ranges resolved
-  const engine::model_config model = node.model;
-  const auto tokenizer = node.tokenizer;
-  return [&sys, cluster, model, tokenizer](int index) -> std::expected<replica_parts, std::string> {
-    const auto& stages = cluster.stages_of(0);
-    const int n_stages = int(stages.size());
-    replica_parts parts;
-    parts.stages.resize(size_t(n_stages));
-    parts.locations.resize(size_t(n_stages));
-    stage_actor next;
-    for (int s = n_stages - 1; s >= 0; --s) {
-      const auto& sc = stages[size_t(s)];
-      auto w = engine::load_model(cluster.model.path,
-                                  engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
-      if (!w) return std::unexpected(fmt::format("replica {} stage {}: {}", index, s, w.error().message));
-      stage_setup ss;
-      ss.weights = std::make_shared<const engine::model_weights>(std::move(*w));
-      ss.block_size = cluster.batching.block_size;
-      ss.n_blocks = cluster.batching.n_blocks;
-      ss.threads = sc.threads;
-      ss.next = next;
-      auto stage = spawn_stage(sys, std::move(ss));
-      if (!stage) {
-        for (auto& started : parts.stages) {
-          if (started) caf::anon_send_exit(started, caf::exit_reason::user_shutdown);
-        }
-        return std::unexpected(fmt::format("replica {} stage {}: {}", index, s, stage.error()));
-      }
-      parts.stages[size_t(s)] = *stage;
-      parts.locations[size_t(s)] = stage_location{std::string(), int32_t(::getpid()), sc.first_layer, sc.last_layer};
-      next = *stage;
-    }
-    // No SUPERVISOR for a replica added at run time (yet): a stage it loses fails its requests,
-    // which the ROUTER then retries on another replica.
-    replica_setup rset;
-    rset.index = int32_t(index);
-    rset.stages = parts.stages;
-    parts.replica = spawn_replica(sys, std::move(rset));
-    scheduler_setup sched = make_scheduler_setup(cluster, model, engine::make_stop_rule(model, *tokenizer), n_stages);
-    sched.replica = parts.replica;
-    parts.scheduler = spawn_scheduler(sys, std::move(sched));
-    logger().info("replica started replica={} stages={}", index, n_stages);
-    return parts;
+replica_factory serve_replica_factory(serve_node& node, std::function<node_load()> nodes_now) {
+  return [&node, nodes_now](int index, const std::vector<std::string>& requested)
+           -> std::expected<replica_parts, std::string> {
+    if (!node.start_replica) return std::unexpected(std::string("this server starts no replicas at run time"));
+    const int n_stages = int(node.cluster.stages_of(0).size());
+    auto where = choose_replica_nodes(node.cluster, n_stages, requested, nodes_now ? nodes_now() : node_load{});
+    if (!where) return std::unexpected(where.error());
+    return node.start_replica(index, *where);
   };
 }
 

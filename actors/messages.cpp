@@ -41,6 +41,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<step_result>("troupe::step_result");
   cfg.add_message_type<replica_health>("troupe::replica_health");
   cfg.add_message_type<std::vector<replica_health>>("std::vector<troupe::replica_health>");
+  cfg.add_message_type<replica_report>("troupe::replica_report");
   cfg.add_message_type<std::vector<stage_actor>>("std::vector<troupe::stage_actor>");
   cfg.add_message_type<replica_actor>("troupe::replica_actor");
   cfg.add_message_type<supervisor_actor>("troupe::supervisor_actor");
@@ -68,6 +69,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cluster_status>("troupe::cluster_status");
   cfg.add_message_type<status_options>("troupe::status_options");
   cfg.add_message_type<rollout_plan>("troupe::rollout_plan");
+  cfg.add_message_type<replica_add_plan>("troupe::replica_add_plan");
   cfg.add_message_type<audit_entry>("troupe::audit_entry");
   cfg.add_message_type<std::vector<audit_entry>>("troupe::audit_entries");
   cfg.add_message_type<scheduler_actor>("troupe::scheduler_actor");

@@ -229,12 +229,16 @@ struct hidden_states {
   int32_t dim = 0;
   std::vector<float> data;  // [n_tokens][dim]; empty when tag != 0
   uint64_t tag = 0;         // != 0: take the tensor from the data plane under this tag
+  std::vector<int64_t> stage_ns;  // what each stage before took for this micro-batch (step_result::stage_ns)
 };
 
 /// What the last stage sampled for a micro-batch (the SCHEDULER's view).
 struct step_result {
   uint64_t micro_batch = 0;
   std::vector<sampled_token> tokens;
+  // Each stage's compute time for this micro-batch per forward pass, front to back (the REPLICA
+  // keeps them for status; it travels with the step, so stages on other nodes report it too).
+  std::vector<int64_t> stage_ns;
 };
 
 // ---- inspect -------------------------------------------------------------------------------
@@ -293,11 +297,11 @@ typename Inspector::result_type inspect(Inspector& f, step_request& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, hidden_states& x) {
-  return f(caf::meta::type_name("hidden_states"), x.n_tokens, x.dim, x.data, x.tag);
+  return f(caf::meta::type_name("hidden_states"), x.n_tokens, x.dim, x.data, x.tag, x.stage_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
-  return f(caf::meta::type_name("step_result"), x.micro_batch, x.tokens);
+  return f(caf::meta::type_name("step_result"), x.micro_batch, x.tokens, x.stage_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_batch& x) {
@@ -319,6 +323,19 @@ using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using wait_atom = caf::atom_constant<caf::atom("wait")>;
 using node_down_atom = caf::atom_constant<caf::atom("nodedown")>;
 
+/// A REPLICA's own view of itself, for status.
+struct replica_report {
+  std::string state;        // running | recovering | failed
+  std::string reason;       // why it is recovering or failed; when running, why its chain was last rebuilt
+  uint64_t generation = 0;  // of its chain (1: the first)
+  std::vector<double> stage_step_ms;  // [stage] median compute time per forward pass over its last 32
+                                      // steps (since the chain was built); -1: not measured yet
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_report& x) {
+  return f(caf::meta::type_name("replica_report"), x.state, x.reason, x.generation, x.stage_step_ms);
+}
+
 /// The REPLICA actor interface: one copy of the model as a chain of stages. It watches its stages
 /// (monitors, and the progress of each step); when one is lost it fails the steps in flight with
 /// `interrupted` and asks the SUPERVISOR for a new chain.
@@ -331,6 +348,8 @@ using replica_actor = caf::typed_actor<
   caf::replies_to<wait_atom>::with<uint64_t>,
   // A stage of this replica is lost (its node is down, from the SUPERVISOR): rebuild the chain.
   caf::reacts_to<lost_atom, std::string>,
+  // Its state and its stages' step times (status).
+  caf::replies_to<stats_atom>::with<replica_report>,
   // Check the steps in flight for progress (self-sent, delayed).
   caf::reacts_to<watchdog_atom>>;
 
@@ -356,8 +375,9 @@ using supervisor_actor = caf::typed_actor<
   caf::replies_to<restart_atom, int32_t, std::string>::with<std::vector<stage_actor>>,
   // A node is down (the head's heartbeats): every replica with a stage there is told (lost).
   caf::reacts_to<node_down_atom, std::string>,
-  // Replica R is this actor (told once, after it is spawned).
-  caf::reacts_to<join_atom, int32_t, replica_actor>,
+  // Replica R is this actor, its stages on these nodes (told once, after it is spawned; a replica
+  // added at run time is supervised from then on).
+  caf::reacts_to<join_atom, int32_t, replica_actor, std::vector<std::string>>,
   // Every replica's health.
   caf::replies_to<stats_atom>::with<std::vector<replica_health>>>;
 
@@ -457,6 +477,7 @@ struct node_state {
   int32_t pid = 0;
   bool up = false;  // joined and not lost since
   node_actor handle;
+  int64_t last_heartbeat_ms = -1;  // ms since it last answered a heartbeat (or joined), as of the reply
 };
 
 /// The head's door for workers.
@@ -491,7 +512,7 @@ typename Inspector::result_type inspect(Inspector& f, placed_stage& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_state& x) {
-  return f(caf::meta::type_name("node_state"), x.name, x.pid, x.up, x.handle);
+  return f(caf::meta::type_name("node_state"), x.name, x.pid, x.up, x.handle, x.last_heartbeat_ms);
 }
 
 // ---- ADMIN CONSOLE: operators see and steer a running cluster (actors/admin_console.*) ----------
@@ -582,8 +603,8 @@ struct stage_status {
   int32_t pid = 0;
   int32_t first_layer = 0;
   int32_t last_layer = 0;
-  double step_ms = -1;   // -1: not measured (stages do not report it yet)
-  int32_t restarts = 0;  // by the SUPERVISOR (0 until it exists)
+  double step_ms = -1;   // median compute time per forward pass over its last 32 steps; -1: not measured yet
+  int32_t restarts = 0;  // times the SUPERVISOR started it anew (a rebuild restarts every stage of the chain)
 };
 
 /// One node, for status.
@@ -593,7 +614,7 @@ struct node_status {
   std::string role;  // head | worker | spare | local
   bool up = false;
   int32_t pid = 0;
-  int64_t last_heartbeat_ms = -1;  // ago; -1: unknown
+  int64_t last_heartbeat_ms = -1;  // ms since it last answered the head's heartbeat (the head: 0); -1: never
 };
 
 /// A replica in status: the ROUTER's view plus its SCHEDULER's counters.
@@ -604,6 +625,10 @@ struct replica_status {
   int32_t kv_blocks_used = 0;
   int32_t kv_blocks_free = 0;
   double step_ms = -1;  // one step through all its stages (the SCHEDULER's last measure); -1: none yet
+  std::string health = "running";  // its chain (the REPLICA's view): running | recovering | failed;
+                                   // stopped (removed), unknown (its REPLICA did not answer)
+  std::string reason;              // why it is recovering or failed; when running, why it was last rebuilt
+  int32_t restarts = 0;            // chains the SUPERVISOR rebuilt for it since start
 };
 
 /// One point of a replica's history (the status page's charts).
@@ -640,6 +665,13 @@ struct rollout_plan {
   double target = 1.0;
   double step = 0.1;
   int32_t interval_ms = 10'000;
+};
+
+/// `replica add`: the new replica's weight and where its stages run.
+struct replica_add_plan {
+  double weight = 1.0;
+  std::vector<std::string> nodes;  // one per stage, or one for every stage; empty: the spare nodes
+                                   // that are up (a multi-host head), this process (`troupe serve`)
 };
 
 /// An entry of the audit log: who did what, when, and how it went.
@@ -690,9 +722,9 @@ using admin_actor = caf::typed_actor<
   caf::replies_to<rollout_atom, admin_caller, rollout_plan>::with<std::string>,
   // Weight 0 now (what the automatic rollback does).
   caf::replies_to<rollback_atom, admin_caller, int32_t>::with<std::string>,
-  // Start a replica with the same model and stage layout (weight given); replies with a message
-  // naming its index.
-  caf::replies_to<add_replica_atom, admin_caller, double>::with<std::string>,
+  // Start a replica with the same model and stage layout (weight and nodes given); replies with a
+  // message naming its index and nodes.
+  caf::replies_to<add_replica_atom, admin_caller, replica_add_plan>::with<std::string>,
   // Drain a replica, then stop it.
   caf::replies_to<remove_replica_atom, admin_caller, int32_t>::with<std::string>,
   // Restart a stage (the SUPERVISOR's path).
@@ -742,7 +774,7 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
   return f(caf::meta::type_name("replica_status"), x.route, x.n_waiting, x.n_running, x.kv_blocks_used,
-           x.kv_blocks_free, x.step_ms);
+           x.kv_blocks_free, x.step_ms, x.health, x.reason, x.restarts);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_sample& x) {
@@ -761,6 +793,10 @@ typename Inspector::result_type inspect(Inspector& f, status_options& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rollout_plan& x) {
   return f(caf::meta::type_name("rollout_plan"), x.replica, x.target, x.step, x.interval_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_add_plan& x) {
+  return f(caf::meta::type_name("replica_add_plan"), x.weight, x.nodes);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, audit_entry& x) {

@@ -213,10 +213,16 @@ struct head_actor_state {
   std::vector<std::string> workers;         // names allowed to join
   supervisor_actor supervisor;              // told when a node is lost
   std::map<std::string, node_state> nodes;  // joined (up or lost)
+  std::map<std::string, int64_t> answered_ms;  // when each last answered a heartbeat (or joined): clock_ms
   static inline const char* name = "head";
 };
 
 using head_pointer = head_actor::stateful_pointer<head_actor_state>;
+
+// The actor clock in ms (simulated in tests on CAF's deterministic coordinator).
+int64_t clock_ms(head_pointer self) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
+}
 
 head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::string> workers) {
   self->state.workers = std::move(workers);
@@ -244,13 +250,20 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
         logger().warn("node joined again name={} old_pid={} new_pid={}", hello.name, n.pid, hello.pid);
       }
       n = node_state{hello.name, hello.pid, true, node};
+      st.answered_ms[hello.name] = clock_ms(self);
       self->monitor(node);
       logger().info("node joined name={} pid={}", hello.name, hello.pid);
       return int32_t(::getpid());
     },
     [self](nodes_atom) {
       std::vector<node_state> out;
-      for (auto& [name, n] : self->state.nodes) out.push_back(n);
+      const int64_t now = clock_ms(self);
+      for (auto& [name, n] : self->state.nodes) {
+        out.push_back(n);
+        if (auto it = self->state.answered_ms.find(name); it != self->state.answered_ms.end()) {
+          out.back().last_heartbeat_ms = now - it->second;
+        }
+      }
       return out;
     },
     // Heartbeats: a node that does not answer within heartbeat_timeout is lost (a cut link
@@ -259,7 +272,12 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
       for (auto& [name, n] : self->state.nodes) {
         if (!n.up) continue;
         self->request(n.handle, heartbeat_timeout, ping_atom::value)
-          .then([](int32_t) {},
+          .then([self, name = name, handle = n.handle](int32_t) {
+                  auto it = self->state.nodes.find(name);
+                  if (it != self->state.nodes.end() && it->second.handle == handle) {
+                    self->state.answered_ms[name] = clock_ms(self);
+                  }
+                },
                 [self, name = name, handle = n.handle](const caf::error& e) {
                   auto it = self->state.nodes.find(name);
                   if (it == self->state.nodes.end() || !it->second.up || it->second.handle != handle) return;

@@ -44,10 +44,12 @@ using stage_pointer = stage_actor::stateful_pointer<stage_state>;
 // The seam between stages: in-process the activations move inside the message; to a stage in
 // another process they go on the data plane and the message carries their tag (this link's id
 // and the micro-batch: unique while the step is in flight).
-hidden_states pack_hidden(stage_state& st, std::vector<float>& data, int n_tokens, int dim, uint64_t micro_batch) {
+hidden_states pack_hidden(stage_state& st, std::vector<float>& data, int n_tokens, int dim, uint64_t micro_batch,
+                          std::vector<int64_t> stage_ns) {
   hidden_states h;
   h.n_tokens = n_tokens;
   h.dim = dim;
+  h.stage_ns = std::move(stage_ns);
   if (st.setup.plane == nullptr || st.setup.next_peer == 0) {
     h.data = std::move(data);  // moved, not copied
     return h;
@@ -127,6 +129,15 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
     }
   }
 
+  // The stages before this one, and then this one: what each step took (status shows it; the
+  // data plane's wait above is not this stage's work).
+  std::vector<int64_t> stage_ns;
+  if (in != nullptr) stage_ns = std::move(in->stage_ns);
+  const auto started = std::chrono::steady_clock::now();
+  auto elapsed_ns = [&started] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
+  };
+
   // 2. Forward through this stage's layers.
   const auto mode = w.is_last() ? engine::output_mode::last_logits : engine::output_mode::hidden_states;
   if (auto r = st.tf->forward(batch, mode, st.out); !r) {
@@ -139,8 +150,9 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
   if (!w.is_last()) {
     const int n = batch.total_tokens();
     const uint64_t micro_batch = req.micro_batch;
+    stage_ns.push_back(elapsed_ns());
     return self->delegate(st.setup.next, hidden_atom::value, std::move(req),
-                          pack_hidden(st, st.out, n, w.config.dim, micro_batch));
+                          pack_hidden(st, st.out, n, w.config.dim, micro_batch, std::move(stage_ns)));
   }
 
   // 3b. Last: sample where the plan says so, with the engine's counter-based sampler. With
@@ -175,6 +187,8 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
     if (next_rows.empty()) {
       // The reply first, so that the SCHEDULER can plan the next step while the tokens are on
       // their way; then the tokens, to the ROUTER directly (not through the SCHEDULER).
+      stage_ns.push_back(elapsed_ns() / (k + 1));  // per forward pass
+      result.stage_ns = std::move(stage_ns);
       auto rp = self->make_response_promise<step_result>();
       rp.deliver(std::move(result));
       for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));

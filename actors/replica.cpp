@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 
 #include "actors/logger.hpp"
+#include "actors/step_times.hpp"
 #include "actors/step_timing.hpp"
 
 namespace troupe::actors {
@@ -33,6 +34,7 @@ struct replica_state {
   };
   std::unordered_map<uint64_t, pending_step> pending;
   step_timing timing;  // the last replies' step times (hang threshold); kept across rebuilds
+  std::vector<step_times> stage_times;  // [stage] what each stage of the chain reports (status)
   std::vector<caf::response_promise> waiters;  // wait_atom requests while recovering
   bool watchdog_armed = false;
   static inline const char* name = "replica";
@@ -90,6 +92,7 @@ void begin_recovery(replica_pointer self, std::string reason) {
     self->send_exit(s, caf::exit_reason::user_shutdown);
   }
   st.stages.clear();
+  st.stage_times.clear();
   const uint64_t generation = st.generation;
   self->request(st.setup.supervisor, caf::infinite, restart_atom::value, st.setup.index, reason)
     .then(
@@ -97,6 +100,7 @@ void begin_recovery(replica_pointer self, std::string reason) {
         auto& cur = self->state;
         if (cur.generation != generation || cur.mode != replica_mode::recovering) return;
         cur.stages = std::move(stages);
+        cur.stage_times.assign(cur.stages.size(), step_times{});
         for (auto& s : cur.stages) self->monitor(s);
         cur.mode = replica_mode::running;
         logger().info("replica recovered replica={} generation={} stages={}", cur.setup.index, cur.generation,
@@ -118,6 +122,7 @@ void begin_recovery(replica_pointer self, std::string reason) {
 replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setup setup) {
   self->state.setup = std::move(setup);
   self->state.stages = std::move(self->state.setup.stages);
+  self->state.stage_times.resize(self->state.stages.size());
   for (auto& s : self->state.stages) self->monitor(s);
   self->set_down_handler([self](const caf::down_msg& dm) {
     auto& st = self->state;
@@ -157,6 +162,9 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
               return;
             }
             cur.timing.record((now_ns(self) - it->second.since_ns) / it->second.n_steps, it->second.tokens);
+            for (size_t i = 0; i < r.stage_ns.size() && i < cur.stage_times.size(); ++i) {
+              cur.stage_times[i].add(r.stage_ns[i]);
+            }
             it->second.rp.deliver(std::move(r));
             cur.pending.erase(it);
           },
@@ -184,6 +192,17 @@ replica_actor::behavior_type replica_behavior(replica_pointer self, replica_setu
       return rp;
     },
     [self](lost_atom, std::string& reason) { begin_recovery(self, std::move(reason)); },
+    [self](stats_atom) {
+      const auto& st = self->state;
+      replica_report r;
+      r.state = st.mode == replica_mode::running      ? "running"
+                : st.mode == replica_mode::recovering ? "recovering"
+                                                      : "failed";
+      r.reason = st.reason;
+      r.generation = st.generation;
+      for (const auto& t : st.stage_times) r.stage_step_ms.push_back(t.median_ms());
+      return r;
+    },
     [self](watchdog_atom) {
       auto& st = self->state;
       st.watchdog_armed = false;

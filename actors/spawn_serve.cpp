@@ -82,11 +82,59 @@ class serve_chains final : public chain_factory {
     return locations_.size() > size_t(r) ? locations_[size_t(r)] : std::vector<stage_location>{};
   }
 
+  /// Replica r's stages: the config's, or those of a replica added at run time (the SUPERVISOR's
+  /// thread builds chains while the ADMIN's adds plans: a copy, under the lock).
+  std::vector<config::stage_section> stages_for(int r) {
+    if (r < cluster_.replicas) return cluster_.stages_of(r);
+    std::lock_guard lock(mu_);
+    auto it = added_.find(r);
+    return it == added_.end() ? std::vector<config::stage_section>{} : it->second.stages;
+  }
+
+  std::shared_ptr<const engine::model_weights> weights_of(int r, size_t s) {
+    if (size_t(r) < weights.size()) return weights[size_t(r)][s];
+    std::lock_guard lock(mu_);
+    auto it = added_.find(r);
+    return it == added_.end() || s >= it->second.weights.size() ? nullptr : it->second.weights[s];
+  }
+
+  /// Plans replica r (added at run time): replica 0's layer ranges, stage s on nodes[s] ("": the
+  /// head, or this process); loads the layers of the stages that run here.
+  std::expected<void, std::string> plan_replica(int r, const std::vector<std::string>& nodes) {
+    if (options_.links == stage_link::data_plane) {
+      return std::unexpected(std::string("replica add: not with stages linked over the data plane in one process"));
+    }
+    added_plan plan;
+    plan.stages = cluster_.stages_of(0);
+    if (nodes.size() != plan.stages.size()) {
+      return std::unexpected(fmt::format("replica {}: {} node(s) for {} stage(s)", r, nodes.size(), plan.stages.size()));
+    }
+    plan.weights.resize(plan.stages.size());
+    for (size_t s = 0; s < plan.stages.size(); ++s) {
+      auto& sc = plan.stages[s];
+      sc.node = nodes[s];
+      sc.line = 0;  // not from the file: errors name "stages[s]"
+      if (!is_local(sc)) continue;
+      auto w = engine::load_model(cluster_.model.path,
+                                  engine::load_options{engine::layer_range{sc.first_layer, sc.last_layer}});
+      if (!w) return std::unexpected(fmt::format("replica {} stage {}: {}", r, s, w.error().message));
+      plan.weights[s] = std::make_shared<const engine::model_weights>(std::move(*w));
+    }
+    std::lock_guard lock(mu_);
+    added_[r] = std::move(plan);
+    return {};
+  }
+  void forget_replica(int r) {
+    std::lock_guard lock(mu_);
+    added_.erase(r);
+  }
+
   std::expected<built_chain, std::string> build(int r, uint64_t generation,
                                                 std::chrono::steady_clock::time_point deadline) override {
     const auto& b = cluster_.batching;
-    const auto& stages = cluster_.stages_of(r);
+    const auto stages = stages_for(r);
     const int n_stages = int(stages.size());
+    if (n_stages == 0) return std::unexpected(fmt::format("no replica {}", r));
     auto node_of = [&](const config::stage_section& sc) -> const config::node_section* {
       return sc.node.empty() ? cluster_.head() : cluster_.find_node(sc.node);
     };
@@ -136,7 +184,7 @@ class serve_chains final : public chain_factory {
         continue;
       }
       stage_setup ss;
-      ss.weights = weights[size_t(r)][size_t(s)];
+      ss.weights = weights_of(r, size_t(s));
       ss.block_size = b.block_size;
       ss.n_blocks = b.n_blocks;
       ss.threads = sc.threads;
@@ -181,6 +229,11 @@ class serve_chains final : public chain_factory {
   serve_options options_;
   std::mutex mu_;
   std::vector<std::vector<stage_location>> locations_;
+  struct added_plan {
+    std::vector<config::stage_section> stages;
+    std::vector<std::shared_ptr<const engine::model_weights>> weights;  // [stage], local ones
+  };
+  std::map<int, added_plan> added_;  // replicas added at run time
 };
 
 }  // namespace
@@ -308,7 +361,7 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
     rset.hang_factor = double(fo.hang_factor);
     rset.hang_floor = std::chrono::milliseconds(fo.hang_floor_ms);
     replica_actor replica = spawn_replica(sys, std::move(rset));
-    if (node.supervisor) caf::anon_send(node.supervisor, join_atom::value, int32_t(r), replica);
+    if (node.supervisor) caf::anon_send(node.supervisor, join_atom::value, int32_t(r), replica, built[size_t(r)].nodes);
     scheduler_setup sched = make_scheduler_setup(cluster, model, stop, n_stages);
     sched.replica = replica;
     node.schedulers.push_back(spawn_scheduler(sys, std::move(sched)));
@@ -325,6 +378,33 @@ std::expected<serve_node, std::string> spawn_serve(caf::actor_system& sys, confi
   rs.ctx_size = ctx;
   rs.max_new_tokens = cluster.limits.max_new_tokens;
   node.router = spawn_router(sys, std::move(rs));
+  node.start_replica = [&sys, chains, cluster, model, stop, supervisor = node.supervisor](
+                         int index, const std::vector<std::string>& nodes) -> std::expected<replica_parts, std::string> {
+    if (auto planned = chains->plan_replica(index, nodes); !planned) return std::unexpected(planned.error());
+    auto chain = chains->build(index, 1, std::chrono::steady_clock::time_point::min());
+    if (!chain) {
+      chains->forget_replica(index);
+      return std::unexpected(chain.error());
+    }
+    const auto& failover = cluster.failover;
+    replica_parts parts;
+    parts.stages = chain->stages;
+    parts.locations = chains->locations(index);
+    replica_setup rset;
+    rset.index = index;
+    rset.stages = chain->stages;
+    rset.supervisor = supervisor;
+    rset.hang_factor = double(failover.hang_factor);
+    rset.hang_floor = std::chrono::milliseconds(failover.hang_floor_ms);
+    parts.replica = spawn_replica(sys, std::move(rset));
+    if (supervisor) caf::anon_send(supervisor, join_atom::value, int32_t(index), parts.replica, chain->nodes);
+    scheduler_setup sched = make_scheduler_setup(cluster, model, stop, int(chain->stages.size()));
+    sched.replica = parts.replica;
+    parts.scheduler = spawn_scheduler(sys, std::move(sched));
+    logger().info("replica started replica={} stages={} nodes={}", index, chain->stages.size(),
+                  fmt::join(chain->nodes, ","));
+    return parts;
+  };
   logger().info("serving model={} layers={} replicas={} stages={} kv_blocks={} block_size={} ctx={} failover={}",
                 cluster.model.path, model.n_layers, cluster.replicas, cluster.stages_of(0).size(), b.n_blocks,
                 b.block_size, ctx, fo.enabled ? "on" : "off");

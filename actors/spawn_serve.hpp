@@ -33,6 +33,14 @@ struct stage_location {
   int last_layer = 0;
 };
 
+/// One replica's actors (the ADMIN starts and stops replicas at run time).
+struct replica_parts {
+  scheduler_actor scheduler;
+  replica_actor replica;
+  std::vector<stage_actor> stages;
+  std::vector<stage_location> locations;
+};
+
 struct serve_node {
   router_actor router;
   supervisor_actor supervisor;  // rebuilds replicas that lost a stage (invalid: [failover] enabled = false)
@@ -44,6 +52,12 @@ struct serve_node {
   std::shared_ptr<const engine::tokenizer> tokenizer;  // the ROUTER's (gateways tokenize with it)
   config::cluster_config cluster;  // with layer ranges resolved
   std::vector<std::shared_ptr<transport::data_plane>> planes;  // stage_link::data_plane: one per stage
+  /// Starts replica `index` at run time: replica 0's layer ranges with stage s on nodes[s] (""
+  /// or this node: in this process; another node: placed there as at start-up), a REPLICA under
+  /// the SUPERVISOR (which rebuilds it like the others) and a SCHEDULER. Blocks while the stages
+  /// load (the ADMIN calls it on a thread of its own). The ROUTER is not told: the caller adds it.
+  std::function<std::expected<replica_parts, std::string>(int index, const std::vector<std::string>& nodes)>
+    start_replica;
 
   /// Stops every actor (the actor system's destructor waits for them). Idempotent.
   void shutdown();

@@ -89,9 +89,25 @@ supervisor_actor::behavior_type supervisor_behavior(supervisor_pointer self, fai
         self->send(st.replicas[r], lost_atom::value, fmt::format("node {} is down (no heartbeat answer)", node));
       }
     },
-    [self](join_atom, int32_t replica, replica_actor& handle) {
+    [self](join_atom, int32_t replica, replica_actor& handle, std::vector<std::string>& nodes) {
       auto& st = self->state;
-      if (replica >= 0 && size_t(replica) < st.replicas.size()) st.replicas[size_t(replica)] = std::move(handle);
+      if (replica < 0) return;
+      if (size_t(replica) >= st.health.size()) {
+        // Added at run time (`replica add`): its first chain is built already.
+        const size_t n = size_t(replica) + 1;
+        for (size_t r = st.health.size(); r < n; ++r) {
+          replica_health h;
+          h.replica = int32_t(r);
+          h.state = r == size_t(replica) ? "running" : "unsupervised";  // an index never joined
+          h.generation = 1;
+          st.health.push_back(std::move(h));
+        }
+        st.replicas.resize(n);
+        st.restart_times.resize(n);
+        st.health[size_t(replica)].nodes = std::move(nodes);
+        logger().info("supervising replica={} nodes={}", replica, fmt::join(st.health[size_t(replica)].nodes, ","));
+      }
+      st.replicas[size_t(replica)] = std::move(handle);
     },
     [self](stats_atom) { return self->state.health; },
   };

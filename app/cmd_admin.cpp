@@ -55,12 +55,21 @@ std::string clock_time(int64_t unix_ms) {
 /// status as tables.
 std::string render_status(const json& s) {
   std::string o = fmt::format("model {}  up {} s\n\n", s.value("model", ""), s.value("uptime_ms", int64_t(0)) / 1000);
-  o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n", "REPLICA", "STATE",
-                   "WEIGHT", "IN-FLIGHT", "QUEUE", "RUNNING", "KV USED/FREE", "TOK/S", "TTFT p50/p99 ms",
-                   "ITL p50/p99 ms", "STEP MS", "DONE", "FAILED");
+  o += fmt::format("{:<8}{:<10}{:<11}{:>9}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n", "REPLICA",
+                   "STATE", "HEALTH", "RESTARTS", "WEIGHT", "IN-FLIGHT", "QUEUE", "RUNNING", "KV USED/FREE", "TOK/S",
+                   "TTFT p50/p99 ms", "ITL p50/p99 ms", "STEP MS", "DONE", "FAILED");
+  std::string reasons;  // why a replica is not running, or was rebuilt
   for (const auto& r : s["replicas"]) {
-    o += fmt::format("{:<8}{:<10}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n", r["index"].get<int>(),
-                     r["state"].get<std::string>(), num(r["weight"], 2), r["in_flight"].get<int>(),
+    const std::string health = r.value("health", "running");
+    const int restarts = r.value("restarts", 0);
+    const std::string reason = r.value("reason", "");
+    if (!reason.empty() && (health != "running" || restarts > 0)) {
+      reasons += fmt::format("  replica {} {}: {}\n", r["index"].get<int>(),
+                             health == "running" ? "last rebuilt" : health, reason);
+    }
+    o += fmt::format("{:<8}{:<10}{:<11}{:>9}{:>7}{:>10}{:>7}{:>9}{:>14}{:>9}{:>18}{:>18}{:>9}{:>7}{:>8}\n",
+                     r["index"].get<int>(), r["state"].get<std::string>(), health, restarts, num(r["weight"], 2),
+                     r["in_flight"].get<int>(),
                      r["queue"].get<int>(), r["running"].get<int>(),
                      fmt::format("{}/{}", r["kv_blocks_used"].get<int>(), r["kv_blocks_free"].get<int>()),
                      num(r["tok_per_s"], 1),
@@ -68,16 +77,19 @@ std::string render_status(const json& s) {
                      fmt::format("{}/{}", num(r["itl_ms"]["p50"], 1), num(r["itl_ms"]["p99"], 1)),
                      num(r["step_ms"], 2), r["completed"].get<int64_t>(), r["failures"].get<int64_t>());
   }
+  o += reasons;
   o += fmt::format("\n{:<8}{:<12}{:<12}{:>9}{:>10}{:>10}\n", "STAGE", "NODE", "LAYERS", "PID", "STEP MS", "RESTARTS");
   for (const auto& t : s["stages"]) {
     o += fmt::format("{:<8}{:<12}{:<12}{:>9}{:>10}{:>10}\n", t["name"].get<std::string>(), t["node"].get<std::string>(),
                      fmt::format("[{}, {})", t["layers"][0].get<int>(), t["layers"][1].get<int>()), t["pid"].get<int>(),
                      num(t["step_ms"], 2), t["restarts"].get<int>());
   }
-  o += fmt::format("\n{:<12}{:<8}{:<24}{:<7}{:>9}\n", "NODE", "ROLE", "ADDRESS", "STATE", "PID");
+  o += fmt::format("\n{:<12}{:<8}{:<24}{:<7}{:>9}{:>16}\n", "NODE", "ROLE", "ADDRESS", "STATE", "PID", "HEARTBEAT");
   for (const auto& n : s["nodes"]) {
-    o += fmt::format("{:<12}{:<8}{:<24}{:<7}{:>9}\n", n["name"].get<std::string>(), n["role"].get<std::string>(),
-                     n["address"].get<std::string>(), n["up"].get<bool>() ? "up" : "down", n["pid"].get<int>());
+    const auto& hb = n["last_heartbeat_ms"];
+    o += fmt::format("{:<12}{:<8}{:<24}{:<7}{:>9}{:>16}\n", n["name"].get<std::string>(), n["role"].get<std::string>(),
+                     n["address"].get<std::string>(), n["up"].get<bool>() ? "up" : "down", n["pid"].get<int>(),
+                     hb.is_number() ? fmt::format("{} ms ago", hb.get<int64_t>()) : std::string("-"));
   }
   const auto& ev = s["events"];
   if (!ev.empty()) {

@@ -355,8 +355,20 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
   // 4. The gateways, then serve until SIGINT/SIGTERM.
   int rc = 0;
   {
-    // The ADMIN CONSOLE sees the nodes through the head; replicas are not added at run time here.
-    front_ends fronts(sys, *node, api_keys, admin_front_options{head, self.name, false});
+    // The ADMIN CONSOLE sees the nodes through the head; `replica add` places a new replica's
+    // stages on the nodes named or on the spare nodes that are up (the placer above, as at start-up).
+    admin_front_options ao{head, self.name, {}};
+    ao.nodes_now = [shared, &sys, head] {
+      actors::node_load out;
+      out.up.push_back(shared->self.name);
+      for (const auto& n : actors::query_nodes(sys, head)) {
+        if (n.up) out.up.push_back(n.name);
+      }
+      std::lock_guard lock(shared->mu);
+      for (const auto& [key, where] : shared->view.stage_node) ++out.stages[where];
+      return out;
+    };
+    front_ends fronts(sys, *node, api_keys, std::move(ao));
     if (auto s = fronts.start(); !s) {
       publish(actors::query_nodes(sys, head), [&](head_view& v) {
         v.state = "failed";

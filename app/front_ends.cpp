@@ -119,7 +119,7 @@ struct front_ends::impl {
     as.cluster = node.cluster;
     as.this_node = ao.this_node;
     as.head = ao.head;
-    if (ao.replica_add) as.make_replica = actors::local_replica_factory(sys, node);
+    as.make_replica = actors::serve_replica_factory(node, ao.nodes_now);
     as.rollback.max_consecutive_failures = node.cluster.admin.rollback_failures;
     as.rollback.ttft_p99_ms = node.cluster.admin.rollback_ttft_p99_ms;
     const std::string token = as.token;

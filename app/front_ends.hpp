@@ -13,6 +13,7 @@
 
 #include <caf/fwd.hpp>
 
+#include "actors/placement.hpp"
 #include "actors/spawn_serve.hpp"
 #include "transport/api_keys.hpp"
 #include "transport/error.hpp"
@@ -24,7 +25,9 @@ namespace troupe::app {
 struct admin_front_options {
   actors::head_actor head;          // a multi-host head: the nodes it knows (invalid: `troupe serve`)
   std::string this_node = "local";  // where stages placed on no node run
-  bool replica_add = true;          // `replica add` starts replicas in this process
+  // `replica add` on a multi-host head: the nodes that are up now, and the stages each holds
+  // (unset: `troupe serve`, where replicas start in this process).
+  std::function<actors::node_load()> nodes_now;
 };
 
 /// The admin token in `path`: its first line, trimmed; an error naming the file when it cannot be

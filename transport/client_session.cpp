@@ -404,12 +404,7 @@ void client_session::handle_hello(const frame& f) {
 void client_session::handle_generate(std::string_view payload) {
   auto req = decode_generate(payload, options_->limits);
   if (!req) {
-    // An error that names no request (request_id 0) is about the connection: it closes.
-    if (closes_connection(req.error().code) || req.error().request_id == 0) {
-      fail(req.error());
-    } else {
-      send_request_error(req.error());
-    }
+    refuse_frame(req.error());
     return;
   }
   const uint64_t request_id = req->request_id;
@@ -473,12 +468,7 @@ void client_session::charge_tokens(uint64_t n_tokens) {
 void client_session::handle_cancel(std::string_view payload) {
   auto c = decode_cancel(payload);
   if (!c) {
-    // An error that names no request (request_id 0) is about the connection: it closes.
-    if (closes_connection(c.error().code) || c.error().request_id == 0) {
-      fail(c.error());
-    } else {
-      send_request_error(c.error());
-    }
+    refuse_frame(c.error());
     return;
   }
   bool active = false;
@@ -503,11 +493,7 @@ void client_session::handle_cancel(std::string_view payload) {
 void client_session::handle_admin(std::string_view payload) {
   auto req = decode_admin(payload);
   if (!req) {
-    if (closes_connection(req.error().code) || req.error().request_id == 0) {
-      fail(req.error());
-    } else {
-      send_request_error(req.error());
-    }
+    refuse_frame(req.error());
     return;
   }
   const uint64_t request_id = req->request_id;
@@ -529,6 +515,15 @@ void client_session::send_request_error(const error& e) {
   logger().debug("request refused connection={} request_id={} code={} message={}", static_cast<uint64_t>(id_),
                  e.request_id, errc_name(e.code), e.message);
   enqueue(encode(error_frame{e.request_id, e.code, e.message}, version_), 0);
+}
+
+void client_session::refuse_frame(const error& e) {
+  // An error that names no request (request_id 0) is about the connection: it closes.
+  if (closes_connection(e.code) || e.request_id == 0) {
+    fail(e);
+  } else {
+    send_request_error(e);
+  }
 }
 
 void client_session::fail(const error& e) {

@@ -84,6 +84,9 @@ class client_session : public std::enable_shared_from_this<client_session> {
   void handle_cancel(std::string_view payload);
   void handle_admin(std::string_view payload);
   void send_request_error(const error& e);
+  // A frame after hello that did not decode: the connection closes when the error spoils it or
+  // names no request (request_id 0); else that request alone gets an error frame.
+  void refuse_frame(const error& e);
   void fail(const error& e);
   void do_write();
   void on_write(const boost::system::error_code& ec);

@@ -14,6 +14,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; backgro
 h1 { font-size: 1.3em; margin: 0 0 .2em 0; } h2 { font-size: 1.05em; margin: 1.2em 0 .4em 0; }
 table { border-collapse: collapse; background: #fff; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; } td.l, th.l { text-align: left; }
+.active, .running { color: #176d2c; } .failed { color: #b00020; font-weight: bold; } .recovering { color: #a65f00; }
 .active { color: #176d2c; } .draining, .removing { color: #a65f00; } .idle, .standby, .removed { color: #777; }
 #error { color: #b00020; font-weight: bold; } .muted { color: #777; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; } .chart { background: #fff; border: 1px solid #ddd; padding: .4em; }
@@ -30,9 +31,10 @@ form { margin: .5em 0; }
   <span class="muted">(kept in this tab only; or open the page as /#token=TOKEN)</span>
 </form>
 <h2>Replicas</h2>
-<table id="replicas"><thead><tr><th class="l">replica</th><th class="l">state</th><th>weight</th><th>in flight</th><th>queue</th>
+<table id="replicas"><thead><tr><th class="l">replica</th><th class="l">state</th><th class="l">health</th><th>restarts</th><th>weight</th><th>in flight</th><th>queue</th>
 <th>running</th><th>KV used / free</th><th>tok/s (10 s)</th><th>TTFT p50 / p99 ms</th><th>ITL p50 / p99 ms</th>
 <th>step ms</th><th>done</th><th>failed</th></tr></thead><tbody></tbody></table>
+<ul id="reasons"></ul>
 <h2>Throughput and latency <span class="muted">(last minutes)</span></h2>
 <div class="charts">
   <div class="chart"><div>tokens / s</div><svg id="chart_tok" width="420" height="160"></svg></div>
@@ -45,7 +47,7 @@ form { margin: .5em 0; }
 <th>restarts</th></tr></thead><tbody></tbody></table>
 <h2>Nodes</h2>
 <table id="nodes"><thead><tr><th class="l">node</th><th class="l">role</th><th class="l">address</th><th class="l">state</th>
-<th>pid</th></tr></thead><tbody></tbody></table>
+<th>pid</th><th>last heartbeat</th></tr></thead><tbody></tbody></table>
 <h2>Events</h2>
 <ul id="events"></ul>
 <script>
@@ -85,14 +87,19 @@ function render(s) {
   document.getElementById("summary").textContent = s.replicas.filter(r => r.state !== "removed").length + " replica(s), " +
     s.stages.length + " stage(s), " + s.nodes.length + " node(s); up " + up + " s; updated " + new Date(s.unix_ms).toLocaleTimeString();
   rows("replicas", s.replicas.map(r => '<tr><td class="l">replica ' + r.index + '</td><td class="l ' + r.state + '">' + r.state +
+    '</td><td class="l ' + esc(r.health) + '" title="' + esc(r.reason) + '">' + esc(r.health) + '</td><td>' + r.restarts +
     '</td><td>' + num(r.weight, 2) + '</td><td>' + r.in_flight + '</td><td>' + r.queue + '</td><td>' + r.running + '</td><td>' +
     r.kv_blocks_used + ' / ' + r.kv_blocks_free + '</td><td>' + num(r.tok_per_s, 1) + '</td><td>' + num(r.ttft_ms.p50, 1) +
     ' / ' + num(r.ttft_ms.p99, 1) + '</td><td>' + num(r.itl_ms.p50, 1) + ' / ' + num(r.itl_ms.p99, 1) + '</td><td>' +
     num(r.step_ms, 2) + '</td><td>' + r.completed + '</td><td>' + r.failures + '</td></tr>'));
+  document.getElementById("reasons").innerHTML = s.replicas.filter(r => r.reason && (r.health !== "running" || r.restarts > 0))
+    .map(r => '<li>replica ' + r.index + ' <span class="' + esc(r.health) + '">' + (r.health === "running" ? "last rebuilt" : esc(r.health)) +
+      '</span>: ' + esc(r.reason) + '</li>').join("");
   rows("stages", s.stages.map(t => '<tr><td class="l">stage ' + t.name + '</td><td class="l">' + esc(t.node) + '</td><td>[' +
     t.layers[0] + ', ' + t.layers[1] + ')</td><td>' + t.pid + '</td><td>' + num(t.step_ms, 2) + '</td><td>' + t.restarts + '</td></tr>'));
   rows("nodes", s.nodes.map(n => '<tr><td class="l">' + esc(n.name) + '</td><td class="l">' + esc(n.role) + '</td><td class="l">' +
-    esc(n.address) + '</td><td class="l">' + (n.up ? "up" : "down") + '</td><td>' + n.pid + '</td></tr>'));
+    esc(n.address) + '</td><td class="l">' + (n.up ? "up" : "down") + '</td><td>' + n.pid + '</td><td>' +
+    (n.last_heartbeat_ms === null ? "-" : n.last_heartbeat_ms + " ms ago") + '</td></tr>'));
   document.getElementById("events").innerHTML = s.events.slice().reverse().slice(0, 20).map(e => '<li>' +
     new Date(e.unix_ms).toLocaleTimeString() + ' <b>' + esc(e.kind) + '</b> replica ' + e.replica + ': ' + esc(e.message) + '</li>').join("");
   const series = s.replicas.filter(r => r.state !== "removed").map(r => ({ name: "replica " + r.index,

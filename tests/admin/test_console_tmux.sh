@@ -96,6 +96,8 @@ s = json.load(open(sys.argv[1]))
 assert isinstance(s["nodes"], list) and len(s["nodes"]) == 1, s["nodes"]
 assert isinstance(s["replicas"], list) and [r["state"] for r in s["replicas"]] == ["idle", "active"], s["replicas"]
 assert [t["name"] for t in s["stages"]] == ["0.0", "0.1", "1.0", "1.1"], s["stages"]
+assert [(r["health"], r["restarts"]) for r in s["replicas"]] == [("running", 0), ("running", 0)], s["replicas"]
+assert s["nodes"][0]["last_heartbeat_ms"] == 0, s["nodes"]
 PY
 "$troupe" admin --port "$port" --token-file "$work/admin.token" drain 1 | grep -qF "replica 1 drained" ||
   fail "one-shot drain 1"

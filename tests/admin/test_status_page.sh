@@ -38,6 +38,13 @@ for text in "replica 0" "replica 1" "stage 0.0" "stage 1.1" "stories260K.bin" "l
   grep -qF "$text" "$work/dom.html" || fail "the page does not show '$text' (DOM in $artifacts/status_page.html)"
 done
 [ "$(grep -o 'class="l active">active' "$work/dom.html" | wc -l)" = 2 ] || fail "the page does not show 2 active replicas"
+[ "$(grep -o 'class="l running" title="">running' "$work/dom.html" | wc -l)" = 2 ] || fail "the page does not show 2 running replicas"
+# Every stage served, so each shows its measured step time (ms, 2 decimals), not "-".
+for st in 0.0 0.1 1.0 1.1; do
+  grep -qE "stage ${st%.*}\\.${st#*.}</td><td class=\"l\">local</td><td>\[[0-9], [0-9]\)</td><td>[0-9]+</td><td>[0-9]+\.[0-9]{2}</td><td>0</td>" \
+    "$work/dom.html" || fail "the page shows no step time for stage $st (DOM in $artifacts/status_page.html)"
+done
+grep -qE '<td>0 ms ago</td>' "$work/dom.html" || fail "the page shows no heartbeat for the node"
 browse "$url" --screenshot="$artifacts/status_page.png" > /dev/null || fail "chromium --screenshot failed"
 [ -s "$artifacts/status_page.png" ] || fail "no screenshot"
 

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
+#include "actors/admin_commands.hpp"
 #include "actors/admin_console.hpp"
 #include "actors/replica.hpp"
 #include "actors/scheduler.hpp"
@@ -31,7 +34,7 @@ admin_actor start_admin(serve_harness& h, replica_factory factory = {}) {
   as.supervisor = caf::actor_cast<caf::actor>(h.node().supervisor);
   as.replicas = replicas_of(h.node());
   as.cluster = h.node().cluster;
-  as.make_replica = factory ? std::move(factory) : local_replica_factory(h.system(), h.node());
+  as.make_replica = factory ? std::move(factory) : serve_replica_factory(h.node());
   as.tick = std::chrono::milliseconds(50);
   as.history_period = std::chrono::milliseconds(100);
   return spawn_admin(h.system(), std::move(as));
@@ -214,7 +217,7 @@ BOOST_AUTO_TEST_CASE(replica_add_and_remove_under_load_fail_no_request) {
     for (int i = 0; i < n; ++i) h.submit_accepted(reqs, seeded(prompts[seed % prompts.size()], 80, seed)), ++seed;
   };
   wave(8);
-  const std::string added = must(ask<std::string>(h, admin, add_replica_atom::value, op, 1.0));
+  const std::string added = must(ask<std::string>(h, admin, add_replica_atom::value, op, replica_add_plan{1.0, {}}));
   BOOST_TEST(added.find("replica 2 added") == 0u, added);
   wave(8);
   // Replica 0 goes while requests run on it; more arrive meanwhile.
@@ -235,13 +238,52 @@ BOOST_AUTO_TEST_CASE(replica_add_and_remove_under_load_fail_no_request) {
   caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
 }
 
+// A replica added at run time is built by the SUPERVISOR's chain factory and supervised like the
+// others: `restart 2.0` rebuilds it, status counts the restart, and it serves the engine's text.
+BOOST_AUTO_TEST_CASE(a_replica_added_at_run_time_is_supervised_like_the_others) {
+  serve_harness h(two_replicas());
+  auto admin = start_admin(h);
+  // `troupe serve` has no nodes to name.
+  auto named = ask<std::string>(h, admin, add_replica_atom::value, op, replica_add_plan{1.0, {"h2"}});
+  BOOST_REQUIRE(!named);
+  BOOST_TEST(describe(named.error()).find("no nodes to name") != std::string::npos, describe(named.error()));
+  const std::string added = must(ask<std::string>(h, admin, add_replica_atom::value, op, replica_add_plan{1.0, {}}));
+  BOOST_TEST(added.find("replica 2 added (2 stage(s) on local,local") == 0u, added);
+  auto s = status(h, admin);
+  BOOST_REQUIRE(s.replicas.size() == 3u);
+  BOOST_REQUIRE(s.stages.size() == 6u);
+  BOOST_TEST(s.stages[5].first_layer == 3);
+  BOOST_TEST(s.replicas[2].health == "running");
+  const std::string restarted = must(ask<std::string>(h, admin, restart_atom::value, op, int32_t(2), int32_t(0)));
+  BOOST_TEST(restarted.find("rebuilding") != std::string::npos, restarted);
+  serve_until(h, [&] {
+    s = status(h, admin);
+    return s.replicas[2].restarts == 1 && s.replicas[2].health == "running";
+  });
+  BOOST_TEST(s.replicas[2].reason.find("operator restart of stage 0") != std::string::npos, s.replicas[2].reason);
+  BOOST_TEST(s.stages[4].restarts == 1);
+  BOOST_TEST(s.replicas[0].restarts == 0);
+  // Only replica 2 takes requests now: the engine's text from the rebuilt chain.
+  must(ask<std::string>(h, admin, weight_atom::value, op, int32_t(0), 0.0));
+  must(ask<std::string>(h, admin, weight_atom::value, op, int32_t(1), 0.0));
+  std::map<request_id, serve_request> reqs;
+  uint64_t seed = 40;
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, seeded(p, 48, seed++));
+  h.wait_all();
+  h.check_all_against_engine(reqs);
+  s = status(h, admin);
+  BOOST_TEST(s.replicas[2].route.n_completed == 8);
+  BOOST_TEST(s.stages[4].step_ms > 0.0);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+}
+
 BOOST_AUTO_TEST_CASE(a_canary_failing_every_request_is_rolled_back_and_its_clients_retried_on_the_stable_replica) {
   auto c = two_replicas();
   c.replicas = 1;
   serve_harness h(c);
   // The canary: one stage that fails every step, behind a SCHEDULER like any replica's.
   const auto& node = h.node();
-  replica_factory canary = [&](int) -> std::expected<replica_parts, std::string> {
+  replica_factory canary = [&](int, const std::vector<std::string>&) -> std::expected<replica_parts, std::string> {
     replica_parts p;
     p.stages.push_back(h.system().spawn(failing_stage));
     p.locations.push_back(stage_location{"", 0, 0, 5});
@@ -254,7 +296,7 @@ BOOST_AUTO_TEST_CASE(a_canary_failing_every_request_is_rolled_back_and_its_clien
     return p;
   };
   auto admin = start_admin(h, canary);
-  BOOST_TEST(must(ask<std::string>(h, admin, add_replica_atom::value, op, 0.0)).find("replica 1 added") == 0u);
+  BOOST_TEST(must(ask<std::string>(h, admin, add_replica_atom::value, op, replica_add_plan{0.0, {}})).find("replica 1 added") == 0u);
   // Rolled out at once to an equal share (a canary would start lower; the test wants it hit often).
   must(ask<std::string>(h, admin, weight_atom::value, op, int32_t(1), 1.0));
   std::map<request_id, serve_request> reqs;
@@ -291,7 +333,7 @@ BOOST_AUTO_TEST_CASE(without_the_admin_token_every_command_is_refused_and_logged
   auto d = ask<std::string>(h, admin, drain_atom::value, wrong, int32_t(0));
   BOOST_REQUIRE(!d);
   BOOST_TEST(describe(d.error()) == "unauthorized: wrong admin token");
-  BOOST_TEST(!ask<std::string>(h, admin, add_replica_atom::value, wrong, 1.0));
+  BOOST_TEST(!ask<std::string>(h, admin, add_replica_atom::value, wrong, replica_add_plan{}));
   BOOST_TEST(!ask<std::string>(h, admin, config_atom::value, wrong));
   BOOST_TEST(!ask<std::vector<audit_entry>>(h, admin, audit_atom::value, wrong));
   // Nothing changed: replica 0 still takes requests, no third replica.
@@ -321,6 +363,109 @@ BOOST_AUTO_TEST_CASE(without_the_admin_token_every_command_is_refused_and_logged
   BOOST_REQUIRE(!r);
   BOOST_TEST(describe(r.error()).find("--admin-token-file") != std::string::npos);
   caf::anon_send_exit(closed, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+}
+
+// Each stage reports what its steps take with the step itself (in the activations it hands on and
+// in the last stage's reply), so status shows it for stages in this process and on other nodes
+// alike: here in messages, and over the data plane as between processes.
+BOOST_AUTO_TEST_CASE(status_shows_each_stages_step_time_after_traffic) {
+  for (const auto links : {stage_link::message, stage_link::data_plane}) {
+    BOOST_TEST_CONTEXT("links " << (links == stage_link::message ? "message" : "data_plane")) {
+      serve_options o;
+      o.links = links;
+      serve_harness h(two_replicas(), o);
+      auto admin = start_admin(h);
+      for (const auto& st : status(h, admin).stages) BOOST_TEST(st.step_ms == -1.0);  // nothing ran yet
+      std::map<request_id, serve_request> reqs;
+      for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 48));
+      h.wait_all();
+      h.check_all_against_engine(reqs);
+      const auto s = status(h, admin);
+      BOOST_REQUIRE(s.stages.size() == 4u);
+      const auto j = status_json(s);
+      for (size_t i = 0; i < s.stages.size(); ++i) {
+        const auto& st = s.stages[i];
+        const auto& r = s.replicas[size_t(st.replica)];
+        if (r.route.n_completed == 0) continue;  // a replica that served nothing measured nothing
+        BOOST_TEST_MESSAGE("stage " << st.replica << "." << st.index << " step_ms=" << st.step_ms
+                                    << " replica step_ms=" << r.step_ms);
+        // A step of stories260K's few layers: well under a millisecond to a few on a busy machine.
+        BOOST_TEST(st.step_ms > 0.0);
+        BOOST_TEST(st.step_ms < 500.0);
+        BOOST_TEST(j["stages"][i]["step_ms"].is_number());
+      }
+      BOOST_TEST(s.replicas[0].route.n_completed + s.replicas[1].route.n_completed == 8);
+      caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+    }
+  }
+}
+
+// A killed stage: the SUPERVISOR rebuilds replica 0's chain, and status counts the restart for the
+// replica and each of its stages (a rebuild starts every stage of the chain anew), says why, and
+// measures the new chain's step times afresh.
+BOOST_AUTO_TEST_CASE(status_counts_restarts_per_replica_and_stage_after_a_stage_is_killed) {
+  serve_harness h(two_replicas());
+  auto admin = start_admin(h);
+  std::map<request_id, serve_request> reqs;
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 32));
+  h.wait_all();
+  auto s = status(h, admin);
+  BOOST_TEST(s.replicas[0].restarts == 0);
+  BOOST_TEST(s.replicas[0].health == "running");
+  BOOST_TEST(s.stages[1].restarts == 0);
+  caf::anon_send_exit(h.node().stages[0][1], caf::exit_reason::kill);
+  serve_until(h, [&] {
+    s = status(h, admin);
+    return s.replicas[0].restarts == 1 && s.replicas[0].health == "running";
+  });
+  BOOST_TEST(s.replicas[0].reason.find("stage 1 lost") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[1].restarts == 0);
+  BOOST_TEST(s.replicas[1].reason.empty());
+  BOOST_REQUIRE(s.stages.size() == 4u);
+  for (const auto& st : s.stages) {
+    BOOST_TEST_CONTEXT("stage " << st.replica << "." << st.index) {
+      BOOST_TEST(st.restarts == (st.replica == 0 ? 1 : 0));
+      if (st.replica == 0) BOOST_TEST(st.step_ms == -1.0);  // the new chain has not stepped yet
+    }
+  }
+  const auto j = status_json(s);
+  BOOST_TEST(j["replicas"][0]["restarts"] == 1);
+  BOOST_TEST(j["stages"][0]["restarts"] == 1);
+  // Traffic on the rebuilt replica alone: its stages measure again.
+  must(ask<std::string>(h, admin, weight_atom::value, op, int32_t(1), 0.0));
+  h.results().clear();
+  reqs.clear();
+  for (const auto& p : story_prompts()) h.submit_accepted(reqs, greedy(p, 32));
+  h.wait_all();
+  h.check_all_against_engine(reqs);
+  s = status(h, admin);
+  BOOST_TEST(s.stages[0].step_ms > 0.0);
+  BOOST_TEST(s.stages[1].step_ms > 0.0);
+  BOOST_TEST(s.replicas[0].restarts == 1);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+}
+
+// Past its restart budget (here 0 rebuilds) a replica is marked failed: status shows that and why
+// (the console's replica table and the status page print the reason).
+BOOST_AUTO_TEST_CASE(a_replica_past_its_restart_budget_shows_failed_and_why) {
+  auto c = two_replicas();
+  c.failover.max_restarts = 0;
+  serve_harness h(c);
+  auto admin = start_admin(h);
+  caf::anon_send_exit(h.node().stages[0][1], caf::exit_reason::kill);
+  cluster_status s;
+  serve_until(h, [&] {
+    s = status(h, admin);
+    return s.replicas[0].health == "failed";
+  });
+  BOOST_TEST(s.replicas[0].reason.find("stage 1 lost") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[0].reason.find("max_restarts") != std::string::npos, s.replicas[0].reason);
+  BOOST_TEST(s.replicas[0].restarts == 0);
+  BOOST_TEST(s.replicas[1].health == "running");
+  const auto j = status_json(s);
+  BOOST_TEST(j["replicas"][0]["health"] == "failed");
+  BOOST_TEST(j["replicas"][0]["reason"].get<std::string>().find("max_restarts") != std::string::npos);
   caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
 }
 
