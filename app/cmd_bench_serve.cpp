@@ -4,7 +4,8 @@
 // or open loop (--rate R requests/s, Poisson or fixed-interval arrivals, M requests spread over N
 // connections). Prompts are exactly --prompt-len token ids; greedy, max_tokens --gen-len. The
 // protocol has no ignore-EOS field, so a request may end early at EOS: the report counts the
-// tokens actually generated. Bounded: M requests and --timeout-s seconds in all.
+// tokens actually generated. Bounded: M requests and --timeout-s seconds in all. Chaos runs
+// (scripts/chaos/run) use --record, --verify and --disconnect-after (clients that go away).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -51,7 +52,13 @@ struct request_result {
   std::optional<transport::error> err;
   std::vector<int32_t> ids;        // the tokens streamed (--record, --verify)
   std::vector<std::pair<int64_t, int>> chunks;  // (wall-clock ms since the epoch, tokens) per chunk (--record)
+  int64_t start_ms = 0, end_ms = 0;  // wall clock: sent, and ended (final frame, error or disconnect)
+  bool disconnected = false;         // --disconnect-after: the client dropped the connection mid-stream
 };
+
+bool refused_overloaded(const request_result& r) {
+  return !r.ok && r.err && r.err->code == transport::errc::overloaded && r.ids.empty();
+}
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -77,8 +84,9 @@ std::vector<int32_t> make_prompt(int len, int request) {
   return ids;
 }
 
-request_result run_one(transport::client& c, int index, int prompt_len, int gen_len, clock_type::time_point deadline,
-                       bool sampled = false) {
+// disconnect_after > 0: drop the connection (no cancel) once that many tokens have come.
+request_result run_one_untimed(transport::client& c, int index, int prompt_len, int gen_len,
+                               clock_type::time_point deadline, bool sampled, int disconnect_after) {
   request_result r;
   transport::generate_request req;
   req.prompt_tokens = make_prompt(prompt_len, index);
@@ -101,7 +109,7 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
   const auto t0 = clock_type::now();
   auto last = t0;
   auto fin = c.generate(req, [&](const transport::token_chunk& ch) {
-    if (ch.ids.empty()) return;
+    if (ch.ids.empty() || r.disconnected) return;
     const auto t = clock_type::now();
     r.ids.insert(r.ids.end(), ch.ids.begin(), ch.ids.end());
     r.chunks.emplace_back(wall_ms(), int(ch.ids.size()));
@@ -115,7 +123,12 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
       for (size_t i = 0; i < ch.ids.size(); ++i) r.itl_ms.push_back(per);
     }
     last = t;
+    if (disconnect_after > 0 && r.ids.size() >= size_t(disconnect_after)) {
+      r.disconnected = true;
+      c.disconnect();
+    }
   }, budget);
+  if (r.disconnected) return r;  // not ok, not an error: what the client chose
   if (!fin) {
     r.err = fin.error();
     return r;
@@ -129,6 +142,15 @@ request_result run_one(transport::client& c, int index, int prompt_len, int gen_
   r.completion_tokens = fin->completion_tokens;
   if (r.ttft_ms >= 0) r.decode_ms = ms_double(clock_type::now() - t0).count() - r.ttft_ms;
   r.early_eos = fin->reason == transport::finish_reason::stop;
+  return r;
+}
+
+request_result run_one(transport::client& c, int index, int prompt_len, int gen_len, clock_type::time_point deadline,
+                       bool sampled = false, int disconnect_after = 0) {
+  const int64_t start_ms = wall_ms();
+  request_result r = run_one_untimed(c, index, prompt_len, gen_len, deadline, sampled, disconnect_after);
+  r.start_ms = start_ms;
+  r.end_ms = wall_ms();
   return r;
 }
 
@@ -321,7 +343,12 @@ int run_bench_serve(int argc, char** argv) {
     .flag("https", "with --http: over TLS (the certificate is checked only with --cacert)")
     .option("cacert", "FILE", "with --https: verify the server's certificate against this CA file")
     .flag("sampled", "sample (temperature 0.8, top-p 0.9, top-k 40, seed = request index) instead of greedy")
-    .option("record", "FILE", "write one JSON line per request: index, ok, error, ids, chunks [[wall ms, tokens]]")
+    .option("record", "FILE", "write one JSON line per request: index, ok, error, disconnected, start_ms, end_ms (wall "
+            "clock), ids, chunks [[wall ms, tokens]]")
+    .option("disconnect-after", "N", "closed loop: drop the connection (no cancel frame) after N tokens of each "
+            "request, as a client that goes away mid-stream; the next request connects again (0: off)", "0")
+    .option("overloaded-pause-ms", "MS", "closed loop: after a request refused as overloaded, the connection waits "
+            "this long before its next request (a client backing off)", "0")
     .option("verify", "MODEL", "after the run, compute every request's tokens with the engine on MODEL (as `troupe "
             "generate`) and count the requests whose tokens differ (\"mismatches\")")
     .option("tokenizer", "PATH", "with --verify: the tokenizer file, if MODEL has none")
@@ -336,7 +363,9 @@ int run_bench_serve(int argc, char** argv) {
   auto seed = args.integer("seed", 0, std::numeric_limits<long long>::max());
   auto timeout_s = args.number("timeout-s", 0.001, 86'400);
   auto warmup = args.integer("warmup", 0, 1000);
-  if (!warmup || !co || !concurrency || !requests || !lengths || !rate || !seed || !timeout_s) {
+  auto disconnect_after = args.integer("disconnect-after", 0, 1'000'000);
+  auto overloaded_pause_ms = args.integer("overloaded-pause-ms", 0, 60'000);
+  if (!overloaded_pause_ms || !disconnect_after || !warmup || !co || !concurrency || !requests || !lengths || !rate || !seed || !timeout_s) {
     return args.usage_error();
   }
   const std::string arrivals = args.str("arrivals");
@@ -362,6 +391,10 @@ int run_bench_serve(int argc, char** argv) {
     }
   }
   boost::asio::ssl::context* tls_context = tls ? &*tls : nullptr;
+  if (*disconnect_after > 0 && (use_http || *rate > 0)) {
+    std::fprintf(stderr, "troupe: --disconnect-after works in the closed loop over the client protocol only\n");
+    return 2;
+  }
   if (use_http && *rate > 0) {
     std::fprintf(stderr, "troupe: --http runs a closed loop only (HTTP/1.1 has one request in flight per connection)\n");
     return 2;
@@ -464,8 +497,15 @@ int run_bench_serve(int argc, char** argv) {
             }
             c.emplace(std::move(*nc));
           }
-          results[size_t(i)] = run_one(*c, i, plen, glen, deadline, sampled);
+          results[size_t(i)] = run_one(*c, i, plen, glen, deadline, sampled, int(*disconnect_after));
           if (results[size_t(i)].err) note_error(*results[size_t(i)].err);
+          if (results[size_t(i)].disconnected) {
+            c->close();  // joins the I/O thread of the dropped connection
+            c.reset();
+          }
+          if (*overloaded_pause_ms > 0 && refused_overloaded(results[size_t(i)])) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(*overloaded_pause_ms));
+          }
         }
         if (c) c->close();
       });
@@ -514,13 +554,18 @@ int run_bench_serve(int argc, char** argv) {
   }
   const double wall_s = std::chrono::duration<double>(clock_type::now() - start).count();
 
-  int completed = 0, errors = 0, early = 0;
+  int completed = 0, errors = 0, early = 0, overloaded = 0, disconnected = 0;
   uint64_t gen_tokens = 0, decode_tokens = 0;
   double decode_ms = 0;
   std::vector<double> ttft, itl;
   for (const auto& r : results) {
+    if (r.disconnected) {
+      ++disconnected;
+      continue;
+    }
     if (!r.ok) {
       ++errors;
+      overloaded += refused_overloaded(r) ? 1 : 0;
       continue;
     }
     ++completed;
@@ -546,6 +591,9 @@ int run_bench_serve(int argc, char** argv) {
       j["index"] = i;
       j["ok"] = r.ok;
       j["error"] = r.err ? std::string(transport::errc_name(r.err->code)) + ": " + r.err->message : std::string();
+      j["disconnected"] = r.disconnected;
+      j["start_ms"] = r.start_ms;
+      j["end_ms"] = r.end_ms;
       j["ids"] = r.ids;
       j["chunks"] = r.chunks;
       std::fprintf(f, "%s\n", j.dump().c_str());
@@ -564,9 +612,12 @@ int run_bench_serve(int argc, char** argv) {
     const engine::stop_rule rule = engine::make_stop_rule(model->config, **tok);
     mismatches = 0;
     for (size_t i = 0; i < results.size(); ++i) {
+      // Refused at admission (no token): nothing to compare. A request the client dropped
+      // (--disconnect-after): its tokens must be the engine's first ones.
+      if (refused_overloaded(results[i])) continue;
       const auto prompt = make_prompt(plen, int(i));
       engine::generate_options opts;
-      opts.max_new_tokens = glen;
+      opts.max_new_tokens = results[i].disconnected ? int(results[i].ids.size()) : glen;
       opts.end_ids = rule.end_ids;
       if (sampled) {
         opts.sampling.temperature = sampled_temperature;
@@ -583,11 +634,16 @@ int run_bench_serve(int argc, char** argv) {
         ++mismatches;
         if (mismatches <= 3) {
           std::fprintf(stderr, "troupe: --verify: request %zu: %zu tokens streamed, the engine gives %zu%s\n", i,
-                       results[i].ids.size(), want.size(), results[i].ok ? "" : " (the request failed)");
+                       results[i].ids.size(), want.size(),
+                       results[i].ok || results[i].disconnected ? "" : " (the request failed)");
         }
       }
     }
-    if (!json) std::printf("verify: %d of %d requests differ from the engine\n", mismatches, n_req);
+    if (!json) {
+      std::printf("verify: %d of %d requests differ from the engine (%d refused as overloaded: not compared; %d "
+                  "dropped by the client: their first tokens compared)\n",
+                  mismatches, n_req, overloaded, disconnected);
+    }
   }
   const double req_s = wall_s > 0 ? completed / wall_s : 0;
   const double tok_s = wall_s > 0 ? double(gen_tokens) / wall_s : 0;
@@ -601,6 +657,8 @@ int run_bench_serve(int argc, char** argv) {
     j["requests"] = n_req;
     j["completed"] = completed;
     j["errors"] = errors;
+    j["overloaded"] = overloaded;
+    j["disconnected"] = disconnected;
     j["req_s"] = req_s;
     j["gen_tok_s"] = tok_s;
     j["ttft_ms_p50"] = percentile(ttft, 50);
@@ -621,6 +679,10 @@ int run_bench_serve(int argc, char** argv) {
     std::printf("wall: %.2f s | per-stream decode (tokens after the first / time after the first): %.1f tok/s | "
                 "requests that ended at EOS before max_tokens: %d\n",
                 wall_s, decode_ms > 0 ? double(decode_tokens) / (decode_ms / 1000.0) : 0.0, early);
+    if (overloaded > 0 || disconnected > 0) {
+      std::printf("refused as overloaded (among the errors): %d | dropped by the client (--disconnect-after, not "
+                  "errors): %d\n", overloaded, disconnected);
+    }
   }
   std::fflush(stdout);
   return errors == 0 && mismatches <= 0 ? 0 : 1;

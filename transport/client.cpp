@@ -443,4 +443,10 @@ void client::close() {
   s.thread.join();
 }
 
+void client::disconnect() {
+  if (!impl_) return;
+  auto& s = *impl_;
+  asio::post(s.io, [&s] { s.fail_connection(error{errc::connection_closed, "disconnected by the client", 0}); });
+}
+
 }  // namespace troupe::transport

@@ -68,6 +68,11 @@ class client {
   /// errc::connection_closed. Idempotent. Do not destroy a client while other threads use it.
   void close();
 
+  /// Drops the connection at once, as a client that goes away does (no cancel frame is sent);
+  /// pending generate() calls return errc::connection_closed. Safe from any thread, also from a
+  /// chunk callback (it does not wait for the I/O thread). close() still joins the thread later.
+  void disconnect();
+
  private:
   struct impl;
   explicit client(std::unique_ptr<impl> p);

@@ -585,6 +585,33 @@ BOOST_AUTO_TEST_CASE(client_disconnect_triggers_on_disconnect) {
   BOOST_TEST(!sink->send_chunk("late", {1}));
 }
 
+BOOST_AUTO_TEST_CASE(disconnect_from_the_chunk_callback_drops_the_connection_without_a_cancel) {
+  fake_handler handler(fake_handler::mode::hold);
+  running_server s(handler);
+  auto c = connect_client(s.server.port());
+  int calls = 0;
+  auto stream = std::async(std::launch::async, [&] {
+    return c.generate(text_request(), [&](const token_chunk&) {
+      ++calls;
+      c.disconnect();  // on the I/O thread, as `troupe bench serve --disconnect-after` does
+    });
+  });
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_held() == 1; }));
+  auto sink = handler.held(0);
+  sink->send_chunk("a", {1});
+  BOOST_TEST_REQUIRE((stream.wait_for(wait_limit) == std::future_status::ready));
+  auto r = stream.get();
+  BOOST_TEST_REQUIRE(!r.has_value());
+  BOOST_TEST((r.error().code == errc::connection_closed));
+  BOOST_TEST(calls == 1);
+  BOOST_TEST(!c.is_open());
+  // The server hears of the disconnect (which frees the request's KV blocks); no cancel frame.
+  BOOST_TEST_REQUIRE(handler.wait([](auto& h) { return h.n_disconnects() == 1; }));
+  BOOST_TEST(sink->closed());
+  BOOST_TEST(handler.n_cancels() == 0u);
+  c.close();  // joins the I/O thread
+}
+
 BOOST_AUTO_TEST_CASE(cancel_reaches_the_handler) {
   fake_handler handler(fake_handler::mode::hold);
   running_server s(handler);
