@@ -56,7 +56,12 @@ struct node_actor_state {
   std::shared_ptr<std::vector<stage_actor>> stages = std::make_shared<std::vector<stage_actor>>();
   // (replica, index) -> the generation and stage placed last: a newer placement stops the older
   // stage (a chain rebuilt while this node was cut off or stopped).
-  std::map<std::pair<int32_t, int32_t>, std::pair<uint64_t, stage_actor>> placed;
+  struct placed_entry {
+    uint64_t generation = 0;
+    stage_actor stage;
+    transport::peer_id next_peer = 0;  // its data-plane connection to the next stage (0: none)
+  };
+  std::map<std::pair<int32_t, int32_t>, placed_entry> placed;
   // Direct control connections to other workers ("host:port" of their gates): without them CAF
   // relays every step request between two workers through the head.
   // Keyed by "host:port" and the CAF node of the stage behind it: a node that started again at the
@@ -74,6 +79,10 @@ void release_stages(node_pointer self, const char* why) {
   logger().info("stopping stages node={} n_stages={} reason={}", st.setup.name, st.stages->size(), why);
   for (auto& s : *st.stages) self->send_exit(s, caf::exit_reason::user_shutdown);
   st.stages->clear();
+  // Their connections to the next stages go with them (each holds UCX buffers).
+  for (auto& [key, e] : st.placed) {
+    if (e.next_peer != 0) st.setup.plane->disconnect(e.next_peer);
+  }
   st.placed.clear();
 }
 
@@ -121,20 +130,28 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
     }
   }
   const auto key = std::make_pair(p.replica, p.index);
+  const transport::peer_id next_peer = ss.next_peer;
   if (auto it = st.placed.find(key); it != st.placed.end()) {
-    if (it->second.first > p.generation) {
+    if (it->second.generation > p.generation) {
+      if (next_peer != 0) st.setup.plane->disconnect(next_peer);
       return std::unexpected(fmt::format("stale placement: replica {} stage {} generation {} is older than the "
                                          "generation {} placed here already",
-                                         p.replica, p.index, p.generation, it->second.first));
+                                         p.replica, p.index, p.generation, it->second.generation));
     }
     logger().info("replacing stage node={} replica={} stage={} old_generation={} generation={}", st.setup.name,
-                  p.replica, p.index, it->second.first, p.generation);
-    self->send_exit(it->second.second, caf::exit_reason::user_shutdown);
+                  p.replica, p.index, it->second.generation, p.generation);
+    self->send_exit(it->second.stage, caf::exit_reason::user_shutdown);
+    // The old stage and its connection to the next stage go: neither is kept for the node's life.
+    std::erase(*st.stages, it->second.stage);
+    if (it->second.next_peer != 0) st.setup.plane->disconnect(it->second.next_peer);
   }
   auto stage = spawn_stage(self->system(), std::move(ss));
-  if (!stage) return std::unexpected(stage.error());
+  if (!stage) {
+    if (next_peer != 0) st.setup.plane->disconnect(next_peer);
+    return std::unexpected(stage.error());
+  }
   st.stages->push_back(*stage);
-  st.placed[key] = {p.generation, *stage};
+  st.placed[key] = {p.generation, *stage, next_peer};
   return placed_stage{*stage, int32_t(::getpid())};
 }
 

@@ -79,7 +79,10 @@ clk=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$clk" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # `times` in this shell (a subshell would see no children): its second line is the children's.
 children_s() { times >"$work/times"; awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%.2f", s }' "$work/times"; }
-node_pid() { pgrep -f -- "node --config $work/c.toml --name $1\$" | head -1; }
+# The node processes' pids from their pid files (scripts/cluster keeps them current; the keeper
+# loop around each node has the same command line, so pgrep would find the loop).
+run_dir=$(sed -n 's/^run_dir *= *"\(.*\)"/\1/p' "$work/c.toml" | head -1)
+node_pid() { cat "$run_dir/$1.pid" 2>/dev/null || echo 0; }
 diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 pids=("$(node_pid h1)" "$(node_pid h2)" "$(node_pid h3)")
 

@@ -820,6 +820,12 @@ result<peer_id> data_plane::connect_unauthenticated_for_test(const std::string& 
   return connect_impl(*impl_, host, port, true);
 }
 
+void data_plane::disconnect(peer_id peer) {
+  impl_->post([s = impl_.get(), peer] {
+    s->drop_peer(peer, error{errc::cancelled, "connection closed by this node (its user is gone)", 0});
+  });
+}
+
 void data_plane::send(peer_id to, uint64_t tag, std::vector<std::byte> bytes, send_done_fn done) {
   auto* op = new impl::send_op{impl_.get(), to, tag, std::move(bytes), std::move(done)};
   impl_->post([s = impl_.get(), op] { s->do_send(op); });

@@ -70,6 +70,12 @@ class data_plane {
   /// rejects ours), errc::timeout, errc::io_error.
   result<peer_id> connect(const std::string& host, uint16_t port);
 
+  /// Closes the connection to `peer` (without flushing) and forgets it: its pending receives
+  /// fail, the other side sees the connection reset. For a connection whose user is gone (a stage
+  /// replaced or stopped): every connect() makes a new one, and each holds UCX buffers. Unknown
+  /// peers are ignored.
+  void disconnect(peer_id peer);
+
   /// Sends `bytes` tagged `tag` to an authenticated peer. `done` (optional) runs on the data
   /// plane's thread once UCX is done with the bytes (ok) or the send failed.
   void send(peer_id to, uint64_t tag, std::vector<std::byte> bytes, send_done_fn done = {});
