@@ -63,11 +63,13 @@ BOOST_AUTO_TEST_CASE(client_and_bench_serve_against_troupe_serve, *needs_models(
     nlohmann::json j;
     BOOST_REQUIRE_NO_THROW(j = nlohmann::json::parse(r.out));
     BOOST_REQUIRE(j.is_object());
-    for (const char* k : {"concurrency", "requests", "completed", "errors", "req_s", "gen_tok_s", "ttft_ms_p50",
-                          "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99"}) {
+    for (const char* k : {"concurrency", "requests", "completed", "errors", "overloaded", "disconnected", "req_s",
+                          "gen_tok_s", "ttft_ms_p50", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99"}) {
       BOOST_TEST_CONTEXT("field " << k) { BOOST_REQUIRE(j.contains(k) && j[k].is_number()); }
     }
-    BOOST_TEST(j.size() == 10u);
+    BOOST_TEST(j.size() == 12u);
+    BOOST_TEST(j["overloaded"].get<int>() == 0);
+    BOOST_TEST(j["disconnected"].get<int>() == 0);
     BOOST_TEST(j["concurrency"].get<int>() == 3);
     BOOST_TEST(j["requests"].get<int>() == 6);
     BOOST_TEST(j["completed"].get<int>() == 6);
