@@ -185,13 +185,18 @@ caf::result<step_result> run_step(stage_pointer self, step_request& req, hidden_
       }
     }
     if (next_rows.empty()) {
-      // The reply first, so that the SCHEDULER can plan the next step while the tokens are on
-      // their way; then the tokens, to the ROUTER directly (not through the SCHEDULER).
+      // The tokens first, to the ROUTER directly (not through the SCHEDULER), then the reply.
+      // Both travel the same way (one mailbox, or one connection to the head), in order, so a
+      // reply that arrives always comes after its tokens: the SCHEDULER never holds a token the
+      // ROUTER has not had. The other order lost streams in the chaos soak: a partition cut a
+      // node after its reply but before its tokens; the replay went on from the SCHEDULER's
+      // tokens, and the ROUTER, which takes each request's tokens in order, dropped every later
+      // one waiting for the lost ones (the client saw its stream stop, with no error).
       stage_ns.push_back(elapsed_ns() / (k + 1));  // per forward pass
       result.stage_ns = std::move(stage_ns);
+      for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
       auto rp = self->make_response_promise<step_result>();
       rp.deliver(std::move(result));
-      for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
       return rp;
     }
     for (auto& [sink, tb] : by_sink) self->send(sink, tokens_atom::value, std::move(tb));
