@@ -77,8 +77,12 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] :
 # CPU seconds (user + system) a process has used so far; the load generator's through `times`.
 clk=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$clk" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# `times` in this shell (a subshell would see no children): its second line is the children's.
-children_s() { times >"$work/times"; awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%.2f", s }' "$work/times"; }
+# children_s VAR: VAR = the CPU seconds of this shell's finished children (the load generator).
+# `times` runs in this shell (a subshell would see no children); its second line is theirs.
+children_s() {
+  times >"$work/times"
+  printf -v "$1" '%s' "$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%.2f", s }' "$work/times")"
+}
 # The node processes' pids from their pid files (scripts/cluster keeps them current; the keeper
 # loop around each node has the same command line, so pgrep would find the loop).
 run_dir=$(sed -n 's/^run_dir *= *"\(.*\)"/\1/p' "$work/c.toml" | head -1)
@@ -89,13 +93,13 @@ pids=("$(node_pid h1)" "$(node_pid h2)" "$(node_pid h3)")
 multi=() single=()
 for round in $(seq 1 "$rounds"); do
   # (m) with the CPU each process used during it: where the second core goes.
-  b=(); for p in "${pids[@]}"; do b+=("$(cpu_s "$p")"); done; children_s >"$work/cs"; bl=$(cat "$work/cs"); t0=$(date +%s.%N)
+  b=(); for p in "${pids[@]}"; do b+=("$(cpu_s "$p")"); done; children_s bl; t0=$(date +%s.%N)
   c16=$(load "$head_host" "$head_port" "$streams" "$streams" --warmup 1)
-  t1=$(date +%s.%N); children_s >"$work/cs"; al=$(cat "$work/cs"); a=(); for p in "${pids[@]}"; do a+=("$(cpu_s "$p")"); done
+  t1=$(date +%s.%N); children_s al; a=(); for p in "${pids[@]}"; do a+=("$(cpu_s "$p")"); done
   start_server --model "$m110" --stages 1 --threads 1 --max-waiting 256
-  sb=$(cpu_s "$server_pid"); children_s >"$work/cs"; pbl=$(cat "$work/cs"); pt0=$(date +%s.%N)
+  sb=$(cpu_s "$server_pid"); children_s pbl; pt0=$(date +%s.%N)
   p16=$(load 127.0.0.1 "$port" "$streams" "$streams" --warmup 1)
-  pt1=$(date +%s.%N); children_s >"$work/cs"; pal=$(cat "$work/cs"); sa=$(cpu_s "$server_pid")
+  pt1=$(date +%s.%N); children_s pal; sa=$(cpu_s "$server_pid")
   stop_server
   echo "round $round: (m) CPU seconds during the run: cluster wall $(diff_s "$t0" "$t1") s: head $(diff_s "${b[0]}" "${a[0]}")," \
        "stage 0 node $(diff_s "${b[1]}" "${a[1]}"), stage 1 node $(diff_s "${b[2]}" "${a[2]}"), load generator $(diff_s "$bl" "$al");" \

@@ -18,21 +18,8 @@ done
 m260="$models/stories260K.bin"
 t260="$models/tok512.bin"
 
-work=$(mktemp -d /tmp/troupe-cluster-admin.XXXXXX)
-run_dir="$work/run"
+cluster_work cluster-admin
 file="$work/admin.toml"
-cleanup() {
-  [ -f "$file" ] && "$cluster" down "$file" --troupe "$troupe" --grace 3 >/dev/null 2>&1 || true
-  pkill -KILL -f -- "--config $work/" 2>/dev/null || true
-  "$hosts" down "${opts[@]}" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for l in "$run_dir"/*.log; do [ -f "$l" ] && { echo "==> $l"; tail -n 20 "$l"; }; done
-  exit 1
-}
 
 timeout 120 "$hosts" up 3 "${opts[@]}" >"$work/hosts.txt" || fail "netns-hosts up 3"
 key="$TROUPE_NETNS_DIR/id_ed25519"

@@ -17,20 +17,7 @@ for f in stories260K.bin tok512.bin TinyStories-656K-Q8_0.gguf TinyStories-656K/
   [ -f "$models/$f" ] || { echo "SKIP: $models/$f missing (TROUPE_MODELS_DIR)"; exit 77; }
 done
 
-work=$(mktemp -d /tmp/troupe-cluster-identity.XXXXXX)
-run_dir="$work/run"
-cleanup() {
-  for f in "$work"/*.toml; do [ -f "$f" ] && "$cluster" down "$f" --troupe "$troupe" --grace 3 >/dev/null 2>&1 || true; done
-  pkill -KILL -f -- "--config $work/" 2>/dev/null || true
-  "$hosts" down "${opts[@]}" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for l in "$run_dir"/*.log; do [ -f "$l" ] && { echo "==> $l"; tail -n 15 "$l"; }; done
-  exit 1
-}
+cluster_work cluster-identity
 
 timeout 120 "$hosts" up 5 "${opts[@]}" >"$work/hosts.txt" || fail "netns-hosts up 5"
 key="$TROUPE_NETNS_DIR/id_ed25519"
