@@ -419,8 +419,9 @@ using router_actor = token_sink_actor::extend<
   caf::replies_to<stats_atom>::with<std::vector<scheduler_stats>>>;
 
 // ---- nodes of a multi-host cluster: worker NODE <-> head -------------------------------------
-// Every `troupe node` process runs over CAF's OpenSSL module: only peers with a certificate made
-// from the cluster secret connect at all (transport/cluster_secret.hpp).
+// Every connection between `troupe node` processes passes a gate first: only peers that prove
+// the cluster secret get through (transport/control_gate.hpp); CAF's OpenSSL module runs inside
+// the gates only with [cluster] control_tls (docs/operations.md, "Security between nodes").
 using place_atom = caf::atom_constant<caf::atom("place")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
