@@ -50,6 +50,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_hello>("troupe::node_hello");
   cfg.add_message_type<stage_placement>("troupe::stage_placement");
   cfg.add_message_type<placed_stage>("troupe::placed_stage");
+  cfg.add_message_type<chain_generations>("troupe::chain_generations");
   cfg.add_message_type<node_state>("troupe::node_state");
   cfg.add_message_type<std::vector<node_state>>("troupe::node_states");
   cfg.add_message_type<stage_actor>("troupe::stage_actor");

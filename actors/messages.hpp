@@ -427,6 +427,7 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
 
 /// A worker introducing itself to the head.
 struct node_hello {
@@ -457,6 +458,13 @@ struct stage_placement {
                                    // stage of an older generation at the same (replica, index)
 };
 
+/// The chain each replica runs now (its generation, by replica index; 0: none known). A NODE
+/// stops every stage it holds of an older generation: a rebuilt chain may place a stage on
+/// another node than before, and the old one would live on where nothing sends it steps.
+struct chain_generations {
+  std::vector<uint64_t> current;
+};
+
 /// A stage a NODE started, and the process that runs it.
 struct placed_stage {
   stage_actor stage;
@@ -469,6 +477,8 @@ using node_actor = caf::typed_actor<
   caf::replies_to<place_atom, stage_placement>::with<placed_stage>,
   // Stop every stage of this node (the head failed to start, or is starting again).
   caf::reacts_to<release_atom>,
+  // Stop the stages of chains older than these (after a rebuild, and when the node joins).
+  caf::reacts_to<retire_atom, chain_generations>,
   // The head's heartbeat (every ~300 ms); replies with this node's pid.
   caf::replies_to<ping_atom>::with<int32_t>>;
 
@@ -490,7 +500,10 @@ using head_actor = caf::typed_actor<
   // Send heartbeats to the nodes (self-sent, delayed).
   caf::reacts_to<watchdog_atom>,
   // Tell this SUPERVISOR (node_down) whenever a joined node is lost.
-  caf::reacts_to<subscribe_atom, supervisor_actor>>;
+  caf::reacts_to<subscribe_atom, supervisor_actor>,
+  // Replica R's chain is at generation G now: every node up (and every node that joins later)
+  // stops what it still holds of R's older chains.
+  caf::reacts_to<retire_atom, int32_t, uint64_t>>;
 
 /// The NODE actor as its own process sees it: it also joins the head (and watches it from then on).
 using local_node_actor = node_actor::extend<
@@ -506,6 +519,10 @@ typename Inspector::result_type inspect(Inspector& f, stage_placement& x) {
   return f(caf::meta::type_name("stage_placement"), x.replica, x.index, x.model_path, x.first_layer, x.last_layer,
            x.threads, x.block_size, x.n_blocks, x.link_id, x.next, x.next_data_host, x.next_data_port, x.next_control_port,
            x.data_timeout_ms, x.generation);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, chain_generations& x) {
+  return f(caf::meta::type_name("chain_generations"), x.current);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, placed_stage& x) {

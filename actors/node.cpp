@@ -86,6 +86,32 @@ void release_stages(node_pointer self, const char* why) {
   st.placed.clear();
 }
 
+// Stops one placed stage and closes its connection to the next stage (neither is kept for the
+// node's life); the caller erases the entry.
+void stop_placed(node_pointer self, const node_actor_state::placed_entry& e) {
+  auto& st = self->state;
+  self->send_exit(e.stage, caf::exit_reason::user_shutdown);
+  std::erase(*st.stages, e.stage);
+  if (e.next_peer != 0) st.setup.plane->disconnect(e.next_peer);
+}
+
+// The head's current chains: stages of older generations go (a rebuild placed them elsewhere).
+void retire_stages(node_pointer self, const chain_generations& g) {
+  auto& st = self->state;
+  for (auto it = st.placed.begin(); it != st.placed.end();) {
+    const auto [replica, index] = it->first;
+    const uint64_t current = replica >= 0 && size_t(replica) < g.current.size() ? g.current[size_t(replica)] : 0;
+    if (current == 0 || it->second.generation >= current) {
+      ++it;
+      continue;
+    }
+    logger().info("retiring stage node={} replica={} stage={} generation={} current_generation={}", st.setup.name,
+                  replica, index, it->second.generation, current);
+    stop_placed(self, it->second);
+    it = st.placed.erase(it);
+  }
+}
+
 std::expected<placed_stage, std::string> place(node_pointer self, const stage_placement& p) {
   auto& st = self->state;
   logger().info("placing stage node={} replica={} stage={} layers=[{},{}) threads={}", st.setup.name, p.replica,
@@ -140,10 +166,8 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
     }
     logger().info("replacing stage node={} replica={} stage={} old_generation={} generation={}", st.setup.name,
                   p.replica, p.index, it->second.generation, p.generation);
-    self->send_exit(it->second.stage, caf::exit_reason::user_shutdown);
-    // The old stage and its connection to the next stage go: neither is kept for the node's life.
-    std::erase(*st.stages, it->second.stage);
-    if (it->second.next_peer != 0) st.setup.plane->disconnect(it->second.next_peer);
+    stop_placed(self, it->second);
+    st.placed.erase(it);
   }
   auto stage = spawn_stage(self->system(), std::move(ss));
   if (!stage) {
@@ -181,6 +205,7 @@ local_node_actor::behavior_type node_behavior(node_pointer self, node_setup setu
       return *placed;
     },
     [self](release_atom) { release_stages(self, "released by the head"); },
+    [self](retire_atom, const chain_generations& g) { retire_stages(self, g); },
     [self](ping_atom) {
       self->state.setup.last_heartbeat_ms->store(steady_ms());
       return int32_t(::getpid());
@@ -231,6 +256,7 @@ struct head_actor_state {
   supervisor_actor supervisor;              // told when a node is lost
   std::map<std::string, node_state> nodes;  // joined (up or lost)
   std::map<std::string, int64_t> answered_ms;  // when each last answered a heartbeat (or joined): clock_ms
+  chain_generations chains;  // each replica's current generation, as the head last built it
   static inline const char* name = "head";
 };
 
@@ -270,6 +296,9 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
       st.answered_ms[hello.name] = clock_ms(self);
       self->monitor(node);
       logger().info("node joined name={} pid={}", hello.name, hello.pid);
+      // A node that joins again may still hold stages the head has replaced since (it was cut off
+      // or stopped, and did not notice): it drops them now.
+      if (!st.chains.current.empty()) self->send(node, retire_atom::value, st.chains);
       return int32_t(::getpid());
     },
     [self](nodes_atom) {
@@ -307,6 +336,16 @@ head_actor::behavior_type head_behavior(head_pointer self, std::vector<std::stri
       self->delayed_send(self, heartbeat_interval, watchdog_atom::value);
     },
     [self](subscribe_atom, supervisor_actor& sup) { self->state.supervisor = std::move(sup); },
+    [self](retire_atom, int32_t replica, uint64_t generation) {
+      auto& cur = self->state.chains.current;
+      if (replica < 0) return;
+      if (cur.size() <= size_t(replica)) cur.resize(size_t(replica) + 1, 0);
+      if (generation <= cur[size_t(replica)]) return;
+      cur[size_t(replica)] = generation;
+      for (auto& [name, n] : self->state.nodes) {
+        if (n.up) self->send(n.handle, retire_atom::value, self->state.chains);
+      }
+    },
   };
 }
 

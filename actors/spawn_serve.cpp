@@ -220,6 +220,7 @@ class serve_chains final : public chain_factory {
       if (locations_.size() <= size_t(r)) locations_.resize(size_t(r) + 1);
       locations_[size_t(r)] = where;
     }
+    if (options_.chain_built) options_.chain_built(r, generation);
     return out;
   }
 

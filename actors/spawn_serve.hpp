@@ -99,6 +99,9 @@ struct serve_options {
   std::string this_node;
   std::shared_ptr<transport::data_plane> plane;
   remote_placer place_remote;
+  // Called (on the building thread) after replica R's chain of generation G is complete: at
+  // start-up and after every rebuild. The head tells its nodes to drop older chains' stages.
+  std::function<void(int replica, uint64_t generation)> chain_built;
 };
 
 

@@ -338,6 +338,9 @@ int run_head(caf::actor_system& sys, config::cluster_config cluster, const confi
       for (int i = 0; i < 10 && !shared->stopping; ++i) std::this_thread::sleep_for(20ms);
     }
   };
+  options.chain_built = [head](int replica, uint64_t generation) {
+    caf::anon_send(head, actors::retire_atom::value, int32_t(replica), generation);
+  };
   auto node = actors::spawn_serve(sys, cluster, tokenizer, options);
   if (!node) return fail(node.error());
   if (node->supervisor) caf::anon_send(head, actors::subscribe_atom::value, node->supervisor);
