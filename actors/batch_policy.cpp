@@ -134,6 +134,14 @@ step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
 
   int budget = cfg_.max_step_tokens;
   bool preempted = false;
+  // This micro-batch's share of the sequences that could run (running, and waiting ones that may
+  // start): one per micro-batch in flight, rounded up.
+  size_t max_seqs = SIZE_MAX;
+  if (cfg_.micro_batches > 1) {
+    const size_t could_run =
+      running_.size() + std::min(waiting_.size(), size_t(std::max(0, cfg_.max_running - int(running_.size()))));
+    max_seqs = std::max<size_t>(1, (could_run + size_t(cfg_.micro_batches) - 1) / size_t(cfg_.micro_batches));
+  }
 
   // 2. Running sequences not in flight: decodes first, then unfinished prefills; each in
   //    priority / deadline / arrival order.
@@ -150,7 +158,7 @@ step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
     return before(x, y);
   });
   for (request_id id : order) {
-    if (budget <= 0) break;
+    if (budget <= 0 || p.seqs.size() >= max_seqs) break;
     auto it = seqs_.find(id);
     if (it == seqs_.end() || it->second.st != state::running || it->second.in_flight) continue;
     sequence& s = it->second;
@@ -185,7 +193,7 @@ step_plan batch_policy::plan(int64_t now_ns, int max_steps) {
     std::vector<request_id> queue = waiting_;
     std::sort(queue.begin(), queue.end(), [&](request_id a, request_id b) { return before(seqs_.at(a), seqs_.at(b)); });
     for (request_id id : queue) {
-      if (budget <= 0 || int(running_.size()) >= cfg_.max_running) break;
+      if (budget <= 0 || int(running_.size()) >= cfg_.max_running || p.seqs.size() >= max_seqs) break;
       sequence& s = seqs_.at(id);
       const int n = std::min({int(s.tokens.size()) - s.n_computed, cfg_.prefill_chunk, budget});
       if (!grow(s, s.n_computed + n)) break;

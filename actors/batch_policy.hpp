@@ -50,6 +50,11 @@ struct batch_policy_config {
   int max_waiting = 256;
   int prefill_chunk = 128;
   int ctx_size = 512;        // positions per sequence (the engine's context)
+  // Micro-batches the SCHEDULER keeps in flight at once (one per stage of a pipeline): each takes
+  // at most its share of the sequences, so every stage works on an equal part of the batch
+  // (otherwise the first plan's prefill budget decides the groups, and a stage idles while the
+  // other runs the larger one).
+  int micro_batches = 1;
   std::vector<int32_t> end_ids{2};  // tokens that end a sequence (engine::stop_rule::end_ids; reason eos)
 };
 

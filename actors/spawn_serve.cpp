@@ -252,6 +252,7 @@ scheduler_setup make_scheduler_setup(const config::cluster_config& cluster, cons
   sched.policy.ctx_size = cluster.limits.ctx_size > 0 ? cluster.limits.ctx_size : model.max_seq_len;
   sched.policy.end_ids = stop.end_ids;
   sched.max_in_flight = b.micro_batches > 0 ? b.micro_batches : n_stages;
+  sched.policy.micro_batches = sched.max_in_flight;
   sched.step_timeout = std::chrono::milliseconds(cluster.limits.step_timeout_ms);
   // Only a stage that is first and last can feed its samples back by itself.
   sched.max_decode_steps = n_stages == 1 ? b.decode_steps : 1;

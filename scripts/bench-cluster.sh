@@ -6,19 +6,22 @@
 # Synthetic stories110M-shape f32 model (troupe model synth). Rounds are interleaved (cluster,
 # then the one-process server, each round); the script prints every round and the medians.
 # Needs root (scripts/netns-hosts). Usage: scripts/bench-cluster.sh [--rounds N] [--prompt-len L]
-#   [--gen-len G] [--streams S]
+#   [--gen-len G] [--streams S] [--micro-batches M]
+# --micro-batches M: the cluster's [batching] micro_batches (in flight per replica; default 0 =
+# one per stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 troupe="$root/build/bin/troupe"
-rounds=3 prompt_len=64 gen_len=128 streams=16
+rounds=3 prompt_len=64 gen_len=128 streams=16 micro_batches=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --prompt-len) prompt_len="$2"; shift 2 ;;
     --gen-len) gen_len="$2"; shift 2 ;;
     --streams) streams="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --micro-batches) micro_batches="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bench-cluster.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -44,11 +47,11 @@ trap cleanup EXIT
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores;" \
      "flags: $(grep -m1 -o 'avx512[a-z_]*\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-echo "model: $m110 (f32), prompt $prompt_len, gen $gen_len, $streams streams, $rounds rounds"
+echo "model: $m110 (f32), prompt $prompt_len, gen $gen_len, $streams streams, $rounds rounds, micro_batches $micro_batches"
 
 scripts/netns-hosts up 3 "${opts[@]}" --model "$m110" --stages 2 --threads 1 --troupe "$troupe" \
   >"$work/c.toml" 2>"$work/hosts.err" || { cat "$work/hosts.err" >&2; exit 1; }
-sed -i 's/^\[listen\]/[batching]\nmax_running = 64\n\n[listen]/' "$work/c.toml"
+sed -i "s/^\[listen\]/[batching]\nmax_running = 64\nmicro_batches = $micro_batches\n\n[listen]/" "$work/c.toml"
 scripts/cluster up "$work/c.toml" --troupe "$troupe" >"$work/up.out" 2>&1 || { cat "$work/up.out" >&2; exit 1; }
 grep -E '^(stage|client)' "$work/up.out"
 head_host=$(sed -n 's/^client: \([0-9.]*\):.*/\1/p' "$work/up.out")

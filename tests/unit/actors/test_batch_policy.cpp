@@ -345,6 +345,40 @@ BOOST_AUTO_TEST_CASE(keeps_each_sequence_in_at_most_one_micro_batch_in_flight) {
   BOOST_TEST(bp.n_in_flight() == 1);
 }
 
+// With two micro-batches in flight (a 2-stage pipeline) each takes half the sequences, whatever
+// the token budget would let the first one take: both stages then run equal batches.
+BOOST_AUTO_TEST_CASE(each_micro_batch_in_flight_takes_its_share_of_the_sequences) {
+  auto cfg = small_config();
+  cfg.n_blocks = 64;
+  cfg.max_running = 16;
+  cfg.max_waiting = 16;
+  cfg.max_step_tokens = 256;
+  cfg.micro_batches = 2;
+  ::troupe::actors::batch_policy bp(cfg);
+  for (uint64_t id = 1; id <= 10; ++id) BOOST_REQUIRE(bp.admit(spec(id, 4, 20), 0) == admit_status::ok);
+  auto a = bp.plan(0);
+  auto b = bp.plan(0);
+  BOOST_TEST(a.seqs.size() == 5u);  // the budget would have let `a` take all ten
+  BOOST_TEST(b.seqs.size() == 5u);
+  BOOST_TEST(bp.plan(0).empty());
+  for (int round = 0; round < 4; ++round) {
+    complete(bp, a);
+    a = bp.plan(0);
+    BOOST_TEST(a.seqs.size() == 5u);
+    BOOST_TEST(a.n_decodes == 5);
+    complete(bp, b);
+    b = bp.plan(0);
+    BOOST_TEST(b.seqs.size() == 5u);
+  }
+  // Three in flight: 4, 4 and 2 of ten.
+  cfg.micro_batches = 3;
+  ::troupe::actors::batch_policy three(cfg);
+  for (uint64_t id = 1; id <= 10; ++id) BOOST_REQUIRE(three.admit(spec(id, 4, 20), 0) == admit_status::ok);
+  BOOST_TEST(three.plan(0).seqs.size() == 4u);
+  BOOST_TEST(three.plan(0).seqs.size() == 4u);
+  BOOST_TEST(three.plan(0).seqs.size() == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(failed_micro_batch_finishes_its_sequences) {
   auto cfg = small_config();
   ::troupe::actors::batch_policy bp(cfg);
@@ -408,6 +442,8 @@ BOOST_AUTO_TEST_CASE(finishes_every_sequence_under_random_arrivals_and_a_tiny_ca
     cfg.ctx_size = 512;
     ::troupe::actors::batch_policy bp(cfg);
     const size_t max_in_flight = size_t(1 + trial % 3);
+    cfg.micro_batches = int(max_in_flight) - (trial % 6 >= 3 ? 1 : 0);  // the share cap too, or not
+    cfg.micro_batches = std::max(1, cfg.micro_batches);
     std::deque<step_plan> in_flight;
     int admitted = 0, finished = 0;
     for (int step = 0; step < 100000 && finished < 8; ++step) {
