@@ -65,7 +65,7 @@ struct node_actor_state {
   // Direct control connections to other workers ("host:port" of their gates): without them CAF
   // relays every step request between two workers through the head.
   // Keyed by "host:port" and the CAF node of the stage behind it: a node that started again at the
-  // same address is another CAF node and gets a connection of its own (the old gate stays open).
+  // same address is another CAF node and gets a connection of its own (the old gate is closed).
   std::map<std::string, std::unique_ptr<transport::gate_client>> gates;
   head_actor head;
   static inline const char* name = "node";
@@ -139,8 +139,12 @@ std::expected<placed_stage, std::string> place(node_pointer self, const stage_pl
   }
   if (p.next_control_port != 0 && !p.next_data_host.empty()) {
     // Best effort: without it the step requests still arrive, relayed by the head.
-    const std::string key = fmt::format("{}:{} {}", p.next_data_host, p.next_control_port, caf::to_string(p.next.node()));
+    const std::string where = fmt::format("{}:{} ", p.next_data_host, p.next_control_port);
+    const std::string key = where + caf::to_string(p.next.node());
     if (!st.gates.contains(key)) {
+      // A gate to an older process at that address goes: that process has exited (the address is
+      // the new one's now), and each gate holds a listener, a relay thread and buffers.
+      std::erase_if(st.gates, [&](const auto& g) { return g.first.starts_with(where); });
       auto g = transport::gate_client::start(p.next_data_host, uint16_t(p.next_control_port),
                                              transport::gate_options{st.setup.secret});
       if (!g) {
