@@ -1,7 +1,5 @@
 #include "actors/pipeline_stage.hpp"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -235,11 +233,6 @@ stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup,
   st.kv = std::move(eng->kv);
   st.pool = std::move(eng->pool);
   st.tf = std::move(eng->tf);
-  // A stage that stops (replaced after a failover, retired, released) gives the memory it freed
-  // back to the system: its KV cache and buffers were allocated by its own threads, whose malloc
-  // arenas keep freed pages otherwise, so a NODE that takes and drops stages again and again
-  // (a spare during a soak) would grow a little with each. Runs after the state is gone.
-  self->attach_functor([] { ::malloc_trim(0); });
   logger().info("stage started layers=[{},{}) kv_blocks={} block_size={} kv_bytes={} threads={}", w.first_layer,
                 w.last_layer, st.setup.n_blocks, st.setup.block_size, st.kv->size_bytes(), st.setup.threads);
   return {
