@@ -440,10 +440,10 @@ BOOST_AUTO_TEST_CASE(finishes_every_sequence_under_random_arrivals_and_a_tiny_ca
     cfg.prefill_chunk = 16;
     cfg.max_step_tokens = 64;
     cfg.ctx_size = 512;
-    ::troupe::actors::batch_policy bp(cfg);
     const size_t max_in_flight = size_t(1 + trial % 3);
-    cfg.micro_batches = int(max_in_flight) - (trial % 6 >= 3 ? 1 : 0);  // the share cap too, or not
-    cfg.micro_batches = std::max(1, cfg.micro_batches);
+    // The share cap too (micro_batches = micro-batches in flight), or a smaller one, or none.
+    cfg.micro_batches = std::max(1, int(max_in_flight) - (trial % 6 >= 3 ? 1 : 0));
+    ::troupe::actors::batch_policy bp(cfg);
     std::deque<step_plan> in_flight;
     int admitted = 0, finished = 0;
     for (int step = 0; step < 100000 && finished < 8; ++step) {
