@@ -234,7 +234,7 @@ void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float
   int64_t r = row_begin;
   if (n_tokens == 1) {
     // One token: memory-bound; 8 rows give 8 independent FMA chains.
-    for (; r + 8 <= row_end; r += 8) tile_f32<8, 1>(out + r, ldo, x, cols, w + r * cols, cols);
+    for (; r + 8 <= row_end; r += 8) tile_f32<8, 1, true>(out + r, ldo, x, cols, w + r * cols, cols);
     for (; r < row_end; ++r) tile_f32<1, 1>(out + r, ldo, x, cols, w + r * cols, cols);
     return;
   }
