@@ -51,7 +51,14 @@ inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* x
   __m256 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  // The next tile's rows follow these in memory: fetch them while this one computes (the same
+  // share of them per block, a line ahead); without it a decode step stalls on memory.
+  const char* next = reinterpret_cast<const char*>(w + R * nb);
+  constexpr int64_t step = R * int64_t(sizeof(Block));
   for (int64_t b = 0; b < nb; ++b) {
+    if constexpr (T <= 2) {
+      for (int64_t o = 0; o < step + 64; o += 64) _mm_prefetch(next + b * step + o, _MM_HINT_T0);
+    }
     __m256i u[R], q[R];
     __m256 dw[R];
     for (int i = 0; i < R; ++i) {
