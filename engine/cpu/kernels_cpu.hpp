@@ -55,7 +55,8 @@ void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, 
                      int64_t row_end);
 
 /// Rows [row_begin, row_end) of out = x . W^T with float activations, fastest path for the dtype:
-/// f32 weights: avx2::gemm_f32 (a portable dot product per (row, token) without AVX2); other
+/// f32 weights: avx512::gemm_f32 or avx2::gemm_f32 (the same bits; a portable dot product per
+/// (row, token) without AVX2); other
 /// dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows]. Batch-invariant:
 /// a (row, token) result does not depend on n_tokens or the row range.
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
@@ -150,6 +151,9 @@ void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int
                  int64_t nb, int64_t row_begin, int64_t row_end);
 void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* y8, int n_tokens,
                  const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+/// avx2::gemm_f32, bit for bit (two rows per zmm).
+void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
+              int64_t row_end);
 }  // namespace avx512
 namespace avx512_vnni {
 void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,

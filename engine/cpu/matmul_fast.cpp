@@ -30,6 +30,10 @@ float dot_portable(const float* w, const float* x, int64_t cols) {
 // batch-invariant; OpenBLAS is not (its sgemm and sgemv sum in orders that depend on the shape
 // of the call), so it is not used here.
 void f32_rows(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t n_rows, int64_t cols) {
+  if (has_avx512()) {
+    avx512::gemm_f32(out, ldo, x, n_tokens, w, cols, 0, n_rows);
+    return;
+  }
   if (has_avx2()) {
     avx2::gemm_f32(out, ldo, x, n_tokens, w, cols, 0, n_rows);
     return;

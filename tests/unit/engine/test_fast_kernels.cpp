@@ -253,6 +253,35 @@ BOOST_AUTO_TEST_CASE(avx512_integer_kernels_give_the_avx2_kernels_bits) {
   cpu::set_isa(cpu::detected_isa());
 }
 
+BOOST_AUTO_TEST_CASE(avx512_f32_gemm_gives_the_avx2_gemms_bits) {
+  // Two rows per zmm, each half the AVX2 kernel's accumulator: a difference in one bit is a bug.
+  // Widths with a masked tail (100, 172) or none; 37 rows (odd: the single-row path) and row
+  // ranges that start off the tile grid; 1..17 tokens and 41 (every token tile, the leftovers).
+  if (cpu::detected_isa() < cpu::isa::avx512) {
+    BOOST_TEST_MESSAGE("SKIP: this CPU has no AVX-512; the AVX-512 f32 GEMM is not tested here");
+    return;
+  }
+  for (int cols : {64, 100, 172, 768}) {
+    const int64_t rows = 37;
+    const auto w = randv(size_t(rows * cols), 31, 0.5f);
+    for (int n_tokens : {1, 2, 3, 5, 8, 9, 12, 16, 17, 41}) {
+      const auto x = randv(size_t(n_tokens * cols), 37, 2.0f);
+      for (auto [b, e] : {std::pair<int64_t, int64_t>{0, rows}, {3, 29}, {5, 6}}) {
+        std::vector<float> want(size_t(n_tokens * rows), NAN), got(want.size(), NAN);
+        cpu::avx2::gemm_f32(want.data(), rows, x.data(), n_tokens, w.data(), cols, b, e);
+        cpu::avx512::gemm_f32(got.data(), rows, x.data(), n_tokens, w.data(), cols, b, e);
+        BOOST_TEST_CONTEXT("cols " << cols << " tokens " << n_tokens << " rows [" << b << ", " << e << ")") {
+          BOOST_TEST(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, "avx512 differs from avx2");
+          int written = 0;
+          for (int t = 0; t < n_tokens; ++t)
+            for (int64_t r = b; r < e; ++r) written += std::isfinite(got[size_t(t * rows + r)]) ? 1 : 0;
+          BOOST_TEST(written == n_tokens * (e - b));
+        }
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(troupe_cpu_names_parse_and_a_missing_variant_is_refused) {
   BOOST_TEST((cpu::parse_isa("scalar") == cpu::isa::scalar));
   BOOST_TEST((cpu::parse_isa("avx2") == cpu::isa::avx2));
