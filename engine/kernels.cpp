@@ -58,16 +58,16 @@ void matmul_many(std::span<const matmul_out> outs, const float* x, int n_tokens,
   //    blocks are the same whatever else is in the batch).
   thread_local std::vector<block_q8_0> xq_buffer;
   thread_local std::vector<float> xd_buffer;
-  thread_local std::vector<int32_t> y8_buffer;
+  thread_local std::vector<int32_t> bias_buffer;
   thread_local std::vector<int8_t> qs_buffer;
   cpu::q8_activations xq{};
   if (any_integer) {
     const int64_t nb = cols / 32;
     xq_buffer.resize(size_t(n_tokens * nb));
     xd_buffer.resize(size_t(n_tokens * nb));
-    y8_buffer.resize(size_t(n_tokens * nb * 8));
+    bias_buffer.resize(size_t(n_tokens * nb));
     qs_buffer.resize(size_t(n_tokens * nb * 32));
-    xq = {xq_buffer.data(), xd_buffer.data(), y8_buffer.data(), qs_buffer.data()};
+    xq = {xq_buffer.data(), xd_buffer.data(), bias_buffer.data(), qs_buffer.data()};
     parallel_for(pool, n_tokens, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) cpu::quantize_activations_q8_0(x + t * cols, xq, t * nb, cols);
     }, 16);

@@ -24,6 +24,17 @@ uint64_t model_weights::weight_bytes() const {
   return total;
 }
 
+void model_weights::pack_for_kernels() {
+  auto pack = [&](weight& w) {
+    if (w.type != dtype::q4_0 || w.empty() || w.packed != nullptr) return;
+    w.packed = keep(pack_q4_0x16(reinterpret_cast<const block_q4_0*>(w.data), w.rows, w.cols / 32));
+  };
+  for (auto& l : layers) {
+    for (llama_role role : llama_layer_roles) pack(slot(l, role));
+  }
+  pack(output);
+}
+
 weight model_weights::f32_vector(dtype type, const std::byte* src, int64_t n) {
   TROUPE_ASSERT(type == dtype::f32 || type == dtype::f16 || type == dtype::bf16);
   if (type == dtype::f32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) {
@@ -70,12 +81,14 @@ result<model_format> detect_format(const std::filesystem::path& path) {
 result<model_weights> load_model(const std::filesystem::path& path, const load_options& opts) {
   auto fmt = detect_format(path);
   if (!fmt) return std::unexpected(fmt.error());
+  result<model_weights> m = fail(errc::unsupported, "unknown model format");
   switch (*fmt) {
-    case model_format::gguf: return load_gguf_model(path, opts);
-    case model_format::safetensors_dir: return load_hf_model(path, opts);
-    case model_format::llama2c: return load_llama2c_model(path, opts);
+    case model_format::gguf: m = load_gguf_model(path, opts); break;
+    case model_format::safetensors_dir: m = load_hf_model(path, opts); break;
+    case model_format::llama2c: m = load_llama2c_model(path, opts); break;
   }
-  return fail(errc::unsupported, "unknown model format");
+  if (m) m->pack_for_kernels();
+  return m;
 }
 
 }  // namespace troupe::engine

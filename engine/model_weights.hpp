@@ -69,6 +69,9 @@ struct model_weights {
   /// A vector of n F32, F16 or BF16 values at `src` as an f32 [1][n] weight: a view when it is f32
   /// and 4-byte aligned, else converted into a buffer kept with the model.
   weight f32_vector(dtype type, const std::byte* src, int64_t n);
+  /// Gives every Q4_0 matrix (the layers' and the output's) its copy in the integer kernels'
+  /// layout (weight::packed), kept in `owned`. load_model does this; idempotent.
+  void pack_for_kernels();
   /// Total bytes of tensor data this object references (mapped or owned).
   uint64_t weight_bytes() const;
 };

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace troupe::engine {
 
@@ -38,6 +39,9 @@ struct weight {
   int64_t rows = 0;
   int64_t cols = 0;
   const std::byte* data = nullptr;
+  /// Q4_0: the same rows in the integer kernels' q4_0x16 layout (below),
+  /// owned by the model like `data`; null elsewhere (the kernels then use a portable path).
+  const std::byte* packed = nullptr;
 
   int64_t row_stride() const { return *row_bytes(type, cols); }
   const std::byte* row(int64_t r) const { return data + r * row_stride(); }
@@ -56,5 +60,19 @@ struct block_q4_0 {
 };
 static_assert(sizeof(block_q8_0) == 34);
 static_assert(sizeof(block_q4_0) == 18);
+
+/// Q4_0 weights rearranged for the CPU integer kernels ("q4_0x16"): rows in groups of 16 (the last
+/// group padded with zero rows); per group, per block, a record of q4x16_record bytes: four
+/// chunks of 64 bytes, chunk k holding bytes qs[4k, 4k + 4) of each row's block (row i of the
+/// group at 4i: their low nibbles are elements 4k..4k+3, their high nibbles 16+4k..16+4k+3), then
+/// the 16 rows' f16 scales. A SIMD lane is a row: 16 rows x 4 values per 64 bytes.
+///
+/// The Q4_0 numerics follow from it: per (row, token), per block in order, l = the exact integer
+/// dot product of the block, then acc = fma(d_w * d_x, float(l), acc) with one float
+/// accumulator (no lanes to sum at the end); every variant (AVX-512, AVX2, portable) gives
+/// those bits, in any batch and row range.
+constexpr int64_t q4x16_rows = 16;
+constexpr int64_t q4x16_record = 4 * 64 + 2 * q4x16_rows;
+std::vector<std::byte> pack_q4_0x16(const block_q4_0* w, int64_t rows, int64_t nb);
 
 }  // namespace troupe::engine

@@ -63,14 +63,14 @@ void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, 
                      int64_t row_end);
 
 /// Activations quantized for the integer kernels: per block of 32, ggml's Q8_0 block, its scale
-/// as a float, 8 * the sums of its groups of 4 values (Q4_0 kernels) and its values again,
-/// packed. Plain pointers into buffers of n_tokens * cols / 32 blocks (y8: 8 int32 per block,
-/// qs: 32 int8 per block).
+/// as a float, -8 * the sum of its values (Q4_0 kernels: they multiply the stored nibbles q + 8)
+/// and its values again, packed. Plain pointers into buffers of n_tokens * cols / 32 blocks
+/// (q4_bias: one int32 per block, qs: 32 int8 per block).
 struct q8_activations {
   block_q8_0* blocks;
   float* scales;
-  int32_t* y8;
-  int8_t* qs;  // the blocks' values alone, 32 bytes per block, packed (AVX-512 kernels)
+  int32_t* q4_bias;
+  int8_t* qs;  // the blocks' values alone, 32 bytes per block, packed
 };
 
 /// Quantizes n floats (a multiple of 32) of activations exactly as ggml's quantize_row_q8_0
@@ -112,17 +112,19 @@ void gemv_f16(float* out, const float* x, const uint16_t* w, int64_t cols, int64
 /// out[i] = f16 h[i] as float.
 void f16_to_f32(const uint16_t* h, float* out, int64_t n);
 
-/// Also writes y8: per block, 8 int32 = 8 * the sum of each group of 4 quantized values, and qs:
-/// the 32 values of each block, packed.
-void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int8_t* qs, int64_t n);
+/// Also writes q4_bias (per block, -8 * the sum of its values) and qs (the 32 values of each
+/// block, packed).
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* q4_bias, int8_t* qs, int64_t n);
 
 /// out[t * ldo + r] for t in [0, n_tokens), r in [row_begin, row_end): integer dot products of
-/// Q8_0 / Q4_0 weight rows (nb blocks each) with Q8_0 activations (nb blocks per token, scales
-/// as floats in xd, y8 as quantize_q8_0 wrote it).
+/// Q8_0 weight rows (nb blocks each) with Q8_0 activations (nb blocks per token, scales as
+/// floats in xd).
 void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens,
                  const block_q8_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
-void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
-                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+/// The same for Q4_0 weights in the q4_0x16 layout (packed: pack_q4_0x16's bytes) against the
+/// activations' packed values qs and q4_bias.
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* q4_bias, int n_tokens,
+                 const std::byte* packed, int64_t nb, int64_t row_begin, int64_t row_end);
 
 /// sum_i a[i] * b[i], n % 8 == 0.
 float dot(const float* a, const float* b, int n);
@@ -144,13 +146,13 @@ void attention(float* out, const float* q, const float* k0, const float* v0, int
 }  // namespace avx2
 
 // ---- AVX-512 kernels (call only when has_avx512(); avx512_vnni: has_avx512_vnni()) -------------
-// As avx2::matmul_q8_0 / matmul_q4_0, bit for bit, but reading the packed activation values
-// (q8_activations::qs). Two files, one kernel source (matmul_avx512.inc).
+// As avx2::matmul_q8_0 / matmul_q4_0, bit for bit (matmul_q8_0 reading the packed activation
+// values q8_activations::qs). Two files, one kernel source (matmul_avx512.inc).
 namespace avx512 {
 void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,
                  int64_t nb, int64_t row_begin, int64_t row_end);
-void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* y8, int n_tokens,
-                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* q4_bias, int n_tokens,
+                 const std::byte* packed, int64_t nb, int64_t row_begin, int64_t row_end);
 /// avx2::gemm_f32, bit for bit (two rows per zmm).
 void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
               int64_t row_end);
@@ -158,8 +160,8 @@ void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float
 namespace avx512_vnni {
 void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,
                  int64_t nb, int64_t row_begin, int64_t row_end);
-void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* y8, int n_tokens,
-                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end);
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* q4_bias, int n_tokens,
+                 const std::byte* packed, int64_t nb, int64_t row_begin, int64_t row_end);
 }  // namespace avx512_vnni
 
 }  // namespace troupe::engine::cpu

@@ -2,13 +2,16 @@
 // check cpu::has_avx2() first). Plain pointers only, helpers in an anonymous namespace: nothing
 // here may be shared with baseline code through an inline function or template.
 //
-// Q8_0/Q4_0 weights meet activations quantized to Q8_0 (ggml's scheme): per block of 32, the
+// Q8_0 weights meet activations quantized to Q8_0 (ggml's scheme): per block of 32, the
 // weights' absolute values times the activations carrying the weights' signs (maddubs), pairs
 // summed to int32 (madd), converted to float and scaled by both block scales, blocks in order
-// into one accumulator (as ggml does). Every (row, token) pair runs the same operations in the
-// same order in every kernel variant below, so the result does not depend on how many tokens or
-// rows a call covers.
+// into one accumulator (as ggml does). Q4_0 weights come in the q4_0x16 layout (kernels_cpu.hpp).
+// Every (row, token) pair runs the same operations in the same order in every kernel variant
+// below, so the result does not depend on how many tokens or rows a call covers. (No std::
+// templates here either: std::min would be an inline function compiled with -mavx2.)
 #include <immintrin.h>
+
+#include <cstring>
 
 #include "engine/cpu/avx2_common.hpp"
 #include "engine/cpu/kernels_cpu.hpp"
@@ -36,25 +39,20 @@ inline __m256i lanes_q8(__m256i abs_q, __m256i q, const int8_t* y) {
 // The same for Q4_0: the stored nibbles u = q + 8 are unsigned, so maddubs takes them as they
 // are, and each int32 lane of 4 products loses 8 * (the sum of those 4 activations), which
 // quantization precomputed (y8). The lanes equal those of the signed product exactly.
-inline __m256i lanes_q4(__m256i u, const int8_t* y, const int32_t* y8) {
-  const __m256i l = _mm256_madd_epi16(_mm256_maddubs_epi16(u, load_q8(y)), _mm256_set1_epi16(1));
-  return _mm256_sub_epi32(l, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y8)));
-}
 
 // Rows [0, R) of w (nb blocks each) times tokens [0, T): one accumulator per (row, token) that
 // takes the blocks in order, acc = fma(d_w * d_x, float(lanes), acc), then a horizontal sum:
 // ggml's vec_dot_q8_0_q8_0 and llamafile's tinyBLAS_Q0 exactly, so a Q8_0 product is
 // llama.cpp's to the bit, whatever the tile, batch or row range.
-template <int R, int T, class Block>
-inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int64_t nb,
-                   const Block* w) {
+template <int R, int T>
+inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int64_t nb, const block_q8_0* w) {
   __m256 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   // The next tile's rows follow these in memory: fetch them while this one computes (the same
   // share of them per block, a line ahead); without it a decode step stalls on memory.
   const char* next = reinterpret_cast<const char*>(w + R * nb);
-  constexpr int64_t step = R * int64_t(sizeof(Block));
+  constexpr int64_t step = R * int64_t(sizeof(block_q8_0));
   for (int64_t b = 0; b < nb; ++b) {
     if constexpr (T <= 2) {
       for (int64_t o = 0; o < step + 64; o += 64) _mm_prefetch(next + b * step + o, _MM_HINT_T0);
@@ -62,25 +60,16 @@ inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* x
     __m256i u[R], q[R];
     __m256 dw[R];
     for (int i = 0; i < R; ++i) {
-      const Block& blk = w[i * nb + b];
-      if constexpr (sizeof(Block) == sizeof(block_q8_0)) {
-        q[i] = load_q8(reinterpret_cast<const block_q8_0&>(blk).qs);
-        u[i] = _mm256_sign_epi8(q[i], q[i]);
-      } else {
-        u[i] = unpack_q4(reinterpret_cast<const block_q4_0&>(blk).qs);
-      }
+      const block_q8_0& blk = w[i * nb + b];
+      q[i] = load_q8(blk.qs);
+      u[i] = _mm256_sign_epi8(q[i], q[i]);
       dw[i] = _mm256_set1_ps(f16(blk.d));
     }
     for (int t = 0; t < T; ++t) {
       const int64_t x = t * nb + b;
       const __m256 dx = _mm256_broadcast_ss(xd + x);
       for (int i = 0; i < R; ++i) {
-        __m256i l;
-        if constexpr (sizeof(Block) == sizeof(block_q8_0)) {
-          l = lanes_q8(u[i], q[i], xq[x].qs);
-        } else {
-          l = lanes_q4(u[i], xq[x].qs, y8 + 8 * x);
-        }
+        const __m256i l = lanes_q8(u[i], q[i], xq[x].qs);
         acc[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(l), acc[i][t]);
       }
     }
@@ -89,46 +78,113 @@ inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* x
     for (int t = 0; t < T; ++t) out[t * ldo + i] = hsum(acc[i][t]);
 }
 
-template <int R, class Block>
-inline void rows_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8,
-                              int n_tokens, int64_t nb, const Block* w) {
+template <int R>
+inline void rows_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens, int64_t nb,
+                              const block_q8_0* w) {
   int t = 0;
-  for (; t + 4 <= n_tokens; t += 4) tile_q<R, 4>(out + t * ldo, ldo, xq + t * nb, xd + t * nb, y8 + 8 * t * nb, nb, w);
+  for (; t + 4 <= n_tokens; t += 4) tile_q<R, 4>(out + t * ldo, ldo, xq + t * nb, xd + t * nb, nb, w);
   const int64_t o = t * nb;
   switch (n_tokens - t) {
-    case 3: tile_q<R, 3>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
-    case 2: tile_q<R, 2>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
-    case 1: tile_q<R, 1>(out + t * ldo, ldo, xq + o, xd + o, y8 + 8 * o, nb, w); break;
+    case 3: tile_q<R, 3>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
+    case 2: tile_q<R, 2>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
+    case 1: tile_q<R, 1>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
     default: break;
   }
 }
 
-template <class Block>
-void matmul_blocks(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
-                   const Block* w, int64_t nb, int64_t row_begin, int64_t row_end) {
-  int64_t r = row_begin;
-  // One token: four rows give four independent FMA chains; more: 2 rows x 4 tokens per tile.
-  if (n_tokens == 1) {
-    for (; r + 4 <= row_end; r += 4) tile_q<4, 1>(out + r, ldo, xq, xd, y8, nb, w + r * nb);
-  } else {
-    for (; r + 2 <= row_end; r += 2) rows_times_tokens<2>(out + r, ldo, xq, xd, y8, n_tokens, nb, w + r * nb);
+// ---- Q4_0, q4_0x16 layout: a lane is a row, a ymm 8 rows (half of a group) ---------------------
+
+inline __m256i group4(const int8_t* y, int k) {
+  int32_t v;
+  std::memcpy(&v, y + 4 * k, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// One half (h = 0: rows 0-7, 1: rows 8-15) of a 16-row group (its nb records at rec) times tokens
+// [0, T): per block the exact int32 dot product of each row with the token's block (maddubs
+// pairs added as int16: each pair is at most 2 * 15 * 127 in magnitude, the eight at most 30480,
+// so nothing saturates; then to int32, plus the bias -8 * sum(y)), then acc = fma(d_w * d_x,
+// float(dot), acc). Rows in `keep` (bit i: row i of the half) are written to out[t * ldo + i].
+template <int T>
+inline void q4_half(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* bias, int64_t nb,
+                    const std::byte* rec, int h, unsigned keep) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    const std::byte* r = rec + b * q4x16_record;
+    if constexpr (T <= 2) {  // the records are one stream: fetch 8 KiB ahead (1, 2, 4 KiB were slower)
+      for (int o = 0; o < q4x16_record + 64; o += 64) _mm_prefetch(reinterpret_cast<const char*>(r + 8192 + o), _MM_HINT_T0);
+    }
+    __m256i lo[4], hi[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 64 * k + 32 * h));
+      lo[k] = _mm256_and_si256(v, low4);
+      hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 256 + 16 * h)));
+    for (int t = 0; t < T; ++t) {
+      const int64_t x = t * nb + b;
+      const int8_t* y = qs + 32 * x;
+      __m256i s = _mm256_maddubs_epi16(lo[0], group4(y, 0));
+      for (int k = 1; k < 4; ++k) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[k], group4(y, k)));
+      for (int k = 0; k < 4; ++k) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[k], group4(y, 4 + k)));
+      const __m256i l = _mm256_add_epi32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)), _mm256_set1_epi32(bias[x]));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xd[x])), _mm256_cvtepi32_ps(l), acc[t]);
+    }
   }
-  for (; r < row_end; ++r) rows_times_tokens<1>(out + r, ldo, xq, xd, y8, n_tokens, nb, w + r * nb);
+  for (int t = 0; t < T; ++t) {
+    if (keep == 0xff) {
+      _mm256_storeu_ps(out + t * ldo, acc[t]);
+    } else {
+      alignas(32) float v[8];
+      _mm256_store_ps(v, acc[t]);
+      for (int i = 0; i < 8; ++i)
+        if (keep >> i & 1) out[t * ldo + i] = v[i];
+    }
+  }
 }
 
 }  // namespace
 
 void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens, const block_q8_0* w,
                  int64_t nb, int64_t row_begin, int64_t row_end) {
-  matmul_blocks(out, ldo, xq, xd, nullptr, n_tokens, w, nb, row_begin, row_end);
+  int64_t r = row_begin;
+  // One token: four rows give four independent FMA chains; more: 2 rows x 4 tokens per tile.
+  if (n_tokens == 1) {
+    for (; r + 4 <= row_end; r += 4) tile_q<4, 1>(out + r, ldo, xq, xd, nb, w + r * nb);
+  } else {
+    for (; r + 2 <= row_end; r += 2) rows_times_tokens<2>(out + r, ldo, xq, xd, n_tokens, nb, w + r * nb);
+  }
+  for (; r < row_end; ++r) rows_times_tokens<1>(out + r, ldo, xq, xd, n_tokens, nb, w + r * nb);
 }
 
-void matmul_q4_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, const int32_t* y8, int n_tokens,
-                 const block_q4_0* w, int64_t nb, int64_t row_begin, int64_t row_end) {
-  matmul_blocks(out, ldo, xq, xd, y8, n_tokens, w, nb, row_begin, row_end);
+void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* q4_bias, int n_tokens,
+                 const std::byte* packed, int64_t nb, int64_t row_begin, int64_t row_end) {
+  for (int64_t g = row_begin / q4x16_rows; g * q4x16_rows < row_end; ++g) {
+    const int64_t r0 = g * q4x16_rows;
+    const int lo = int(row_begin > r0 ? row_begin - r0 : 0);
+    const int hi = int(row_end < r0 + q4x16_rows ? row_end - r0 : q4x16_rows);
+    const unsigned keep = ((1u << hi) - 1) & ~((1u << lo) - 1);
+    const std::byte* rec = packed + g * nb * q4x16_record;
+    for (int h = 0; h < 2; ++h) {
+      const unsigned k = keep >> (8 * h) & 0xff;
+      if (k == 0) continue;
+      float* o = out + r0 + 8 * h;
+      int t = 0;
+      for (; t + 4 <= n_tokens; t += 4) q4_half<4>(o + t * ldo, ldo, qs + 32 * t * nb, xd + t * nb, q4_bias + t * nb, nb, rec, h, k);
+      const int64_t x = t * nb;
+      switch (n_tokens - t) {
+        case 3: q4_half<3>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
+        case 2: q4_half<2>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
+        case 1: q4_half<1>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
+        default: break;
+      }
+    }
+  }
 }
 
-void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, int8_t* qs, int64_t n) {
+void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* q4_bias, int8_t* qs, int64_t n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < n / 32; ++i) {
     const float* p = x + i * 32;
@@ -156,9 +212,12 @@ void quantize_q8_0(const float* x, block_q8_0* out, float* scales, int32_t* y8, 
     const __m256i q = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 32 * i), q);
-    // 8 * the sums of the activations in each int32 lane of 4 (the Q4_0 kernels subtract them).
+    // -8 * the sum of the block's values (the Q4_0 kernels add it: they multiply q + 8).
     const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y8 + 8 * i), sums);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    q4_bias[i] = -_mm_cvtsi128_si32(s4);
   }
 }
 

@@ -3,7 +3,7 @@
 // shared with the VNNI file) and the f32 GEMM (below).
 #include <immintrin.h>
 
-#include <algorithm>
+#include <cstring>
 
 #include "engine/cpu/avx2_common.hpp"
 #include "engine/cpu/kernels_cpu.hpp"
@@ -137,9 +137,10 @@ void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float
   // from L2/L3 once per block.
   constexpr int R = 2 * tile_pairs;
   const int64_t full_end = row_begin + (row_end - row_begin) / R * R;
-  const int64_t block = std::max<int64_t>(R, (int64_t(128) << 10) / (cols * 4) / R * R);
+  const int64_t fit = (int64_t(128) << 10) / (cols * 4) / R * R;
+  const int64_t block = fit > R ? fit : R;
   for (int64_t r0 = row_begin; r0 < full_end; r0 += block) {
-    const int64_t r1 = std::min(r0 + block, full_end);
+    const int64_t r1 = r0 + block < full_end ? r0 + block : full_end;
     int t = 0;
     for (; t + tile_tokens <= n_tokens; t += tile_tokens) {
       for (r = r0; r < r1; r += R) {

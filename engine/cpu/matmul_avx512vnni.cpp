@@ -2,6 +2,9 @@
 // -mavx512vnni; callers check cpu::has_avx512_vnni() first). The kernels are in matmul_avx512.inc.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "engine/cpu/avx2_common.hpp"
 #include "engine/cpu/kernels_cpu.hpp"
 

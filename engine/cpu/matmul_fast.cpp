@@ -5,6 +5,7 @@
 // sequence served beside others gets `troupe generate`'s numbers to the bit.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "engine/cpu/kernels_cpu.hpp"
@@ -52,25 +53,38 @@ void dequantize_rows(const weight& w, int64_t first, int64_t n, float* tile) {
   for (int64_t i = 0; i < n; ++i) dequantize_row(w, first + i, tile + i * w.cols);
 }
 
-// Per-block integer dot product, portable: the fallback for matmul_q8_rows without AVX2.
-template <class Block>
-float dot_q8_scalar(const Block* w, const block_q8_0* x, const float* xd, int64_t nb) {
-  float sum = 0.0f;
+// Per-block integer dot products, portable: the fallback for matmul_q8_rows without AVX2, with
+// the SIMD kernels' arithmetic. Q8_0: eight lanes (element j in lane j / 4), each taking
+// fma(d_w * d_x, float(lane), acc) per block, then the AVX2 horizontal sum. Q4_0: one accumulator,
+// fma(d_w * d_x, float(block dot), acc) per block.
+float dot_q8_0_portable(const block_q8_0* w, const int8_t* y, const float* xd, int64_t nb) {
+  float acc[8] = {};
   for (int64_t b = 0; b < nb; ++b) {
-    int32_t acc = 0;
-    if constexpr (sizeof(Block) == sizeof(block_q4_0)) {
-      const block_q4_0& q = reinterpret_cast<const block_q4_0*>(w)[b];
-      for (int j = 0; j < 16; ++j) {
-        acc += (int(q.qs[j] & 0x0f) - 8) * x[b].qs[j];
-        acc += (int(q.qs[j] >> 4) - 8) * x[b].qs[j + 16];
-      }
-    } else {
-      const block_q8_0& q = reinterpret_cast<const block_q8_0*>(w)[b];
-      for (int j = 0; j < 32; ++j) acc += int(q.qs[j]) * x[b].qs[j];
+    const float s = f16_to_f32(w[b].d) * xd[b];
+    for (int lane = 0; lane < 8; ++lane) {
+      int32_t l = 0;
+      for (int j = 4 * lane; j < 4 * lane + 4; ++j) l += int(w[b].qs[j]) * y[32 * b + j];
+      acc[lane] = std::fma(s, float(l), acc[lane]);
     }
-    sum += f16_to_f32(w[b].d) * xd[b] * float(acc);
   }
-  return sum;
+  // avx2::hsum: (lo + hi halves), then pairs, then the last two.
+  float h[4];
+  for (int i = 0; i < 4; ++i) h[i] = acc[i] + acc[i + 4];
+  const float a0 = h[0] + h[2], a1 = h[1] + h[3];
+  return a0 + a1;
+}
+
+float dot_q4_0_portable(const block_q4_0* w, const int8_t* y, const float* xd, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t l = 0;
+    for (int j = 0; j < 16; ++j) {
+      l += (int(w[b].qs[j] & 0x0f) - 8) * y[32 * b + j];
+      l += (int(w[b].qs[j] >> 4) - 8) * y[32 * b + j + 16];
+    }
+    acc = std::fma(f16_to_f32(w[b].d) * xd[b], float(l), acc);
+  }
+  return acc;
 }
 
 }  // namespace
@@ -102,7 +116,7 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
   block_q8_0* out = a.blocks + first;
   float* scales = a.scales + first;
   if (has_avx2()) {
-    avx2::quantize_q8_0(x, out, scales, a.y8 + 8 * first, a.qs + 32 * first, n);
+    avx2::quantize_q8_0(x, out, scales, a.q4_bias + first, a.qs + 32 * first, n);
     return;
   }
   // The same arithmetic as the AVX2 version (and ggml): id = 127 / amax, round half to even.
@@ -115,48 +129,43 @@ void quantize_activations_q8_0(const float* x, const q8_activations& a, int64_t 
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     for (int j = 0; j < 32; ++j) out[i].qs[j] = int8_t(std::nearbyint(p[j] * id));
     std::copy_n(out[i].qs, 32, a.qs + 32 * (first + i));
-    for (int lane = 0; lane < 8; ++lane) {
-      const int8_t* g = out[i].qs + 4 * lane;
-      a.y8[(first + i) * 8 + lane] = 8 * (g[0] + g[1] + g[2] + g[3]);
-    }
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) sum += out[i].qs[j];
+    a.q4_bias[first + i] = -8 * sum;
   }
 }
 
 void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const weight& w, int64_t row_begin,
                     int64_t row_end) {
-  const block_q8_0* xq = a.blocks;
   const float* xd = a.scales;
   TROUPE_ASSERT(w.type == dtype::q8_0 || w.type == dtype::q4_0);
   const int64_t nb = w.cols / 32;
-  if (has_avx512()) {
-    const bool vnni = has_avx512_vnni();
-    if (w.type == dtype::q8_0) {
-      const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
-      (vnni ? avx512_vnni::matmul_q8_0 : avx512::matmul_q8_0)(out, w.rows, a.qs, xd, n_tokens, wq, nb, row_begin, row_end);
-    } else {
-      const auto* wq = reinterpret_cast<const block_q4_0*>(w.data);
-      (vnni ? avx512_vnni::matmul_q4_0 : avx512::matmul_q4_0)(out, w.rows, a.qs, xd, a.y8, n_tokens, wq, nb, row_begin,
-                                                              row_end);
-    }
+  if (w.type == dtype::q4_0 && has_avx2() && w.packed != nullptr) {
+    const auto kernel = has_avx512_vnni() ? avx512_vnni::matmul_q4_0 : has_avx512() ? avx512::matmul_q4_0 : avx2::matmul_q4_0;
+    kernel(out, w.rows, a.qs, xd, a.q4_bias, n_tokens, w.packed, nb, row_begin, row_end);
     return;
   }
-  if (has_avx2()) {
-    if (w.type == dtype::q8_0) {
-      avx2::matmul_q8_0(out, w.rows, xq, xd, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin, row_end);
-    } else {
-      avx2::matmul_q4_0(out, w.rows, xq, xd, a.y8, n_tokens, reinterpret_cast<const block_q4_0*>(w.data), nb, row_begin, row_end);
-    }
+  if (w.type == dtype::q8_0 && has_avx512()) {
+    const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
+    (has_avx512_vnni() ? avx512_vnni::matmul_q8_0 : avx512::matmul_q8_0)(out, w.rows, a.qs, xd, n_tokens, wq, nb,
+                                                                         row_begin, row_end);
     return;
   }
+  if (w.type == dtype::q8_0 && has_avx2()) {
+    avx2::matmul_q8_0(out, w.rows, a.blocks, xd, n_tokens, reinterpret_cast<const block_q8_0*>(w.data), nb, row_begin,
+                      row_end);
+    return;
+  }
+  // Portable (no AVX2, or a Q4_0 weight without its q4_0x16 copy): the same numbers.
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int t = 0; t < n_tokens; ++t) {
-      const block_q8_0* xt = xq + t * nb;
-      const float* dt = xd + t * nb;
+      const int8_t* y = a.qs + 32 * t * nb;
       out[t * w.rows + r] = w.type == dtype::q8_0
-                                ? dot_q8_scalar(reinterpret_cast<const block_q8_0*>(w.row(r)), xt, dt, nb)
-                                : dot_q8_scalar(reinterpret_cast<const block_q4_0*>(w.row(r)), xt, dt, nb);
+                                ? dot_q8_0_portable(reinterpret_cast<const block_q8_0*>(w.row(r)), y, xd + t * nb, nb)
+                                : dot_q4_0_portable(reinterpret_cast<const block_q4_0*>(w.row(r)), y, xd + t * nb, nb);
     }
   }
 }
+
 
 }  // namespace troupe::engine::cpu

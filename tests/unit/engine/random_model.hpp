@@ -39,7 +39,11 @@ inline engine::weight make_weight(engine::model_weights& m, engine::dtype t, int
       break;
     default: break;
   }
-  return engine::weight{t, rows, cols, m.keep(std::move(bytes))};
+  engine::weight w{t, rows, cols, m.keep(std::move(bytes))};
+  if (t == engine::dtype::q4_0) {
+    w.packed = m.keep(engine::pack_q4_0x16(reinterpret_cast<const engine::block_q4_0*>(w.data), rows, cols / 32));
+  }
+  return w;
 }
 
 struct random_model_shape {

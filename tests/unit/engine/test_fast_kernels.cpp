@@ -137,12 +137,12 @@ BOOST_AUTO_TEST_CASE(activation_quantization_is_ggml_q8_0_on_both_paths) {
   x[35] = -2.5f;
   std::vector<block_q8_0> avx(40), portable(40);
   std::vector<float> avx_scales(40), portable_scales(40);
-  std::vector<int32_t> avx_y8(40 * 8), portable_y8(40 * 8);
+  std::vector<int32_t> avx_bias(40), portable_bias(40);
   std::vector<int8_t> avx_qs(40 * 32), portable_qs(40 * 32);
   on_every_variant([&] {
     const bool a = cpu::has_avx2();
     const cpu::q8_activations dst{a ? avx.data() : portable.data(), a ? avx_scales.data() : portable_scales.data(),
-                                  a ? avx_y8.data() : portable_y8.data(), a ? avx_qs.data() : portable_qs.data()};
+                                  a ? avx_bias.data() : portable_bias.data(), a ? avx_qs.data() : portable_qs.data()};
     cpu::quantize_activations_q8_0(x.data(), dst, 0, int64_t(x.size()));
   });
   for (int b = 0; b < 40; ++b) {
@@ -155,13 +155,13 @@ BOOST_AUTO_TEST_CASE(activation_quantization_is_ggml_q8_0_on_both_paths) {
     if (b == 1) BOOST_TEST((portable[b].qs[1] == 2 && portable[b].qs[2] == 4 && portable[b].qs[3] == -2));
     for (int j = 0; j < 32; ++j) BOOST_TEST(portable[b].qs[j] == int8_t(std::nearbyint(p[j] * id)));
     BOOST_TEST(std::equal(portable[b].qs, portable[b].qs + 32, portable_qs.begin() + b * 32), "packed block " << b);
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) sum += portable[b].qs[j];
+    BOOST_TEST(portable_bias[size_t(b)] == -8 * sum);
     if (cpu::has_avx2()) {
       BOOST_TEST(avx[b].d == portable[b].d);
       BOOST_TEST(avx_scales[b] == portable_scales[b]);
-      for (int lane = 0; lane < 8; ++lane) {
-        const int8_t* g = avx[b].qs + 4 * lane;
-        BOOST_TEST(avx_y8[size_t(b * 8 + lane)] == 8 * (g[0] + g[1] + g[2] + g[3]));
-      }
+      BOOST_TEST(avx_bias[size_t(b)] == portable_bias[size_t(b)]);
       BOOST_TEST(std::equal(avx[b].qs, avx[b].qs + 32, portable[b].qs), "block " << b);
       BOOST_TEST(std::equal(avx_qs.begin() + b * 32, avx_qs.begin() + b * 32 + 32, portable[b].qs), "packed block " << b);
     }
@@ -179,9 +179,9 @@ BOOST_AUTO_TEST_CASE(integer_matmul_matches_the_dequantized_product_of_quantized
         const auto x = randv(size_t(n_tokens * cols), 17);
         std::vector<block_q8_0> xq(size_t(n_tokens * cols / 32));
         std::vector<float> scales(xq.size());
-        std::vector<int32_t> y8(xq.size() * 8);
+        std::vector<int32_t> bias(xq.size());
         std::vector<int8_t> qs(xq.size() * 32);
-        cpu::quantize_activations_q8_0(x.data(), {xq.data(), scales.data(), y8.data(), qs.data()}, 0,
+        cpu::quantize_activations_q8_0(x.data(), {xq.data(), scales.data(), bias.data(), qs.data()}, 0,
                                        int64_t(x.size()));
         const auto want = integer_reference(wf, xq, n_tokens, w.rows, cols);
         std::vector<float> exact(want.size());
@@ -205,8 +205,9 @@ BOOST_AUTO_TEST_CASE(integer_matmul_matches_the_dequantized_product_of_quantized
 }
 
 BOOST_AUTO_TEST_CASE(avx512_integer_kernels_give_the_avx2_kernels_bits) {
-  // Same int32 lanes, scales and FMA order by design: a difference in one bit is a bug. Odd block
-  // counts (cols 96, 800) take the half-block tail; 37 rows and 1..15 tokens every tile shape (8, 4, 3, 2, 1 tokens).
+  // Same integer sums, scales and FMA order by design: a difference in one bit is a bug. Odd block
+  // counts (cols 96, 800); 37 rows (Q4_0: groups of 16, 16 and 5) and row ranges that cut groups;
+  // 1..15 tokens: every tile shape.
   if (cpu::detected_isa() < cpu::isa::avx512) {
     BOOST_TEST_MESSAGE("SKIP: this CPU has no AVX-512; the AVX-512 kernels are not tested here");
     return;
@@ -218,39 +219,77 @@ BOOST_AUTO_TEST_CASE(avx512_integer_kernels_give_the_avx2_kernels_bits) {
       model_weights keep;
       uint64_t st = 21;
       const weight w = test::make_weight(keep, t, 37, cols, st, 0.5f);
+      BOOST_REQUIRE(t != dtype::q4_0 || w.packed != nullptr);
       const int64_t nb = cols / 32;
       for (int n_tokens : {1, 2, 3, 4, 5, 8, 9, 12, 15}) {
         const auto x = randv(size_t(n_tokens * cols), 23, 2.0f);
         std::vector<block_q8_0> xq(size_t(n_tokens * nb));
         std::vector<float> xd(xq.size());
-        std::vector<int32_t> y8(xq.size() * 8);
+        std::vector<int32_t> bias(xq.size());
         std::vector<int8_t> qs(xq.size() * 32);
-        cpu::avx2::quantize_q8_0(x.data(), xq.data(), xd.data(), y8.data(), qs.data(), int64_t(x.size()));
-        const size_t n_out = size_t(n_tokens * w.rows);
-        std::vector<float> want(n_out, NAN), f_bw(n_out, NAN), with_vnni(n_out, NAN);
-        if (t == dtype::q8_0) {
-          const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
-          cpu::avx2::matmul_q8_0(want.data(), w.rows, xq.data(), xd.data(), n_tokens, wq, nb, 0, w.rows);
-          cpu::avx512::matmul_q8_0(f_bw.data(), w.rows, qs.data(), xd.data(), n_tokens, wq, nb, 0, w.rows);
-          if (vnni) cpu::avx512_vnni::matmul_q8_0(with_vnni.data(), w.rows, qs.data(), xd.data(), n_tokens, wq, nb, 0, w.rows);
-        } else {
-          const auto* wq = reinterpret_cast<const block_q4_0*>(w.data);
-          cpu::avx2::matmul_q4_0(want.data(), w.rows, xq.data(), xd.data(), y8.data(), n_tokens, wq, nb, 0, w.rows);
-          cpu::avx512::matmul_q4_0(f_bw.data(), w.rows, qs.data(), xd.data(), y8.data(), n_tokens, wq, nb, 0, w.rows);
-          if (vnni) {
-            cpu::avx512_vnni::matmul_q4_0(with_vnni.data(), w.rows, qs.data(), xd.data(), y8.data(), n_tokens, wq, nb,
-                                          0, w.rows);
+        cpu::avx2::quantize_q8_0(x.data(), xq.data(), xd.data(), bias.data(), qs.data(), int64_t(x.size()));
+        for (auto [b, e] : {std::pair<int64_t, int64_t>{0, w.rows}, {3, 29}, {17, 18}}) {
+          const size_t n_out = size_t(n_tokens * w.rows);
+          std::vector<float> want(n_out, NAN), f_bw(n_out, NAN), with_vnni(n_out, NAN);
+          if (t == dtype::q8_0) {
+            const auto* wq = reinterpret_cast<const block_q8_0*>(w.data);
+            cpu::avx2::matmul_q8_0(want.data(), w.rows, xq.data(), xd.data(), n_tokens, wq, nb, b, e);
+            cpu::avx512::matmul_q8_0(f_bw.data(), w.rows, qs.data(), xd.data(), n_tokens, wq, nb, b, e);
+            if (vnni) cpu::avx512_vnni::matmul_q8_0(with_vnni.data(), w.rows, qs.data(), xd.data(), n_tokens, wq, nb, b, e);
+          } else {
+            cpu::avx2::matmul_q4_0(want.data(), w.rows, qs.data(), xd.data(), bias.data(), n_tokens, w.packed, nb, b, e);
+            cpu::avx512::matmul_q4_0(f_bw.data(), w.rows, qs.data(), xd.data(), bias.data(), n_tokens, w.packed, nb, b, e);
+            if (vnni) {
+              cpu::avx512_vnni::matmul_q4_0(with_vnni.data(), w.rows, qs.data(), xd.data(), bias.data(), n_tokens,
+                                            w.packed, nb, b, e);
+            }
           }
-        }
-        BOOST_TEST_CONTEXT(dtype_name(t) << " cols " << cols << " tokens " << n_tokens) {
-          BOOST_TEST(std::all_of(want.begin(), want.end(), [](float v) { return std::isfinite(v); }));
-          BOOST_TEST(std::memcmp(f_bw.data(), want.data(), n_out * 4) == 0, "avx512 differs from avx2");
-          if (vnni) BOOST_TEST(std::memcmp(with_vnni.data(), want.data(), n_out * 4) == 0, "avx512-vnni differs from avx2");
+          BOOST_TEST_CONTEXT(dtype_name(t) << " cols " << cols << " tokens " << n_tokens << " rows [" << b << ", " << e << ")") {
+            // Rows outside [b, e) stay untouched (NaN); inside, finite and equal.
+            int written = 0;
+            for (int tok = 0; tok < n_tokens; ++tok)
+              for (int64_t r = 0; r < w.rows; ++r) {
+                const bool in = r >= b && r < e;
+                const float v = want[size_t(tok * w.rows + r)];
+                written += in && std::isfinite(v) ? 1 : 0;
+                if (!in) BOOST_TEST(std::isnan(v));
+              }
+            BOOST_TEST(written == n_tokens * (e - b));
+            BOOST_TEST(std::memcmp(f_bw.data(), want.data(), n_out * 4) == 0, "avx512 differs from avx2");
+            if (vnni) BOOST_TEST(std::memcmp(with_vnni.data(), want.data(), n_out * 4) == 0, "avx512-vnni differs from avx2");
+          }
         }
       }
     }
   }
   cpu::set_isa(cpu::detected_isa());
+}
+
+BOOST_AUTO_TEST_CASE(every_variant_gives_the_same_integer_matmul_bits) {
+  // The portable loops follow the SIMD kernels' arithmetic (Q8_0: eight lanes and the AVX2
+  // horizontal sum; Q4_0: one FMA per block), so TROUPE_CPU=scalar gives the same numbers.
+  for (auto t : {dtype::q8_0, dtype::q4_0}) {
+    model_weights keep;
+    uint64_t st = 41;
+    const int cols = 160;
+    const weight w = test::make_weight(keep, t, 45, cols, st, 0.5f);
+    const int n_tokens = 13;
+    const auto x = randv(size_t(n_tokens * cols), 43, 2.0f);
+    std::vector<std::vector<float>> results;
+    on_every_variant([&] {
+      thread_pool pool(2);
+      std::vector<float> got(size_t(n_tokens * w.rows), NAN);
+      const kernels::matmul_out o{got.data(), &w};
+      kernels::matmul_many({&o, 1}, x.data(), n_tokens, kernels::activations::q8, &pool);
+      BOOST_TEST(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));
+      results.push_back(std::move(got));
+    });
+    BOOST_REQUIRE(results.size() >= 2);
+    for (size_t i = 1; i < results.size(); ++i) {
+      BOOST_TEST(std::memcmp(results[i].data(), results[0].data(), results[0].size() * 4) == 0,
+                 dtype_name(t) << ": variant " << i << " differs from the first");
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(avx512_f32_gemm_gives_the_avx2_gemms_bits) {
