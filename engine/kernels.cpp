@@ -99,20 +99,20 @@ void matmul(float* out, const float* x, int n_tokens, const weight& w, thread_po
   matmul_many({&o, 1}, x, n_tokens, activations::f32, pool);
 }
 
-size_t attention_scratch_floats(int n_heads, int n_ctx) {
-  return size_t(n_heads) * size_t((n_ctx + 7) / 8 * 8) + size_t(n_heads);
+size_t attention_scratch_floats(int n_heads, int n_ctx, int n_tok) {
+  return size_t(n_tok) * (size_t(n_heads) * size_t((n_ctx + 7) / 8 * 8) + size_t(n_heads));
 }
 
 void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table, int n_ctx,
-               int head_dim, int head_begin, int head_end, int group, float* scratch) {
+               int head_dim, int head_begin, int head_end, int group, float* scratch, int n_tok, int64_t ld_qo) {
   const int64_t off = int64_t(head_begin) * head_dim;
-  cpu::attention_heads_fast(out + off, q + off, kv, layer, block_table, n_ctx, head_dim, head_end - head_begin,
-                            head_begin, group, scratch);
+  cpu::attention_heads_fast(out + off, q + off, ld_qo, n_tok, kv, layer, block_table, n_ctx, head_dim,
+                            head_end - head_begin, head_begin, group, scratch);
 }
 
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch) {
-  cpu::attention_heads_fast(out, q, kv, layer, block_table, n_ctx, head_dim, 1, kv_head, 1, scratch);
+  cpu::attention_heads_fast(out, q, 0, 1, kv, layer, block_table, n_ctx, head_dim, 1, kv_head, 1, scratch);
 }
 
 }  // namespace troupe::engine::kernels

@@ -67,17 +67,21 @@ void swiglu(float* gate, const float* up, int n);
 /// x[i] += y[i]
 void add(float* x, const float* y, int n);
 
-/// Floats of scratch that attention needs for n_heads query heads over n_ctx positions.
-size_t attention_scratch_floats(int n_heads, int n_ctx);
+/// Floats of scratch that attention needs for n_heads query heads of n_tok tokens whose
+/// longest context is n_ctx positions.
+size_t attention_scratch_floats(int n_heads, int n_ctx, int n_tok = 1);
 
-/// Causal attention of query heads [head_begin, head_end) of one token over positions [0, n_ctx)
-/// (softmax weights rounded to f16 before they weight v, as llama.cpp's f16 V cache product does)
-/// of its sequence in the paged cache (its block table maps logical -> physical blocks); query
-/// head h reads kv head h / group. q and out are the token's whole q / output vectors
-/// (head_dim floats per head); scratch holds attention_scratch_floats(head_end - head_begin, n_ctx).
-/// A head's result does not depend on the range it is computed in.
+/// Causal attention of query heads [head_begin, head_end) of n_tok consecutive tokens of one
+/// sequence: token i over positions [0, n_ctx + i) (softmax weights rounded to f16 before they
+/// weight v, as llama.cpp's f16 V cache product does) of its sequence in the paged cache (its
+/// block table maps logical -> physical blocks); query head h reads kv head h / group. q and out
+/// are the first token's whole q / output vectors (head_dim floats per head), the next token's
+/// ld_qo floats further; scratch holds attention_scratch_floats(head_end - head_begin,
+/// n_ctx + n_tok - 1, n_tok). Several tokens in one call read the cache once (prefill); a head's
+/// result does not depend on the range of heads or tokens it is computed in.
 void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table, int n_ctx,
-               int head_dim, int head_begin, int head_end, int group, float* scratch);
+               int head_dim, int head_begin, int head_end, int group, float* scratch, int n_tok = 1,
+               int64_t ld_qo = 0);
 
 /// One query head reading kv head `kv_head`; q and out hold head_dim floats.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,

@@ -77,12 +77,25 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
   // Q8_0/Q4_0 weights multiply 8-bit activations (integer dot products, as llama.cpp does);
   // each token is quantized on its own, so batching does not change its numbers.
   const kernels::activations act = kernels::activations::q8;
-  // Attention work items: (token, group of heads); enough groups that every thread has work
-  // even for one token, as few as that allows (a group reads each cached position once).
-  const int wanted_groups = std::min(c.n_heads, (4 * n_threads + n - 1) / n);
+  // Attention work items: (run of tokens, group of heads). A run is up to attention_run
+  // consecutive tokens of one sequence (a prefill chunk): one call reads the cached positions
+  // once for all of them. Enough head groups that every thread has work even for one run, as few
+  // as that allows (a group reads each cached position once).
+  constexpr int attention_run = 8;
+  runs_.clear();
+  for (int t = 0; t < n; ++t) {
+    if (!runs_.empty() && runs_.back().second < attention_run && tok_seq[t] == tok_seq[runs_.back().first] &&
+        tok_pos[t] == tok_pos[t - 1] + 1) {
+      ++runs_.back().second;
+    } else {
+      runs_.emplace_back(t, 1);
+    }
+  }
+  const int n_runs = int(runs_.size());
+  const int wanted_groups = std::min(c.n_heads, (4 * n_threads + n_runs - 1) / n_runs);
   const int heads_per_group = (c.n_heads + wanted_groups - 1) / wanted_groups;
   const int head_groups = (c.n_heads + heads_per_group - 1) / heads_per_group;  // none of them empty
-  const size_t scratch_floats = kernels::attention_scratch_floats(heads_per_group, max_ctx);
+  const size_t scratch_floats = kernels::attention_scratch_floats(heads_per_group, max_ctx, attention_run);
   scores_.resize(size_t(n_threads) * scratch_floats);
 
   for (int l = 0; l < w_.n_local_layers(); ++l) {
@@ -109,15 +122,17 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
       std::copy_n(&v_[size_t(t) * kv_dim], kv_dim, kv_.v(l, block, pos % bs));
     }
 
-    // 4. Causal attention: token at position p sees positions [0, p]; threads over (token, heads).
-    parallel_for(pool_, int64_t(n) * head_groups, [&](int64_t begin, int64_t end, int thread) {
+    // 4. Causal attention: token at position p sees positions [0, p]; threads over (run, heads).
+    parallel_for(pool_, int64_t(n_runs) * head_groups, [&](int64_t begin, int64_t end, int thread) {
       float* scratch = &scores_[size_t(thread) * scratch_floats];
       for (int64_t i = begin; i < end; ++i) {
-        const int t = int(i / head_groups);
+        // Later runs see longer contexts: hand them out first, so that the threads finish together.
+        const auto [t, n_tok] = runs_[size_t(n_runs - 1 - i / head_groups)];
         const int h0 = int(i % head_groups) * heads_per_group;
         const int h1 = std::min(c.n_heads, h0 + heads_per_group);
         kernels::attention(&att_out_[size_t(t) * q_dim], &q_[size_t(t) * q_dim], kv_, l,
-                           batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, h0, h1, group, scratch);
+                           batch.seqs[tok_seq[t]].block_table.data(), tok_pos[t] + 1, hd, h0, h1, group, scratch,
+                           n_tok, q_dim);
       }
     });
 

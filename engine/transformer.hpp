@@ -4,6 +4,7 @@
 // are the same path), reads and writes the paged KV cache through each sequence's block table.
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "engine/error.hpp"
@@ -53,6 +54,7 @@ class transformer {
   thread_pool* pool_;
   // scratch, sized per call
   std::vector<float> x_, xb_, q_, k_, v_, att_out_, hb_, hb2_, scores_;
+  std::vector<std::pair<int, int>> runs_;  // attention runs: (first token, tokens)
 };
 
 }  // namespace troupe::engine

@@ -38,12 +38,15 @@ void attention_head(float* out, const float* q, const kv_cache& kv, int layer, i
   }
 }
 
-void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
-                          int n_ctx, int head_dim, int n_q, int first_head, int group, float* scratch) {
+void attention_heads_fast(float* out, const float* q, int64_t ld_qo, int n_tok, const kv_cache& kv, int layer,
+                          const int32_t* block_table, int n_ctx, int head_dim, int n_q, int first_head, int group,
+                          float* scratch) {
   if (!has_avx2() || head_dim % 8 != 0) {
-    for (int i = 0; i < n_q; ++i) {
-      attention_head(out + int64_t(i) * head_dim, q + int64_t(i) * head_dim, kv, layer, (first_head + i) / group,
-                     block_table, n_ctx, head_dim, scratch);
+    for (int t = 0; t < n_tok; ++t) {
+      for (int i = 0; i < n_q; ++i) {
+        attention_head(out + t * ld_qo + int64_t(i) * head_dim, q + t * ld_qo + int64_t(i) * head_dim, kv, layer,
+                       (first_head + i) / group, block_table, n_ctx + t, head_dim, scratch);
+      }
     }
     return;
   }
@@ -54,8 +57,8 @@ void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int la
   const int64_t slot_stride = kv.block_size() > 1 ? kv.k(layer, 0, 1) - kv.k(layer, 0, 0) : 0;
   const int64_t block_stride = kv.n_blocks() > 1 ? kv.k(layer, 1, 0) - kv.k(layer, 0, 0) : 0;
   TROUPE_ASSERT(kv.n_blocks() <= 1 || kv.v(layer, 1, 0) - kv.v(layer, 0, 0) == block_stride);
-  avx2::attention(out, q, k0, v0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx, head_dim, n_q,
-                  first_head, group, scratch);
+  avx2::attention(out, q, ld_qo, n_tok, k0, v0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx,
+                  head_dim, n_q, first_head, group, scratch);
 }
 
 }  // namespace troupe::engine::cpu

@@ -91,11 +91,14 @@ void matmul_q8_rows(float* out, const q8_activations& a, int n_tokens, const wei
 /// cache product does), in plain loops over the paged cache.
 void attention_head(float* out, const float* q, const kv_cache& kv, int layer, int kv_head,
                     const int32_t* block_table, int n_ctx, int head_dim, float* scratch);
-/// Query heads first_head .. first_head + n_q - 1 of one token (q and out point at the first
-/// one's head_dim floats; query head h reads kv head h / group), AVX2 when available (head_dim a
-/// multiple of 8), reading blocks in place. scratch: attention_scratch_floats(n_q, n_ctx).
-void attention_heads_fast(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table,
-                          int n_ctx, int head_dim, int n_q, int first_head, int group, float* scratch);
+/// Query heads first_head .. first_head + n_q - 1 of n_tok consecutive tokens of a sequence
+/// (token i at positions [0, n_ctx + i); q and out point at the first token's first head, a
+/// token's vectors ld_qo floats apart; query head h reads kv head h / group), AVX2 when available
+/// (head_dim a multiple of 8), reading blocks in place. scratch:
+/// attention_scratch_floats(n_q, n_ctx + n_tok - 1, n_tok).
+void attention_heads_fast(float* out, const float* q, int64_t ld_qo, int n_tok, const kv_cache& kv, int layer,
+                          const int32_t* block_table, int n_ctx, int head_dim, int n_q, int first_head, int group,
+                          float* scratch);
 
 // ---- AVX2 kernels (call only when has_avx2()) ---------------------------------------------------
 // Plain pointers and integers only: these files are compiled with -mavx2, so they must not
@@ -137,11 +140,12 @@ void round_to_f16(float* x, int n);
 
 /// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
 /// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
-/// likewise from v0); head_dim % 8 == 0. Every output float sums its positions in order, and a
-/// head's result does not depend on which other heads share the call.
-void attention(float* out, const float* q, const float* k0, const float* v0, int64_t block_stride,
-               int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim, int n_q,
-               int first_head, int group, float* scratch);
+/// likewise from v0); head_dim % 8 == 0. Tokens i in [0, n_tok) (q and out at i * ld_qo) see
+/// positions [0, n_ctx + i). Every output float sums its positions in order, and a head's result
+/// does not depend on which other heads or tokens share the call.
+void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const float* k0, const float* v0,
+               int64_t block_stride, int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx,
+               int head_dim, int n_q, int first_head, int group, float* scratch);
 
 }  // namespace avx2
 

@@ -505,6 +505,48 @@ BOOST_AUTO_TEST_CASE(attention_over_a_head_range_equals_one_head_at_a_time_with_
   }
 }
 
+BOOST_AUTO_TEST_CASE(attention_of_a_run_of_tokens_equals_each_token_alone_bit_for_bit) {
+  // A prefill chunk's tokens go through attention together (the cache read once for all); each
+  // must get exactly what it gets alone (decode), for runs that start at any position, contexts
+  // that cross block and 8-position boundaries, and head ranges.
+  const int n_heads = 6, n_kv = 3, group = 2, bs = 16, n_blocks = 8;
+  for (int hd : {8, 64}) {
+    kv_cache kv(1, n_kv, hd, bs, n_blocks);
+    const std::vector<int32_t> table = {6, 1, 4, 0, 7, 2};
+    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 61), vvals = randv(kvals.size(), 62);
+    for (int b = 0; b < n_blocks; ++b)
+      for (int s = 0; s < bs; ++s) {
+        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(0, b, s));
+        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(0, b, s));
+      }
+    const int ld = n_heads * hd;
+    for (int first_ctx : {1, 5, 8, 15, 41}) {
+      for (int n_tok : {1, 2, 7, 8}) {
+        const auto q = randv(size_t(n_tok * ld), 63 + first_ctx, 3.0f);
+        on_every_variant([&] {
+          std::vector<float> scratch(kernels::attention_scratch_floats(n_heads, first_ctx + n_tok - 1, n_tok));
+          for (auto [b, e] : {std::pair{0, n_heads}, std::pair{1, 4}}) {
+            std::vector<float> run(size_t(n_tok * ld), NAN), alone(run.size(), NAN);
+            kernels::attention(run.data(), q.data(), kv, 0, table.data(), first_ctx, hd, b, e, group, scratch.data(),
+                               n_tok, ld);
+            for (int t = 0; t < n_tok; ++t) {
+              kernels::attention(&alone[size_t(t * ld)], &q[size_t(t * ld)], kv, 0, table.data(), first_ctx + t, hd, b,
+                                 e, group, scratch.data());
+            }
+            for (int t = 0; t < n_tok; ++t)
+              for (int i = b * hd; i < e * hd; ++i) {
+                const size_t k = size_t(t * ld + i);
+                BOOST_TEST((std::isfinite(run[k]) && std::memcmp(&run[k], &alone[k], 4) == 0),
+                           "hd " << hd << " ctx " << first_ctx << " run " << n_tok << " token " << t << " i " << i
+                                 << ": " << run[k] << " vs " << alone[k]);
+              }
+          }
+        });
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(fast_elementwise_ops_match_the_references) {
   for (int n : {1, 7, 8, 64, 771}) {
     auto x = randv(size_t(n), 40, 2.0f), w = randv(size_t(n), 41), g = randv(size_t(n), 42, 30.0f), u = randv(size_t(n), 43);
