@@ -47,7 +47,9 @@ inline __m256i lanes_q8(__m256i abs_q, __m256i q, const int8_t* y) {
 template <int R, int T>
 inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int64_t nb, const block_q8_0* w) {
   __m256 acc[R][T];
+  #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   // The next tile's rows follow these in memory: fetch them while this one computes (the same
   // share of them per block, a line ahead); without it a decode step stalls on memory.
@@ -59,22 +61,27 @@ inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* x
     }
     __m256i u[R], q[R];
     __m256 dw[R];
+    #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const block_q8_0& blk = w[i * nb + b];
       q[i] = load_q8(blk.qs);
       u[i] = _mm256_sign_epi8(q[i], q[i]);
       dw[i] = _mm256_set1_ps(f16(blk.d));
     }
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int64_t x = t * nb + b;
       const __m256 dx = _mm256_broadcast_ss(xd + x);
+      #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const __m256i l = lanes_q8(u[i], q[i], xq[x].qs);
         acc[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(l), acc[i][t]);
       }
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) out[t * ldo + i] = hsum(acc[i][t]);
 }
 
@@ -109,6 +116,7 @@ template <int T>
 inline void q4_half(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* bias, int64_t nb,
                     const std::byte* rec, int h, unsigned keep) {
   __m256 acc[T];
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < nb; ++b) {
@@ -117,22 +125,27 @@ inline void q4_half(float* out, int64_t ldo, const int8_t* qs, const float* xd, 
       for (int o = 0; o < q4x16_record + 64; o += 64) _mm_prefetch(reinterpret_cast<const char*>(r + 8192 + o), _MM_HINT_T0);
     }
     __m256i lo[4], hi[4];
+    #pragma GCC unroll 16
     for (int k = 0; k < 4; ++k) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 64 * k + 32 * h));
       lo[k] = _mm256_and_si256(v, low4);
       hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 256 + 16 * h)));
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int64_t x = t * nb + b;
       const int8_t* y = qs + 32 * x;
       __m256i s = _mm256_maddubs_epi16(lo[0], group4(y, 0));
+      #pragma GCC unroll 16
       for (int k = 1; k < 4; ++k) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[k], group4(y, k)));
+      #pragma GCC unroll 16
       for (int k = 0; k < 4; ++k) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[k], group4(y, 4 + k)));
       const __m256i l = _mm256_add_epi32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)), _mm256_set1_epi32(bias[x]));
       acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xd[x])), _mm256_cvtepi32_ps(l), acc[t]);
     }
   }
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
     if (keep == 0xff) {
       _mm256_storeu_ps(out + t * ldo, acc[t]);
@@ -241,32 +254,43 @@ inline __m256i tail_mask(int64_t n) {
 template <int R, int T, bool Prefetch = false>
 inline void tile_f32(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, int64_t cols) {
   __m256 acc[R][T];
+  #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   int64_t c = 0;
   for (; c + 8 <= cols; c += 8) {
     if constexpr (Prefetch) {
       if ((c & 15) == 0) {
+        #pragma GCC unroll 16
         for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + (R + i) * cols + c), _MM_HINT_T0);
       }
     }
     __m256 wv[R];
+    #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = _mm256_loadu_ps(w + i * cols + c);
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
     }
   }
   if (c < cols) {
     const __m256i m = tail_mask(cols - c);
     __m256 wv[R];
+    #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = _mm256_maskload_ps(w + i * cols + c, m);
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_maskload_ps(x + t * ldx + c, m);
+      #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) out[t * ldo + i] = hsum(acc[i][t]);
 }
 
