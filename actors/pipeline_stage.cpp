@@ -250,7 +250,7 @@ stage_actor::behavior_type stage_behavior(stage_pointer self, stage_setup setup,
 double stage_kv_bytes(const stage_setup& setup) {
   const engine::model_weights& w = *setup.weights;
   return 2.0 * double(w.n_local_layers()) * double(setup.n_blocks) * double(setup.block_size) *
-         double(w.config.n_kv_heads) * double(w.config.head_dim) * double(sizeof(float));
+         double(w.config.n_kv_heads) * double(w.config.head_dim) * double(sizeof(uint16_t));  // f16 cache
 }
 
 std::expected<stage_actor, std::string> spawn_stage(caf::actor_system& sys, stage_setup setup) {

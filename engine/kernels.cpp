@@ -33,6 +33,10 @@ void round_to_f16(float* x, int n) {
   if (cpu::has_avx2()) return cpu::avx2::round_to_f16(x, n);
   cpu::round_to_f16(x, n);
 }
+void to_f16(const float* x, uint16_t* out, int n) {
+  if (cpu::has_avx2()) return cpu::avx2::to_f16(x, out, n);
+  cpu::to_f16(x, out, n);
+}
 
 namespace {
 

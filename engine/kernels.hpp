@@ -57,6 +57,8 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
 /// and k, then f16 softmax weights and v, summing in f32): with the same GGUF file troupe then
 /// takes llama.cpp's tokens (tests/integration/engine/test_reference_traces.cpp).
 void round_to_f16(float* x, int n);
+/// out[i] = x[i] as an f16 (round to nearest even): a row of the KV cache.
+void to_f16(const float* x, uint16_t* out, int n);
 
 /// In-place softmax over n values.
 void softmax(float* x, int n);

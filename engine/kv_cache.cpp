@@ -15,13 +15,13 @@ kv_cache::kv_cache(int n_layers, int n_kv_heads, int head_dim, int block_size, i
   TROUPE_ASSERT(n_layers > 0 && block_size > 0 && n_blocks > 0 && kv_dim_ > 0);
 }
 
-kv_cache::buffer::buffer(size_t n_floats) : n_(n_floats) {
+kv_cache::buffer::buffer(size_t n_values) : n_(n_values) {
   constexpr size_t huge = size_t(2) << 20;
-  bytes_ = (n_floats * sizeof(float) + huge - 1) / huge * huge;
+  bytes_ = (n_values * sizeof(uint16_t) + huge - 1) / huge * huge;
   void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   madvise(p, bytes_, MADV_HUGEPAGE);  // advice only: without THP this is ordinary memory
-  data_ = static_cast<float*>(p);
+  data_ = static_cast<uint16_t*>(p);
 }
 
 kv_cache::buffer::~buffer() { munmap(data_, bytes_); }

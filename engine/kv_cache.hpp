@@ -19,13 +19,16 @@ class kv_cache {
   int kv_dim() const { return kv_dim_; }
   int block_size() const { return block_size_; }
   int n_blocks() const { return n_blocks_; }
-  size_t size_bytes() const { return 2 * k_.size() * sizeof(float); }
+  size_t size_bytes() const { return 2 * k_.size() * sizeof(uint16_t); }
 
-  /// Row of kv_dim floats for (local layer, physical block, slot within block).
-  float* k(int layer, int block, int slot) { return k_.data() + index(layer, block, slot); }
-  float* v(int layer, int block, int slot) { return v_.data() + index(layer, block, slot); }
-  const float* k(int layer, int block, int slot) const { return k_.data() + index(layer, block, slot); }
-  const float* v(int layer, int block, int slot) const { return v_.data() + index(layer, block, slot); }
+  /// Row of kv_dim f16 values (IEEE half, as uint16_t) for (local layer, physical block, slot
+  /// within block). The cache holds keys and values as f16, as llama.cpp's default cache does:
+  /// the forward pass rounds k and v to f16 anyway, so f16 storage loses nothing and halves the
+  /// memory and the bytes attention reads. kernels::to_f16 writes a row.
+  uint16_t* k(int layer, int block, int slot) { return k_.data() + index(layer, block, slot); }
+  uint16_t* v(int layer, int block, int slot) { return v_.data() + index(layer, block, slot); }
+  const uint16_t* k(int layer, int block, int slot) const { return k_.data() + index(layer, block, slot); }
+  const uint16_t* v(int layer, int block, int slot) const { return v_.data() + index(layer, block, slot); }
 
  private:
   size_t index(int layer, int block, int slot) const {
@@ -36,15 +39,15 @@ class kv_cache {
   // only when a block is first written, so RSS shows what the cache holds.
   class buffer {
    public:
-    explicit buffer(size_t n_floats);
+    explicit buffer(size_t n_values);
     ~buffer();
     buffer(const buffer&) = delete;
     buffer& operator=(const buffer&) = delete;
-    float* data() const { return data_; }
+    uint16_t* data() const { return data_; }
     size_t size() const { return n_; }
 
    private:
-    float* data_ = nullptr;
+    uint16_t* data_ = nullptr;
     size_t n_ = 0, bytes_ = 0;
   };
 

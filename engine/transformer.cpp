@@ -108,18 +108,16 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
       kernels::matmul_many(qkv, xb_.data(), n, act, pool_);
     }
 
-    // 3. RoPE on q and k at each token's position; q, k and v rounded to f16 (llama.cpp's f16 KV
-    //    cache numbers: the same GGUF then takes llama.cpp's tokens); k and v into the cache slots.
+    // 3. RoPE on q and k at each token's position; q rounded to f16, k and v stored in the cache
+    //    as f16 (llama.cpp's f16 KV cache numbers: the same GGUF then takes llama.cpp's tokens).
     for (int t = 0; t < n; ++t) {
       const int pos = tok_pos[t];
       kernels::rope(&q_[size_t(t) * q_dim], c.n_heads, hd, pos, c.rope_theta, c.rope);
       kernels::rope(&k_[size_t(t) * kv_dim], c.n_kv_heads, hd, pos, c.rope_theta, c.rope);
       kernels::round_to_f16(&q_[size_t(t) * q_dim], q_dim);
-      kernels::round_to_f16(&k_[size_t(t) * kv_dim], kv_dim);
-      kernels::round_to_f16(&v_[size_t(t) * kv_dim], kv_dim);
       const int32_t block = batch.seqs[tok_seq[t]].block_table[pos / bs];
-      std::copy_n(&k_[size_t(t) * kv_dim], kv_dim, kv_.k(l, block, pos % bs));
-      std::copy_n(&v_[size_t(t) * kv_dim], kv_dim, kv_.v(l, block, pos % bs));
+      kernels::to_f16(&k_[size_t(t) * kv_dim], kv_.k(l, block, pos % bs), kv_dim);
+      kernels::to_f16(&v_[size_t(t) * kv_dim], kv_.v(l, block, pos % bs), kv_dim);
     }
 
     // 4. Causal attention: token at position p sees positions [0, p]; threads over (run, heads).

@@ -15,9 +15,9 @@ void attention_head(float* out, const float* q, const kv_cache& kv, int layer, i
   // 1. scores = q . k_t / sqrt(d) for every visible position t
   float max = -INFINITY;
   for (int t = 0; t < n_ctx; ++t) {
-    const float* k = kv.k(layer, block_table[t / bs], t % bs) + off;
+    const uint16_t* k = kv.k(layer, block_table[t / bs], t % bs) + off;
     float s = 0.0f;
-    for (int i = 0; i < head_dim; ++i) s += q[i] * k[i];
+    for (int i = 0; i < head_dim; ++i) s += q[i] * f16_to_f32(k[i]);
     s *= scale;
     scratch[t] = s;
     max = std::fmax(max, s);
@@ -32,9 +32,9 @@ void attention_head(float* out, const float* q, const kv_cache& kv, int layer, i
   // 3. out = sum_t p_t v_t
   for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
   for (int t = 0; t < n_ctx; ++t) {
-    const float* v = kv.v(layer, block_table[t / bs], t % bs) + off;
+    const uint16_t* v = kv.v(layer, block_table[t / bs], t % bs) + off;
     const float p = f16_to_f32(f32_to_f16(scratch[t] * inv));
-    for (int i = 0; i < head_dim; ++i) out[i] += p * v[i];
+    for (int i = 0; i < head_dim; ++i) out[i] += p * f16_to_f32(v[i]);
   }
 }
 
@@ -51,8 +51,8 @@ void attention_heads_fast(float* out, const float* q, int64_t ld_qo, int n_tok, 
     return;
   }
   const int off = first_head / group * head_dim;
-  const float* k0 = kv.k(layer, 0, 0) + off;
-  const float* v0 = kv.v(layer, 0, 0) + off;
+  const uint16_t* k0 = kv.k(layer, 0, 0) + off;
+  const uint16_t* v0 = kv.v(layer, 0, 0) + off;
   // Within a layer the cache is affine in (block, slot); take the strides from the accessors.
   const int64_t slot_stride = kv.block_size() > 1 ? kv.k(layer, 0, 1) - kv.k(layer, 0, 0) : 0;
   const int64_t block_stride = kv.n_blocks() > 1 ? kv.k(layer, 1, 0) - kv.k(layer, 0, 0) : 0;

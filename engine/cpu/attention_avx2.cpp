@@ -20,21 +20,24 @@ inline __m256 exp_nonpositive(__m256 x) {
 
 // o[0, 8W) (+)= sum over the n positions j of p[j] * v[rows[j] + 0 .. 8W): W vectors of
 // accumulators in registers (a runtime width would put them on the stack), positions in order.
+// Eight f16 values of the cache as floats.
+inline __m256 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
 template <int W>
-inline void weighted_sum(float* o, const float* v, const int64_t* rows, const float* p, int n, bool first) {
+inline void weighted_sum(float* o, const uint16_t* v, const int64_t* rows, const float* p, int n, bool first) {
   __m256 acc[W];
   for (int k = 0; k < W; ++k) acc[k] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * k);
   for (int j = 0; j < n; ++j) {
     const __m256 pv = _mm256_broadcast_ss(p + j);
-    const float* vr = v + rows[j];
-    for (int k = 0; k < W; ++k) acc[k] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * k), acc[k]);
+    const uint16_t* vr = v + rows[j];
+    for (int k = 0; k < W; ++k) acc[k] = _mm256_fmadd_ps(pv, load_f16(vr + 8 * k), acc[k]);
   }
   for (int k = 0; k < W; ++k) _mm256_storeu_ps(o + 8 * k, acc[k]);
 }
 
 }  // namespace
 
-void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const float* k0, const float* v0,
+void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, const uint16_t* v0,
                int64_t block_stride, int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx,
                int head_dim, int n_q, int first_head, int group, float* scratch) {
   const float scale = 1.0f / sqrtf(float(head_dim));
@@ -55,12 +58,12 @@ void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const float
       if (n_ctx + i <= t) continue;
       for (int h = 0; h < n_q; ++h) {
         const float* qi = q + i * ld_qo + int64_t(h) * head_dim;
-        const float* kb = k0 + kv_off(h);
+        const uint16_t* kb = k0 + kv_off(h);
         __m256 acc[8];
         for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
         for (int c = 0; c < head_dim; c += 8) {
           const __m256 qv = _mm256_loadu_ps(qi + c);
-          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kb + rows[j] + c), acc[j]);
+          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load_f16(kb + rows[j] + c), acc[j]);
         }
         // Eight horizontal sums at once: lane j of the result is the sum of acc[j].
         const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
@@ -112,7 +115,7 @@ void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const float
       if (ctx <= t) continue;
       const int n = ctx - t < 8 ? ctx - t : 8;
       for (int h = 0; h < n_q; ++h) {
-        const float* vb = v0 + kv_off(h);
+        const uint16_t* vb = v0 + kv_off(h);
         const float* p = scores(i, h) + t;
         float* o = out + i * ld_qo + int64_t(h) * head_dim;
         for (int c = 0; c < head_dim; c += 64) {

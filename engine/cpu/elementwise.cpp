@@ -85,4 +85,8 @@ void round_to_f16(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
+void to_f16(const float* x, uint16_t* out, int n) {
+  for (int i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
+}
+
 }  // namespace troupe::engine::cpu

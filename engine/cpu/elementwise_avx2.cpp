@@ -73,4 +73,13 @@ void round_to_f16(float* x, int n) {
   for (; i < n; ++i) x[i] = _cvtsh_ss(_cvtss_sh(x[i], nearest));
 }
 
+void to_f16(const float* x, uint16_t* out, int n) {
+  constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), nearest));
+  }
+  for (; i < n; ++i) out[i] = _cvtss_sh(x[i], nearest);
+}
+
 }  // namespace troupe::engine::cpu::avx2

@@ -45,6 +45,7 @@ void softmax(float* x, int n);
 void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
 void round_to_f16(float* x, int n);
+void to_f16(const float* x, uint16_t* out, int n);
 void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style style);
 
 // ---- matmul -------------------------------------------------------------------------------------
@@ -137,13 +138,14 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps);
 void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
 void round_to_f16(float* x, int n);
+void to_f16(const float* x, uint16_t* out, int n);
 
 /// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
 /// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
 /// likewise from v0); head_dim % 8 == 0. Tokens i in [0, n_tok) (q and out at i * ld_qo) see
 /// positions [0, n_ctx + i). Every output float sums its positions in order, and a head's result
 /// does not depend on which other heads or tokens share the call.
-void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const float* k0, const float* v0,
+void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, const uint16_t* v0,
                int64_t block_stride, int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx,
                int head_dim, int n_q, int first_head, int group, float* scratch);
 

@@ -80,17 +80,17 @@ BOOST_AUTO_TEST_CASE(a_stage_that_cannot_start_fails_serve_naming_it_and_never_l
     BOOST_TEST(err.find("more than this machine's memory") != std::string::npos, err);
   }
   // 2. A cache that fits the machine but not the process (RLIMIT_AS): the allocation itself fails.
-  //    stories260K: K and V of 2 layers x 2^20 blocks x 8 positions x 32 floats are 2 GiB each.
+  //    stories260K: K and V of 2 layers x 2^21 blocks x 8 positions x 32 f16 values are 2 GiB each.
   {
     const std::string small = model_path("stories260K.bin").string();
     serve_process server({"--model", small, "--tokenizer", model_path("tok512.bin").string(), "--stages", "2",
-                          "--kv-blocks", "1048576", "--block-size", "8"},
+                          "--kv-blocks", "2097152", "--block-size", "8"},
                          60s, size_t(3) << 30);
     BOOST_REQUIRE(server.wait_exit(60s));
     const std::string err = server.stderr_text();
     BOOST_TEST(server.exit_code() == 1, err);
     BOOST_TEST(server.output.find("listening") == std::string::npos, server.output);
-    BOOST_TEST(err.find("replica 0 stage 1 (layers [3, 5)) cannot start: KV cache of 1048576 blocks x 8 positions x "
+    BOOST_TEST(err.find("replica 0 stage 1 (layers [3, 5)) cannot start: KV cache of 2097152 blocks x 8 positions x "
                         "2 layers (4.0 GiB): cannot allocate") != std::string::npos,
                err);
   }

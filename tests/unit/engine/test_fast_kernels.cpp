@@ -441,8 +441,8 @@ BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_
     auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 31), vvals = randv(kvals.size(), 32);
     for (int b = 0; b < n_blocks; ++b)
       for (int s = 0; s < bs; ++s) {
-        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(1, b, s));
-        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(1, b, s));
+        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(1, b, s), n_kv * hd);
+        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(1, b, s), n_kv * hd);
       }
     const auto q = randv(size_t(hd), 33, 3.0f);
     for (int n_ctx : {1, 7, 8, 37, 40}) {
@@ -474,8 +474,8 @@ BOOST_AUTO_TEST_CASE(attention_over_a_head_range_equals_one_head_at_a_time_with_
     auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 51), vvals = randv(kvals.size(), 52);
     for (int b = 0; b < n_blocks; ++b)
       for (int s = 0; s < bs; ++s) {
-        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(0, b, s));
-        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(0, b, s));
+        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(0, b, s), n_kv * hd);
+        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(0, b, s), n_kv * hd);
       }
     const auto q = randv(size_t(n_heads * hd), 53, 3.0f);
     for (int n_ctx : {1, 9, 16, 33, 80}) {
@@ -516,8 +516,8 @@ BOOST_AUTO_TEST_CASE(attention_of_a_run_of_tokens_equals_each_token_alone_bit_fo
     auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 61), vvals = randv(kvals.size(), 62);
     for (int b = 0; b < n_blocks; ++b)
       for (int s = 0; s < bs; ++s) {
-        std::copy_n(&kvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.k(0, b, s));
-        std::copy_n(&vvals[size_t((b * bs + s) * n_kv * hd)], n_kv * hd, kv.v(0, b, s));
+        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(0, b, s), n_kv * hd);
+        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(0, b, s), n_kv * hd);
       }
     const int ld = n_heads * hd;
     for (int first_ctx : {1, 5, 8, 15, 41}) {

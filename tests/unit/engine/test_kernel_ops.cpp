@@ -132,9 +132,12 @@ BOOST_AUTO_TEST_CASE(paged_attention_matches_contiguous_attention) {
   kv_cache kv(1, n_kv, hd, bs, 8);
   const std::vector<int32_t> table = {5, 1, 7};  // scattered physical blocks
   auto keys = randv(size_t(n_ctx) * n_kv * hd, 21), vals = randv(size_t(n_ctx) * n_kv * hd, 22);
+  // The cache holds f16: the reference below takes the same rounded values.
+  kernels::round_to_f16(keys.data(), int(keys.size()));
+  kernels::round_to_f16(vals.data(), int(vals.size()));
   for (int t = 0; t < n_ctx; ++t) {
-    std::copy_n(&keys[size_t(t) * n_kv * hd], n_kv * hd, kv.k(0, table[t / bs], t % bs));
-    std::copy_n(&vals[size_t(t) * n_kv * hd], n_kv * hd, kv.v(0, table[t / bs], t % bs));
+    kernels::to_f16(&keys[size_t(t) * n_kv * hd], kv.k(0, table[t / bs], t % bs), n_kv * hd);
+    kernels::to_f16(&vals[size_t(t) * n_kv * hd], kv.v(0, table[t / bs], t % bs), n_kv * hd);
   }
   auto q = randv(hd, 23);
   for (int kvh = 0; kvh < n_kv; ++kvh) {
