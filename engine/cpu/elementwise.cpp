@@ -66,17 +66,26 @@ void rope(float* x, int n_heads, int head_dim, int pos, float theta, rope_style 
     cache.head_dim = head_dim;
     cache.theta = theta;
   }
+  // The rotation as llama.cpp's native build computes it: one product of each output rounded,
+  // the other fused (FMA): v0 c - (v1 s) and v0 s + (v1 c). With the same GGUF this decides
+  // whether q and k round to the same f16 as llama.cpp's; plain products left 2 of 1978 Q8_0
+  // reference steps on another token, this none.
+  const bool interleaved = style == rope_style::interleaved;
+  if (has_avx2()) {
+    avx2::rope_rotate(x, n_heads, head_dim, cache.cos.data(), cache.sin.data(), interleaved);
+    return;
+  }
   for (int i = 0; i < half; ++i) {
     const float c = cache.cos[size_t(i)];
     const float s = cache.sin[size_t(i)];
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + h * head_dim;
-      const int a = style == rope_style::interleaved ? 2 * i : i;
-      const int b = style == rope_style::interleaved ? 2 * i + 1 : i + half;
+      const int a = interleaved ? 2 * i : i;
+      const int b = interleaved ? 2 * i + 1 : i + half;
       const float v0 = v[a];
       const float v1 = v[b];
-      v[a] = v0 * c - v1 * s;
-      v[b] = v0 * s + v1 * c;
+      v[a] = std::fma(v0, c, -(v1 * s));
+      v[b] = std::fma(v0, s, v1 * c);
     }
   }
 }

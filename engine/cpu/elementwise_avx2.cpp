@@ -73,6 +73,21 @@ void round_to_f16(float* x, int n) {
   for (; i < n; ++i) x[i] = _cvtsh_ss(_cvtss_sh(x[i], nearest));
 }
 
+void rope_rotate(float* x, int n_heads, int head_dim, const float* cos, const float* sin, bool interleaved) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const int a = interleaved ? 2 * i : i;
+      const int b = interleaved ? 2 * i + 1 : i + half;
+      const __m128 v0 = _mm_set_ss(v[a]), v1 = _mm_set_ss(v[b]);
+      const __m128 c = _mm_set_ss(cos[i]), s = _mm_set_ss(sin[i]);
+      v[a] = _mm_cvtss_f32(_mm_fmsub_ss(v0, c, _mm_mul_ss(v1, s)));
+      v[b] = _mm_cvtss_f32(_mm_fmadd_ss(v0, s, _mm_mul_ss(v1, c)));
+    }
+  }
+}
+
 void to_f16(const float* x, uint16_t* out, int n) {
   constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   int i = 0;

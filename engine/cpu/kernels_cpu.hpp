@@ -139,6 +139,8 @@ void swiglu(float* gate, const float* up, int n);
 void add(float* x, const float* y, int n);
 void round_to_f16(float* x, int n);
 void to_f16(const float* x, uint16_t* out, int n);
+/// cpu::rope's rotation of every head's pairs by the angles' cos/sin (FMA, as cpu::rope).
+void rope_rotate(float* x, int n_heads, int head_dim, const float* cos, const float* sin, bool interleaved);
 
 /// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
 /// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
