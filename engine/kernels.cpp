@@ -104,7 +104,7 @@ void matmul(float* out, const float* x, int n_tokens, const weight& w, thread_po
 }
 
 size_t attention_scratch_floats(int n_heads, int n_ctx, int n_tok) {
-  return size_t(n_tok) * (size_t(n_heads) * size_t((n_ctx + 7) / 8 * 8) + size_t(n_heads));
+  return size_t(n_tok) * size_t(n_heads) * size_t((n_ctx + 7) / 8 * 8);
 }
 
 void attention(float* out, const float* q, const kv_cache& kv, int layer, const int32_t* block_table, int n_ctx,

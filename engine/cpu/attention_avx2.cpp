@@ -18,11 +18,11 @@ inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(underflow, exp_in_range(_mm256_max_ps(x, lo)));
 }
 
-// o[0, 8W) (+)= sum over the n positions j of p[j] * v[rows[j] + 0 .. 8W): W vectors of
-// accumulators in registers (a runtime width would put them on the stack), positions in order.
 // Eight f16 values of the cache as floats.
 inline __m256 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
+// o[0, 8W) (+)= sum over the n positions j of p[j] * v[rows[j] + 0 .. 8W): W vectors of
+// accumulators in registers (a runtime width would put them on the stack), positions in order.
 template <int W>
 inline void weighted_sum(float* o, const uint16_t* v, const int64_t* rows, const float* p, int n, bool first) {
   __m256 acc[W];

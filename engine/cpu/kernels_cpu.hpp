@@ -57,9 +57,9 @@ void matmul_ref_rows(float* out, const float* x, int n_tokens, const weight& w, 
 
 /// Rows [row_begin, row_end) of out = x . W^T with float activations, fastest path for the dtype:
 /// f32 weights: avx512::gemm_f32 or avx2::gemm_f32 (the same bits; a portable dot product per
-/// (row, token) without AVX2); other
-/// dtypes: dequantize a tile of rows, then the same. `out` is [n_tokens][w.rows]. Batch-invariant:
-/// a (row, token) result does not depend on n_tokens or the row range.
+/// (row, token) without AVX2); other dtypes: dequantize a tile of rows, then the same. `out` is
+/// [n_tokens][w.rows]. Batch-invariant: a (row, token) result does not depend on n_tokens or the
+/// row range.
 void matmul_f32_rows(float* out, const float* x, int n_tokens, const weight& w, int64_t row_begin,
                      int64_t row_end);
 

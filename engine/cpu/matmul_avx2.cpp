@@ -5,7 +5,7 @@
 // Q8_0 weights meet activations quantized to Q8_0 (ggml's scheme): per block of 32, the
 // weights' absolute values times the activations carrying the weights' signs (maddubs), pairs
 // summed to int32 (madd), converted to float and scaled by both block scales, blocks in order
-// into one accumulator (as ggml does). Q4_0 weights come in the q4_0x16 layout (kernels_cpu.hpp).
+// into one accumulator (as ggml does). Q4_0 weights come in the q4_0x16 layout (engine/tensor.hpp).
 // Every (row, token) pair runs the same operations in the same order in every kernel variant
 // below, so the result does not depend on how many tokens or rows a call covers. (No std::
 // templates here either: std::min would be an inline function compiled with -mavx2.)

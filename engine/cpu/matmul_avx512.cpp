@@ -93,21 +93,16 @@ inline float row_times_token(const float* x, const float* w, int64_t cols) {
 }
 
 // Row pairs [0, P) against all tokens, T at a time (the first tile prefetching the next rows),
-// then the tokens left over in tiles of 4, 2, 1.
+// then the tokens left over in tiles of 2 and 1 (T <= 4).
 template <int P, int T>
 inline void pairs_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols) {
+  static_assert(T <= 4);
   int t = 0;
   if (t + T <= n_tokens) {
     tile_f32<P, T, true>(out, ldo, x, cols, w, cols);
     t += T;
   }
   for (; t + T <= n_tokens; t += T) tile_f32<P, T>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
-  if constexpr (T > 4) {
-    if (t + 4 <= n_tokens) {
-      tile_f32<P, 4>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
-      t += 4;
-    }
-  }
   if constexpr (T > 2) {
     if (t + 2 <= n_tokens) {
       tile_f32<P, 2>(out + t * ldo, ldo, x + t * cols, cols, w, cols);
