@@ -45,18 +45,20 @@ inline __m256i lanes_q8(__m256i abs_q, __m256i q, const int8_t* y) {
 // ggml's vec_dot_q8_0_q8_0 and llamafile's tinyBLAS_Q0 exactly, so a Q8_0 product is
 // llama.cpp's to the bit, whatever the tile, batch or row range.
 template <int R, int T>
-inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int64_t nb, const block_q8_0* w) {
+inline void tile_q(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int64_t nb, const block_q8_0* w,
+                   bool fetch) {
   __m256 acc[R][T];
   #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
     #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   // The next tile's rows follow these in memory: fetch them while this one computes (the same
-  // share of them per block, a line ahead); without it a decode step stalls on memory.
+  // share of them per block, a line ahead; `fetch`, the first token tile over these rows):
+  // without it the tile stalls on memory at every batch size.
   const char* next = reinterpret_cast<const char*>(w + R * nb);
   constexpr int64_t step = R * int64_t(sizeof(block_q8_0));
   for (int64_t b = 0; b < nb; ++b) {
-    if constexpr (T <= 2) {
+    if (fetch) {
       for (int64_t o = 0; o < step + 64; o += 64) _mm_prefetch(next + b * step + o, _MM_HINT_T0);
     }
     __m256i u[R], q[R];
@@ -89,12 +91,12 @@ template <int R>
 inline void rows_times_tokens(float* out, int64_t ldo, const block_q8_0* xq, const float* xd, int n_tokens, int64_t nb,
                               const block_q8_0* w) {
   int t = 0;
-  for (; t + 4 <= n_tokens; t += 4) tile_q<R, 4>(out + t * ldo, ldo, xq + t * nb, xd + t * nb, nb, w);
+  for (; t + 4 <= n_tokens; t += 4) tile_q<R, 4>(out + t * ldo, ldo, xq + t * nb, xd + t * nb, nb, w, t == 0);
   const int64_t o = t * nb;
   switch (n_tokens - t) {
-    case 3: tile_q<R, 3>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
-    case 2: tile_q<R, 2>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
-    case 1: tile_q<R, 1>(out + t * ldo, ldo, xq + o, xd + o, nb, w); break;
+    case 3: tile_q<R, 3>(out + t * ldo, ldo, xq + o, xd + o, nb, w, t == 0); break;
+    case 2: tile_q<R, 2>(out + t * ldo, ldo, xq + o, xd + o, nb, w, t == 0); break;
+    case 1: tile_q<R, 1>(out + t * ldo, ldo, xq + o, xd + o, nb, w, t == 0); break;
     default: break;
   }
 }
@@ -114,14 +116,14 @@ inline __m256i group4(const int8_t* y, int k) {
 // float(dot), acc). Rows in `keep` (bit i: row i of the half) are written to out[t * ldo + i].
 template <int T>
 inline void q4_half(float* out, int64_t ldo, const int8_t* qs, const float* xd, const int32_t* bias, int64_t nb,
-                    const std::byte* rec, int h, unsigned keep) {
+                    const std::byte* rec, int h, unsigned keep, bool fetch) {
   __m256 acc[T];
   #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < nb; ++b) {
     const std::byte* r = rec + b * q4x16_record;
-    if constexpr (T <= 2) {  // the records are one stream: fetch 8 KiB ahead (1, 2, 4 KiB were slower)
+    if (fetch) {  // the records are one stream: fetch 8 KiB ahead (1, 2, 4 KiB were slower)
       for (int o = 0; o < q4x16_record + 64; o += 64) _mm_prefetch(reinterpret_cast<const char*>(r + 8192 + o), _MM_HINT_T0);
     }
     __m256i lo[4], hi[4];
@@ -165,7 +167,7 @@ void matmul_q8_0(float* out, int64_t ldo, const block_q8_0* xq, const float* xd,
   int64_t r = row_begin;
   // One token: four rows give four independent FMA chains; more: 2 rows x 4 tokens per tile.
   if (n_tokens == 1) {
-    for (; r + 4 <= row_end; r += 4) tile_q<4, 1>(out + r, ldo, xq, xd, nb, w + r * nb);
+    for (; r + 4 <= row_end; r += 4) tile_q<4, 1>(out + r, ldo, xq, xd, nb, w + r * nb, true);
   } else {
     for (; r + 2 <= row_end; r += 2) rows_times_tokens<2>(out + r, ldo, xq, xd, n_tokens, nb, w + r * nb);
   }
@@ -185,12 +187,12 @@ void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, con
       if (k == 0) continue;
       float* o = out + r0 + 8 * h;
       int t = 0;
-      for (; t + 4 <= n_tokens; t += 4) q4_half<4>(o + t * ldo, ldo, qs + 32 * t * nb, xd + t * nb, q4_bias + t * nb, nb, rec, h, k);
+      for (; t + 4 <= n_tokens; t += 4) q4_half<4>(o + t * ldo, ldo, qs + 32 * t * nb, xd + t * nb, q4_bias + t * nb, nb, rec, h, k, h == 0 && t == 0);
       const int64_t x = t * nb;
       switch (n_tokens - t) {
-        case 3: q4_half<3>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
-        case 2: q4_half<2>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
-        case 1: q4_half<1>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k); break;
+        case 3: q4_half<3>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k, h == 0 && t == 0); break;
+        case 2: q4_half<2>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k, h == 0 && t == 0); break;
+        case 1: q4_half<1>(o + t * ldo, ldo, qs + 32 * x, xd + x, q4_bias + x, nb, rec, h, k, h == 0 && t == 0); break;
         default: break;
       }
     }
