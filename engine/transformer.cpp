@@ -92,6 +92,13 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
     }
   }
   const int n_runs = int(runs_.size());
+  // Per-token element-wise work (norms, RoPE, cache stores, residuals): each token's numbers are
+  // its own, so a batch splits over the threads by token without changing a bit.
+  auto per_token = [&](auto&& fn) {
+    parallel_for(pool_, n, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) fn(int(t));
+    }, 4);
+  };
   const int wanted_groups = std::min(c.n_heads, (4 * n_threads + n_runs - 1) / n_runs);
   const int heads_per_group = (c.n_heads + wanted_groups - 1) / wanted_groups;
   const int head_groups = (c.n_heads + heads_per_group - 1) / heads_per_group;  // none of them empty
@@ -102,7 +109,7 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
     const layer_weights& L = w_.layers[l];
 
     // 2. Attention RMSNorm, then the q, k, v projections for all tokens at once.
-    for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.rms_eps);
+    per_token([&](int t) { kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.rms_eps); });
     {
       const kernels::matmul_out qkv[] = {{q_.data(), &L.wq}, {k_.data(), &L.wk}, {v_.data(), &L.wv}};
       kernels::matmul_many(qkv, xb_.data(), n, act, pool_);
@@ -110,7 +117,7 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
 
     // 3. RoPE on q and k at each token's position; q rounded to f16, k and v stored in the cache
     //    as f16 (llama.cpp's f16 KV cache numbers: the same GGUF then takes llama.cpp's tokens).
-    for (int t = 0; t < n; ++t) {
+    per_token([&](int t) {
       const int pos = tok_pos[t];
       kernels::rope(&q_[size_t(t) * q_dim], c.n_heads, hd, pos, c.rope_theta, c.rope);
       kernels::rope(&k_[size_t(t) * kv_dim], c.n_kv_heads, hd, pos, c.rope_theta, c.rope);
@@ -118,7 +125,7 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
       const int32_t block = batch.seqs[tok_seq[t]].block_table[pos / bs];
       kernels::to_f16(&k_[size_t(t) * kv_dim], kv_.k(l, block, pos % bs), kv_dim);
       kernels::to_f16(&v_[size_t(t) * kv_dim], kv_.v(l, block, pos % bs), kv_dim);
-    }
+    });
 
     // 4. Causal attention: token at position p sees positions [0, p]; threads over (run, heads).
     parallel_for(pool_, int64_t(n_runs) * head_groups, [&](int64_t begin, int64_t end, int thread) {
@@ -134,25 +141,27 @@ result<void> transformer::forward(const forward_batch& batch, output_mode mode, 
       }
     });
 
-    // 5. Output projection and residual.
+    // 5. Output projection (its residual is added in 6).
     {
       const kernels::matmul_out o[] = {{xb_.data(), &L.wo}};
       kernels::matmul_many(o, att_out_.data(), n, act, pool_);
     }
-    kernels::add(x_.data(), xb_.data(), n * dim);
 
-    // 6. Feed-forward: RMSNorm, SwiGLU(gate, up), down projection, residual.
-    for (int t = 0; t < n; ++t) kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.ffn_norm.f32(), dim, c.rms_eps);
+    // 6. Feed-forward: (the residual above and) RMSNorm, SwiGLU(gate, up), down projection, residual.
+    per_token([&](int t) {
+      kernels::add(&x_[size_t(t) * dim], &xb_[size_t(t) * dim], dim);
+      kernels::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.ffn_norm.f32(), dim, c.rms_eps);
+    });
     {
       const kernels::matmul_out gate_up[] = {{hb_.data(), &L.w_gate}, {hb2_.data(), &L.w_up}};
       kernels::matmul_many(gate_up, xb_.data(), n, act, pool_);
     }
-    kernels::swiglu(hb_.data(), hb2_.data(), n * c.hidden_dim);
+    per_token([&](int t) { kernels::swiglu(&hb_[size_t(t) * c.hidden_dim], &hb2_[size_t(t) * c.hidden_dim], c.hidden_dim); });
     {
       const kernels::matmul_out down[] = {{xb_.data(), &L.w_down}};
       kernels::matmul_many(down, hb_.data(), n, act, pool_);
     }
-    kernels::add(x_.data(), xb_.data(), n * dim);
+    per_token([&](int t) { kernels::add(&x_[size_t(t) * dim], &xb_[size_t(t) * dim], dim); });
   }
 
   // 7. Output: hidden states for the next stage, or final norm + output head for logits.

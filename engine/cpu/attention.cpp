@@ -57,8 +57,13 @@ void attention_heads_fast(float* out, const float* q, int64_t ld_qo, int n_tok, 
   const int64_t slot_stride = kv.block_size() > 1 ? kv.k(layer, 0, 1) - kv.k(layer, 0, 0) : 0;
   const int64_t block_stride = kv.n_blocks() > 1 ? kv.k(layer, 1, 0) - kv.k(layer, 0, 0) : 0;
   TROUPE_ASSERT(kv.n_blocks() <= 1 || kv.v(layer, 1, 0) - kv.v(layer, 0, 0) == block_stride);
-  avx2::attention(out, q, ld_qo, n_tok, k0, v0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx,
-                  head_dim, n_q, first_head, group, scratch);
+  avx2::attention_weights(q, ld_qo, n_tok, k0, block_stride, slot_stride, kv.block_size(), block_table, n_ctx,
+                          head_dim, n_q, first_head, group, scratch);
+  // The values' half reads 16 f16 values per conversion with AVX-512 (a position's values are
+  // contiguous); the keys' half stays AVX2 (its 8-lane sums per position fix the bits).
+  (has_avx512() ? avx512::attention_values : avx2::attention_values)(out, ld_qo, n_tok, v0, block_stride, slot_stride,
+                                                                     kv.block_size(), block_table, n_ctx, head_dim, n_q,
+                                                                     first_head, group, scratch);
 }
 
 }  // namespace troupe::engine::cpu

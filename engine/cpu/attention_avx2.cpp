@@ -1,7 +1,8 @@
 // AVX2 attention of the query heads of one or more consecutive tokens of a sequence over the
-// paged KV cache (compiled with -mavx2 -mfma): reads each position's keys and values in place
-// through the block table, no gathering copy, once per call. A token's result is the same bits
-// whichever call (alone, or with its neighbours) computes it.
+// paged KV cache (compiled with -mavx2 -mfma), in two halves (the softmax weights, then the sum
+// of the values; attention_avx512.cpp has the second half too): reads each position's keys and
+// values in place through the block table, no gathering copy, once per call. A token's result
+// is the same bits whichever call (alone, or with its neighbours) computes it.
 #include <immintrin.h>
 #include <math.h>
 
@@ -35,11 +36,26 @@ inline void weighted_sum(float* o, const uint16_t* v, const int64_t* rows, const
   for (int k = 0; k < W; ++k) _mm256_storeu_ps(o + 8 * k, acc[k]);
 }
 
+// attention_values.inc's chunk: width / 8 ymm.
+inline void weighted_chunk(float* o, const uint16_t* v, const int64_t* rows, const float* p, int n, bool first,
+                           int width) {
+  switch (width / 8) {
+    case 8: weighted_sum<8>(o, v, rows, p, n, first); break;
+    case 7: weighted_sum<7>(o, v, rows, p, n, first); break;
+    case 6: weighted_sum<6>(o, v, rows, p, n, first); break;
+    case 5: weighted_sum<5>(o, v, rows, p, n, first); break;
+    case 4: weighted_sum<4>(o, v, rows, p, n, first); break;
+    case 3: weighted_sum<3>(o, v, rows, p, n, first); break;
+    case 2: weighted_sum<2>(o, v, rows, p, n, first); break;
+    default: weighted_sum<1>(o, v, rows, p, n, first); break;
+  }
+}
+
 }  // namespace
 
-void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, const uint16_t* v0,
-               int64_t block_stride, int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx,
-               int head_dim, int n_q, int first_head, int group, float* scratch) {
+void attention_weights(const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, int64_t block_stride,
+                       int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
+                       int n_q, int first_head, int group, float* scratch) {
   const float scale = 1.0f / sqrtf(float(head_dim));
   const int last_ctx = n_ctx + n_tok - 1;  // token i sees positions [0, n_ctx + i)
   const int ld = (last_ctx + 7) & ~7;      // scores of token i, query head h: scratch[(i * n_q + h) * ld + t]
@@ -103,36 +119,8 @@ void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const uint1
       }
     }
   }
-
-  // 3. out = sum_t p_t v_t, in position order for every output float; eight positions at a time
-  //    for every token and head, up to 64 output floats of a head in registers, kept in out
-  //    between groups.
-  for (int t = 0; t < last_ctx; t += 8) {
-    int64_t rows[8];
-    for (int j = 0; j < 8 && t + j < last_ctx; ++j) rows[j] = slot(t + j);
-    for (int i = 0; i < n_tok; ++i) {
-      const int ctx = n_ctx + i;
-      if (ctx <= t) continue;
-      const int n = ctx - t < 8 ? ctx - t : 8;
-      for (int h = 0; h < n_q; ++h) {
-        const uint16_t* vb = v0 + kv_off(h);
-        const float* p = scores(i, h) + t;
-        float* o = out + i * ld_qo + int64_t(h) * head_dim;
-        for (int c = 0; c < head_dim; c += 64) {
-          switch ((head_dim - c < 64 ? head_dim - c : 64) / 8) {
-            case 8: weighted_sum<8>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 7: weighted_sum<7>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 6: weighted_sum<6>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 5: weighted_sum<5>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 4: weighted_sum<4>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 3: weighted_sum<3>(o + c, vb + c, rows, p, n, t == 0); break;
-            case 2: weighted_sum<2>(o + c, vb + c, rows, p, n, t == 0); break;
-            default: weighted_sum<1>(o + c, vb + c, rows, p, n, t == 0); break;
-          }
-        }
-      }
-    }
-  }
 }
+
+#include "engine/cpu/attention_values.inc"
 
 }  // namespace troupe::engine::cpu::avx2

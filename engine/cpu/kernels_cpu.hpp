@@ -142,14 +142,19 @@ void to_f16(const float* x, uint16_t* out, int n);
 /// cpu::rope's rotation of every head's pairs by the angles' cos/sin (FMA, as cpu::rope).
 void rope_rotate(float* x, int n_heads, int head_dim, const float* cos, const float* sin, bool interleaved);
 
-/// attention_heads_fast on raw cache pointers: position t's key for first_head's kv head is
-/// k0 + block_table[t / block_size] * block_stride + (t % block_size) * slot_stride (values
-/// likewise from v0); head_dim % 8 == 0. Tokens i in [0, n_tok) (q and out at i * ld_qo) see
-/// positions [0, n_ctx + i). Every output float sums its positions in order, and a head's result
-/// does not depend on which other heads or tokens share the call.
-void attention(float* out, const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, const uint16_t* v0,
-               int64_t block_stride, int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx,
-               int head_dim, int n_q, int first_head, int group, float* scratch);
+/// attention_heads_fast on raw cache pointers, in two halves: attention_weights writes the
+/// softmax weights of every token and head into scratch, attention_values sums the values with
+/// them into out. Position t's key for first_head's kv head is k0 + block_table[t / block_size] *
+/// block_stride + (t % block_size) * slot_stride (values likewise from v0); head_dim % 8 == 0.
+/// Tokens i in [0, n_tok) (q and out at i * ld_qo) see positions [0, n_ctx + i). Every output
+/// float sums its positions in order, and a head's result does not depend on which other heads
+/// or tokens share the call.
+void attention_weights(const float* q, int64_t ld_qo, int n_tok, const uint16_t* k0, int64_t block_stride,
+                       int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
+                       int n_q, int first_head, int group, float* scratch);
+void attention_values(float* out, int64_t ld_qo, int n_tok, const uint16_t* v0, int64_t block_stride,
+                      int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
+                      int n_q, int first_head, int group, const float* scratch);
 
 }  // namespace avx2
 
@@ -164,6 +169,10 @@ void matmul_q4_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, con
 /// avx2::gemm_f32, bit for bit (two rows per zmm).
 void gemm_f32(float* out, int64_t ldo, const float* x, int n_tokens, const float* w, int64_t cols, int64_t row_begin,
               int64_t row_end);
+/// avx2::attention_values, bit for bit (16 values of a head per zmm).
+void attention_values(float* out, int64_t ld_qo, int n_tok, const uint16_t* v0, int64_t block_stride,
+                      int64_t slot_stride, int block_size, const int32_t* block_table, int n_ctx, int head_dim,
+                      int n_q, int first_head, int group, const float* scratch);
 }  // namespace avx512
 namespace avx512_vnni {
 void matmul_q8_0(float* out, int64_t ldo, const int8_t* qs, const float* xd, int n_tokens, const block_q8_0* w,

@@ -433,17 +433,25 @@ BOOST_AUTO_TEST_CASE(matmul_many_equals_separate_matmuls) {
   }
 }
 
+namespace {
+// Every slot of the cache's layer filled with random keys (seed k_seed) and values (v_seed), as f16.
+void fill_cache(kv_cache& kv, int layer, uint64_t k_seed, uint64_t v_seed) {
+  const int row = kv.kv_dim();
+  const auto k = randv(size_t(kv.n_blocks()) * kv.block_size() * row, k_seed), v = randv(k.size(), v_seed);
+  for (int b = 0; b < kv.n_blocks(); ++b)
+    for (int s = 0; s < kv.block_size(); ++s) {
+      kernels::to_f16(&k[(size_t(b) * kv.block_size() + s) * row], kv.k(layer, b, s), row);
+      kernels::to_f16(&v[(size_t(b) * kv.block_size() + s) * row], kv.v(layer, b, s), row);
+    }
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_blocks) {
   for (int hd : {8, 64, 72}) {
     const int n_kv = 3, bs = 4, n_blocks = 16;
     kv_cache kv(2, n_kv, hd, bs, n_blocks);
     const std::vector<int32_t> table = {9, 2, 14, 0, 5, 11, 3, 7, 1, 12};  // scattered physical blocks
-    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 31), vvals = randv(kvals.size(), 32);
-    for (int b = 0; b < n_blocks; ++b)
-      for (int s = 0; s < bs; ++s) {
-        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(1, b, s), n_kv * hd);
-        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(1, b, s), n_kv * hd);
-      }
+    fill_cache(kv, 1, 31, 32);
     const auto q = randv(size_t(hd), 33, 3.0f);
     for (int n_ctx : {1, 7, 8, 37, 40}) {
       for (int h = 0; h < n_kv; ++h) {
@@ -464,6 +472,40 @@ BOOST_AUTO_TEST_CASE(fast_paged_attention_matches_the_reference_without_copying_
   }
 }
 
+BOOST_AUTO_TEST_CASE(avx512_attention_gives_the_avx2_bits) {
+  // The AVX-512 values' half (16 values per zmm, an 8-value ymm for the rest of a 64-float chunk)
+  // against AVX2's, for every chunk shape (head_dim / 8 = 1 .. 8, and past 64), runs of tokens
+  // and grouped kv heads: the same FMA per output float per position, so the same bits.
+  if (cpu::detected_isa() < cpu::isa::avx512) {
+    BOOST_TEST_MESSAGE("SKIP avx512_attention_gives_the_avx2_bits: this CPU lacks AVX-512");
+    return;
+  }
+  const int n_heads = 4, n_kv = 2, group = 2, bs = 16, n_blocks = 6;
+  for (int hd : {8, 16, 24, 32, 40, 48, 56, 64, 72, 136}) {
+    kv_cache kv(1, n_kv, hd, bs, n_blocks);
+    const std::vector<int32_t> table = {5, 1, 3, 0, 4, 2};
+    fill_cache(kv, 0, 71, 72);
+    const int ld = n_heads * hd;
+    for (auto [ctx, n_tok] : {std::pair{1, 1}, std::pair{9, 1}, std::pair{37, 3}, std::pair{80, 8}}) {
+      const auto q = randv(size_t(n_tok * ld), 73 + ctx, 3.0f);
+      std::vector<float> scratch(kernels::attention_scratch_floats(n_heads, ctx + n_tok - 1, n_tok));
+      std::vector<float> got[2];
+      for (int v = 0; v < 2; ++v) {
+        BOOST_REQUIRE(cpu::set_isa(v == 0 ? cpu::isa::avx2 : cpu::isa::avx512));
+        got[v].assign(size_t(n_tok * ld), NAN);
+        kernels::attention(got[v].data(), q.data(), kv, 0, table.data(), ctx, hd, 0, n_heads, group, scratch.data(),
+                           n_tok, ld);
+      }
+      cpu::set_isa(cpu::detected_isa());
+      for (size_t i = 0; i < got[0].size(); ++i) {
+        BOOST_TEST((std::isfinite(got[0][i]) && std::memcmp(&got[0][i], &got[1][i], 4) == 0),
+                   "hd " << hd << " ctx " << ctx << " tokens " << n_tok << " i " << i << ": " << got[1][i] << " vs "
+                         << got[0][i]);
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(attention_over_a_head_range_equals_one_head_at_a_time_with_grouped_kv_heads) {
   // 6 query heads share 3 kv heads (group 2); ranges that start inside a group, the whole range,
   // and single heads must give each head bitwise the same output, close to the reference.
@@ -471,12 +513,7 @@ BOOST_AUTO_TEST_CASE(attention_over_a_head_range_equals_one_head_at_a_time_with_
   for (int hd : {8, 64, 72}) {
     kv_cache kv(1, n_kv, hd, bs, n_blocks);
     const std::vector<int32_t> table = {6, 1, 4, 0, 7};
-    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 51), vvals = randv(kvals.size(), 52);
-    for (int b = 0; b < n_blocks; ++b)
-      for (int s = 0; s < bs; ++s) {
-        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(0, b, s), n_kv * hd);
-        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(0, b, s), n_kv * hd);
-      }
+    fill_cache(kv, 0, 51, 52);
     const auto q = randv(size_t(n_heads * hd), 53, 3.0f);
     for (int n_ctx : {1, 9, 16, 33, 80}) {
       on_every_variant([&] {
@@ -513,12 +550,7 @@ BOOST_AUTO_TEST_CASE(attention_of_a_run_of_tokens_equals_each_token_alone_bit_fo
   for (int hd : {8, 64}) {
     kv_cache kv(1, n_kv, hd, bs, n_blocks);
     const std::vector<int32_t> table = {6, 1, 4, 0, 7, 2};
-    auto kvals = randv(size_t(n_blocks * bs * n_kv * hd), 61), vvals = randv(kvals.size(), 62);
-    for (int b = 0; b < n_blocks; ++b)
-      for (int s = 0; s < bs; ++s) {
-        kernels::to_f16(&kvals[size_t((b * bs + s) * n_kv * hd)], kv.k(0, b, s), n_kv * hd);
-        kernels::to_f16(&vvals[size_t((b * bs + s) * n_kv * hd)], kv.v(0, b, s), n_kv * hd);
-      }
+    fill_cache(kv, 0, 61, 62);
     const int ld = n_heads * hd;
     for (int first_ctx : {1, 5, 8, 15, 41}) {
       for (int n_tok : {1, 2, 7, 8}) {
