@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # troupe against llama.cpp on this machine: the same synthetic GGUF files (stories110M shape,
-# written by `troupe model synth`), the same thread count, interleaved rounds (troupe, then
-# llama.cpp, per figure per round), medians with min/max, as a ratio table troupe / llama.cpp:
+# written by `troupe model synth`), the same thread count, interleaved rounds (per figure, troupe
+# then llama.cpp in odd rounds, llama.cpp then troupe in even ones, so that neither always runs
+# first on a machine whose speed drifts), medians with min/max, as a ratio table troupe / llama.cpp:
 #   decode batch 1      troupe bench engine (prompt 1)      vs llama-bench -n G (tg)
 #   prefill 512         troupe bench engine (prompt 512)    vs llama-bench -p 512 (pp)
 #   decode batch 8, 32  troupe bench engine (prompt 128)    vs llama-batched-bench -npp 128 -npl 8,32 (S_TG)
@@ -91,37 +92,44 @@ wait_http() {  # PORT: until the server answers /health
   echo "bench-peers.sh: server on port $1 did not come up" >&2; exit 1
 }
 
-serve_round() {  # MODEL DTYPE
-  local m="$1" dt="$2" port=$((20000 + RANDOM % 20000)) ctx
+serve_side() {  # SIDE MODEL DTYPE: one server, 1 then 32 streams
+  local side="$1" m="$2" dt="$3" port=$((20000 + RANDOM % 20000)) ctx
   ctx=$((32 * (128 + gen_len)))
-  "$troupe" serve --model "$m" --threads "$threads" --host 127.0.0.1 --port 0 --http-port "$port" >/dev/null 2>&1 &
+  if [ "$side" = troupe ]; then
+    "$troupe" serve --model "$m" --threads "$threads" --host 127.0.0.1 --port 0 --http-port "$port" >/dev/null 2>&1 &
+  else
+    "$bin/llama-server" -m "$m" -t "$threads" -tb "$threads" -np 32 -c "$ctx" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+  fi
   server_pid=$!; wait_http "$port"
-  for c in 1 32; do record "serve_${c}_$dt" troupe "$(python3 "$work/load.py" troupe "$port" "$c" "$c" 128 "$gen_len")"; done
-  stop_server
-  port=$((port + 1))  # the last server's port may not be free yet
-  "$bin/llama-server" -m "$m" -t "$threads" -tb "$threads" -np 32 -c "$ctx" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
-  server_pid=$!; wait_http "$port"
-  for c in 1 32; do record "serve_${c}_$dt" llama "$(python3 "$work/load.py" llama "$port" "$c" "$c" 128 "$gen_len")"; done
+  for c in 1 32; do record "serve_${c}_$dt" "$side" "$(python3 "$work/load.py" "$side" "$port" "$c" "$c" 128 "$gen_len")"; done
   stop_server
 }
 
-engine_round() {  # MODEL DTYPE
-  local m="$1" dt="$2" j
-  j=$("$troupe" bench engine --model "$m" --batch 1 --threads "$threads" --prompt-len 1 --gen-len "$gen_len" --runs 1 --json)
-  record "decode_1_$dt" troupe "$(field "$j" decode_tok_s)"
-  j=$("$troupe" bench engine --model "$m" --batch 1 --threads "$threads" --prompt-len 512 --gen-len 1 --runs 1 --json)
-  record "prefill_512_$dt" troupe "$(field "$j" prefill_tok_s)"
-  j=$("$bin/llama-bench" -m "$m" -t "$threads" -p 512 -n "$gen_len" -r 1 -o jsonl 2>/dev/null)
-  record "prefill_512_$dt" llama "$(field "$(grep '"n_prompt": 512' <<<"$j")" avg_ts)"
-  record "decode_1_$dt" llama "$(field "$(grep "\"n_gen\": $gen_len" <<<"$j")" avg_ts)"
-  "$troupe" bench engine --model "$m" --batch 8,32 --threads "$threads" --prompt-len 128 --gen-len "$gen_len" --runs 1 --json \
-    >"$work/t.jsonl"
-  "$bin/llama-batched-bench" -m "$m" -t "$threads" -tb "$threads" -c $((32 * (128 + gen_len))) -npp 128 -ntg "$gen_len" \
-    -npl 8,32 --output-format jsonl >"$work/l.jsonl" 2>/dev/null
-  for b in 8 32; do
-    record "decode_${b}_$dt" troupe "$(field "$(grep "\"batch\":$b," "$work/t.jsonl")" decode_tok_s)"
-    record "decode_${b}_$dt" llama "$(field "$(grep "\"pl\": $b," "$work/l.jsonl")" speed_tg)"
-  done
+single_side() {  # SIDE MODEL DTYPE: decode batch 1 and prefill 512
+  local side="$1" m="$2" dt="$3" j
+  if [ "$side" = troupe ]; then
+    j=$("$troupe" bench engine --model "$m" --batch 1 --threads "$threads" --prompt-len 1 --gen-len "$gen_len" --runs 1 --json)
+    record "decode_1_$dt" troupe "$(field "$j" decode_tok_s)"
+    j=$("$troupe" bench engine --model "$m" --batch 1 --threads "$threads" --prompt-len 512 --gen-len 1 --runs 1 --json)
+    record "prefill_512_$dt" troupe "$(field "$j" prefill_tok_s)"
+  else
+    j=$("$bin/llama-bench" -m "$m" -t "$threads" -p 512 -n "$gen_len" -r 1 -o jsonl 2>/dev/null)
+    record "prefill_512_$dt" llama "$(field "$(grep '"n_prompt": 512' <<<"$j")" avg_ts)"
+    record "decode_1_$dt" llama "$(field "$(grep "\"n_gen\": $gen_len" <<<"$j")" avg_ts)"
+  fi
+}
+
+batched_side() {  # SIDE MODEL DTYPE: decode batch 8 and 32 after 128-token prompts
+  local side="$1" m="$2" dt="$3" b
+  if [ "$side" = troupe ]; then
+    "$troupe" bench engine --model "$m" --batch 8,32 --threads "$threads" --prompt-len 128 --gen-len "$gen_len" --runs 1 \
+      --json >"$work/t.jsonl"
+    for b in 8 32; do record "decode_${b}_$dt" troupe "$(field "$(grep "\"batch\":$b," "$work/t.jsonl")" decode_tok_s)"; done
+  else
+    "$bin/llama-batched-bench" -m "$m" -t "$threads" -tb "$threads" -c $((32 * (128 + gen_len))) -npp 128 -ntg "$gen_len" \
+      -npl 8,32 --output-format jsonl >"$work/l.jsonl" 2>/dev/null
+    for b in 8 32; do record "decode_${b}_$dt" llama "$(field "$(grep "\"pl\": $b," "$work/l.jsonl")" speed_tg)"; done
+  fi
 }
 
 : >"$work/samples"
@@ -130,11 +138,18 @@ for dt in $dtypes; do
   [ -f "$f" ] || "$troupe" model synth --shape stories110M --dtype "$dt" --seed 0 --quiet --out "$f"
 done
 for round in $(seq 1 "$rounds"); do
+  order="troupe llama"
+  [ $((round % 2)) -eq 0 ] && order="llama troupe"
   for dt in $dtypes; do
     f="$models/troupe-synth-stories110M-$dt-seed0.gguf"
-    echo "bench-peers.sh: round $round/$rounds $dt" >&2
-    [[ $only == *engine* ]] && engine_round "$f" "$dt"
-    [[ $only == *serve* ]] && serve_round "$f" "$dt"
+    echo "bench-peers.sh: round $round/$rounds $dt (first: ${order%% *})" >&2
+    if [[ $only == *engine* ]]; then
+      for side in $order; do single_side "$side" "$f" "$dt"; done
+      for side in $order; do batched_side "$side" "$f" "$dt"; done
+    fi
+    if [[ $only == *serve* ]]; then
+      for side in $order; do serve_side "$side" "$f" "$dt"; done
+    fi
   done
 done
 
@@ -143,7 +158,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|avx512_bf16|avx512_fp16|amx_int8)$' | tr '\n' ' ')
 kernels=$("$troupe" bench engine --help >/dev/null 2>&1; "$troupe" bench engine --model "$models/troupe-synth-stories110M-$(set -- $dtypes; echo "$1")-seed0.gguf" --batch 1 --threads 1 --prompt-len 1 --gen-len 1 --runs 1 --json | sed -n 's/.*"kernels":"\([^"]*\)".*/\1/p')
 {
-  echo "CPU: $cpu; flags: $flags; troupe kernels: $kernels; threads: $threads; rounds: $rounds (interleaved);"
+  echo "CPU: $cpu; flags: $flags; troupe kernels: $kernels; threads: $threads; rounds: $rounds (interleaved, the side that goes first alternating);"
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average at the end; > $threads means the cores were shared)"
   echo
   echo "| figure (tok/s, stories110M) | troupe median (min-max) | llama.cpp median (min-max) | troupe / llama.cpp |"
