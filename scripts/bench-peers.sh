@@ -8,6 +8,9 @@
 #   decode batch 8, 32  troupe bench engine (prompt 128)    vs llama-batched-bench -npp 128 -npl 8,32 (S_TG)
 #   serving 1, 32       troupe serve --http-port            vs llama-server -np 32 (/completion), one load
 #                       generator (below) sending both the same token prompts, greedy, G tokens each
+# Single-stream decode is memory-bound, so a second table sets it against the memory: weight bytes
+# read per token (the file less its token embedding) x tok/s, against `troupe bench memory`'s read
+# bandwidth measured in every round.
 # DIR is a llama.cpp build made outside this repository from its public source (bin/llama-bench,
 # bin/llama-batched-bench, bin/llama-server); nothing is downloaded or vendored here.
 # Usage: scripts/bench-peers.sh --llama-cpp DIR [--rounds N] [--threads T] [--dtypes "f32 q8_0 q4_0"]
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
     --gen-len) gen_len="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench-peers.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -137,7 +140,20 @@ for dt in $dtypes; do
   f="$models/troupe-synth-stories110M-$dt-seed0.gguf"
   [ -f "$f" ] || "$troupe" model synth --shape stories110M --dtype "$dt" --seed 0 --quiet --out "$f"
 done
+# weight_bytes FILE: bytes a decode step reads, the file less its token embedding (one row of
+# which a token reads); the q4_0x16 copy that Q4_0 decodes from is the same size.
+weight_bytes() {
+  local size embd
+  size=$(stat -c %s "$1")
+  # The embedding's bytes: from its offset to the next tensor's (or the file's end).
+  embd=$("$troupe" model info "$1" | awk -v end="$size" '
+    /^  [^ ]+ +[a-z0-9_]+ +\[/ && $NF ~ /^[0-9]+$/ { off[$1] = $NF }
+    END { o = off["token_embd.weight"]; n = end; for (k in off) if (off[k] > o && off[k] < n) n = off[k]; print n - o }')
+  echo $((size - embd))
+}
 for round in $(seq 1 "$rounds"); do
+  j=$("$troupe" bench memory --threads "$threads" --json)
+  record membw troupe "$(field "$j" read_gb_s)"
   order="troupe llama"
   [ $((round % 2)) -eq 0 ] && order="llama troupe"
   for dt in $dtypes; do
@@ -163,7 +179,8 @@ kernels=$("$troupe" bench engine --help >/dev/null 2>&1; "$troupe" bench engine 
   echo
   echo "| figure (tok/s, stories110M) | troupe median (min-max) | llama.cpp median (min-max) | troupe / llama.cpp |"
   echo "|---|---:|---:|---:|"
-  python3 - "$work/samples" <<'EOF'
+  for dt in $dtypes; do echo "$dt $(weight_bytes "$models/troupe-synth-stories110M-$dt-seed0.gguf")"; done >"$work/bytes"
+  python3 - "$work/samples" "$work/bytes" <<'EOF'
 import sys, statistics as st
 from collections import defaultdict
 d = defaultdict(lambda: defaultdict(list))
@@ -176,12 +193,24 @@ for line in open(sys.argv[1]):
 names = {"decode_1": "decode, batch 1", "prefill_512": "prefill, 512 tokens", "decode_8": "decode, batch 8",
          "decode_32": "decode, batch 32", "serve_1": "serving, 1 stream", "serve_32": "serving, 32 streams"}
 for fig in order:
+    if fig == "membw": continue
     parts = fig.split("_")  # FIGURE_N_DTYPE, the dtype itself may hold "_" (q8_0)
     base, dt = "_".join(parts[:2]), "_".join(parts[2:])
     t, l = d[fig]["troupe"], d[fig]["llama"]
     cell = lambda v: f"{st.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "n/a"
     ratio = f"{st.median(t) / st.median(l):.2f}x" if t and l else "n/a"
     print(f"| {names.get(base, base)} {dt} | {cell(t)} | {cell(l)} | {ratio} |")
+bw = st.median(d["membw"]["troupe"])
+print()
+print(f"Single-stream decode against the memory: `troupe bench memory --threads` read {bw:.1f} GB/s (median of the rounds)")
+print()
+print("| dtype | weight bytes / token | troupe GB/s (% of read) | llama.cpp GB/s (% of read) |")
+print("|---|---:|---:|---:|")
+for line in open(sys.argv[2]):
+    dt, nbytes = line.split()
+    t, l = d[f"decode_1_{dt}"]["troupe"], d[f"decode_1_{dt}"]["llama"]
+    gb = lambda v: f"{st.median(v) * int(nbytes) / 1e9:.1f} ({100 * st.median(v) * int(nbytes) / 1e9 / bw:.0f} %)" if v else "n/a"
+    print(f"| {dt} | {int(nbytes) / 1e6:.1f} MB | {gb(t)} | {gb(l)} |")
 EOF
 } | tee "$out"
 echo "bench-peers.sh: table written to $out" >&2
