@@ -22,10 +22,6 @@ namespace {
 // core for a whole scheduler tick.)
 constexpr auto spin_for = std::chrono::microseconds(1000);
 
-// Chunks per thread: enough that a thread preempted by another process delays little.
-constexpr int64_t chunks_per_thread = 4;
-// Chunk counts and indices share the claim word, 16 bits each.
-constexpr int64_t max_chunks = 0xffff;
 
 // Spins until pred() or the spin time is up; returns pred().
 template <class Pred>
@@ -67,8 +63,7 @@ void thread_pool::run_chunks(uint32_t generation, int index) {
       if (uint32_t(v >> 32) != generation || chunk >= n_chunks) return;
     } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
     // The job cannot end before this chunk is done: its fields are still this generation's.
-    const int64_t begin = int64_t(chunk) * chunk_;
-    (*job_)(begin, std::min(n_, begin + chunk_), index);
+    (*job_)(starts_[chunk], starts_[chunk + 1], index);
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_chunks) done_.notify_one();
   }
 }
@@ -77,16 +72,23 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t n_chunks = std::min({units, int64_t(n_threads_) * chunks_per_thread, max_chunks});
-  if (n_threads_ == 1 || n_chunks <= 1) {
+  if (n_threads_ == 1 || units <= 1) {
     fn(0, n, 0);
     return;
   }
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
   job_ = &fn;
   n_ = n;
-  chunk_ = (units + n_chunks - 1) / n_chunks * grain;
-  const uint32_t chunks = uint32_t((n + chunk_ - 1) / chunk_);  // <= n_chunks, far below 2^16
+  // Guided chunks: a round of one chunk per thread takes half of what is left, the next half of
+  // the rest, ..., down to one grain. Long chunks first (a thread streams through long runs of
+  // rows), short ones last (threads finish together; a preempted thread delays little).
+  starts_.clear();
+  for (int64_t u = 0; u < units;) {
+    const int64_t size = std::max<int64_t>(1, (units - u) / (2 * n_threads_));
+    for (int i = 0; i < n_threads_ && u < units; ++i, u = std::min(units, u + size)) starts_.push_back(u * grain);
+  }
+  const uint32_t chunks = uint32_t(starts_.size());  // ~ threads x log2(units), far below 2^16
+  starts_.push_back(n);
   done_.store(0, std::memory_order_relaxed);
   claim_.store(uint64_t(generation) << 32 | uint64_t(chunks) << 16, std::memory_order_release);
   generation_.store(generation, std::memory_order_release);

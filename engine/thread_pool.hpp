@@ -40,7 +40,7 @@ class thread_pool {
   // chunk is done).
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t n_ = 0;
-  int64_t chunk_ = 1;
+  std::vector<int64_t> starts_;  // chunk k is [starts_[k], starts_[k + 1])
   alignas(64) std::atomic<uint64_t> claim_{0};  // generation << 32 | chunk count << 16 | next chunk
   alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job; idle workers wait on it
   alignas(64) std::atomic<uint32_t> done_{0};        // chunks of the current job finished
