@@ -22,7 +22,6 @@ namespace {
 // core for a whole scheduler tick.)
 constexpr auto spin_for = std::chrono::microseconds(1000);
 
-
 // Spins until pred() or the spin time is up; returns pred().
 template <class Pred>
 bool spin_until(Pred pred) {
@@ -78,7 +77,6 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
   }
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
   job_ = &fn;
-  n_ = n;
   // Guided chunks: a round of one chunk per thread takes half of what is left, the next half of
   // the rest, ..., down to one grain. Long chunks first (a thread streams through long runs of
   // rows), short ones last (threads finish together; a preempted thread delays little).

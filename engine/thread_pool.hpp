@@ -39,7 +39,6 @@ class thread_pool {
   // that has claimed a chunk of that generation reads them (the job cannot end before its
   // chunk is done).
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
-  int64_t n_ = 0;
   std::vector<int64_t> starts_;  // chunk k is [starts_[k], starts_[k + 1])
   alignas(64) std::atomic<uint64_t> claim_{0};  // generation << 32 | chunk count << 16 | next chunk
   alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job; idle workers wait on it
